@@ -1,0 +1,52 @@
+# OrderSight. `make run` and `make test` set up everything they need on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PROTO := proto/ordersight/v1/risk.proto
+PROTO_PY := proto/ordersight/v1/risk_pb2.py
+MODELS ?= models/default
+HISTORY ?= models/default-history.parquet
+SIM_DAYS ?= 56
+PORT ?= 50051
+
+.PHONY: install proto models run test lint format bench bench-micro clean
+
+install: $(STAMP) $(PROTO_PY)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+# Generated protobuf code comes from this target only; never edit it by hand.
+proto: $(PROTO_PY)
+$(PROTO_PY): $(PROTO) $(STAMP)
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=proto --pyi_out=proto \
+		--grpc_python_out=proto $(PROTO)
+
+# Default models: trained from the built-in simulator when $(MODELS) has none.
+models: $(MODELS)/manifest.json
+$(MODELS)/manifest.json: | install
+	$(BIN)/ordersight simulate --days $(SIM_DAYS) --out $(HISTORY)
+	$(BIN)/ordersight train --orders $(HISTORY) --out $(MODELS)
+
+run: install models
+	$(BIN)/ordersight serve --models $(MODELS) --port $(PORT)
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(BIN)/ruff check engine training tests benchmarks
+	$(BIN)/ruff format --check engine training tests benchmarks
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format engine training tests benchmarks
+	$(BIN)/ruff check --fix engine training tests benchmarks
+
+clean:
+	rm -rf $(VENV) proto/ordersight/v1/*_pb2*.py* .pytest_cache

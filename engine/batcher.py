@@ -1,0 +1,106 @@
+"""Micro-batcher: gathers concurrent calls into one engine call.
+
+A batch is dispatched when it reaches `max_batch`, when `max_wait` has passed since its first
+call, or as soon as a yield to the event loop brings no new call: an idle engine serves a
+lone request at once, and batches grow only while calls really arrive together (typically
+while the previous batch was being scored). The clock is injected (monotonic seconds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.errors import Unavailable
+
+
+@dataclass
+class Pending:
+    payload: Any
+    deadline: float | None  # monotonic seconds, None = no deadline
+    arrival: float
+    future: asyncio.Future = field(repr=False)
+
+
+class MicroBatcher:
+    def __init__(
+        self,
+        process: Callable[[Sequence[Pending]], Sequence[Any]],
+        max_batch: int = 256,
+        max_wait_s: float = 0.0005,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, is {max_batch}")
+        if max_wait_s < 0:
+            raise ValueError(f"max_wait must be >= 0, is {max_wait_s}")
+        self.process = process
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self.clock = clock
+        self._queue: list[Pending] = []
+        self._wakeup: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+        self._closing = False
+        self.batches = 0
+        self.items = 0
+
+    def start(self) -> None:
+        self._wakeup = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="micro-batcher")
+
+    async def stop(self) -> None:
+        """Finish every call already accepted, then stop."""
+        self._closing = True
+        if self._wakeup is not None:
+            self._wakeup.set()
+        if self._task is not None:
+            await self._task
+
+    async def submit(self, payload: Any, deadline: float | None = None) -> Any:
+        if self._closing or self._wakeup is None:
+            raise Unavailable("the engine is shutting down")
+        fut = asyncio.get_running_loop().create_future()
+        self._queue.append(Pending(payload, deadline, self.clock(), fut))
+        self._wakeup.set()
+        return await fut
+
+    async def _run(self) -> None:
+        assert self._wakeup is not None
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            start = self.clock()
+            seen = len(self._queue)
+            while seen < self.max_batch and self.clock() - start < self.max_wait_s:
+                await asyncio.sleep(0)  # let calls that are ready reach the queue
+                if len(self._queue) == seen:
+                    break
+                seen = len(self._queue)
+            batch = self._queue[: self.max_batch]
+            del self._queue[: self.max_batch]
+            self._dispatch(batch)
+
+    def _dispatch(self, batch: list[Pending]) -> None:
+        live = [p for p in batch if not p.future.cancelled()]
+        if not live:
+            return
+        self.batches += 1
+        self.items += len(live)
+        try:
+            results = self.process(live)
+        except Exception as exc:  # every caller gets the error; the batcher goes on
+            for p in live:
+                if not p.future.done():
+                    p.future.set_exception(exc)
+            return
+        for p, r in zip(live, results, strict=True):
+            if not p.future.done():
+                p.future.set_result(r)

@@ -1,0 +1,150 @@
+"""`ordersight` command line: serve, simulate, train, score-file, score."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from engine.errors import InvalidInput, ModelLoadError
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from engine.config import load_settings
+    from engine.server import Server
+
+    settings = load_settings(args.config, models=args.models, host=args.host, port=args.port)
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(Server(settings).serve_forever())
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from training.simulate import main_simulate
+
+    if args.days < 1:
+        raise InvalidInput(f"--days must be >= 1, is {args.days}", "days")
+    t0 = time.perf_counter()
+    n = main_simulate(args.days, args.out, seed=args.seed, orders_per_day=args.orders_per_day)
+    print(f"wrote {n} orders to {args.out} in {time.perf_counter() - t0:.1f}s")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from training.train import train
+
+    report = train(
+        args.orders,
+        args.out,
+        train_from=args.train_from,
+        train_to=args.train_to,
+        label_delay_days=args.label_delay,
+        seed=args.seed,
+        capacity=args.state_capacity,
+    )
+    keys = ("tier2", "cascade", "tier1_escalation_rate", "cascade_recall_of_tier2_flagged_frauds")
+    print(json.dumps({k: report[k] for k in keys}, indent=2))
+    print(f"models and report written to {args.out}")
+    return 0
+
+
+def _score_file(args: argparse.Namespace) -> int:
+    from engine.replay import score_file
+
+    t0 = time.perf_counter()
+    n = score_file(args.models, args.orders, args.out, label_delay_days=args.label_delay,
+                   capacity=args.state_capacity)
+    dt = time.perf_counter() - t0
+    print(f"scored {n} orders in {dt:.2f}s ({n / dt:,.0f} orders/s) -> {args.out}")
+    return 0
+
+
+def _score(args: argparse.Namespace) -> int:
+    import grpc
+    from google.protobuf import json_format
+
+    from ordersight.v1 import risk_pb2 as pb
+    from ordersight.v1 import risk_pb2_grpc as pb_grpc
+
+    try:
+        data = json.loads(Path(args.file).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InvalidInput(f"{args.file}: {exc}", "file") from exc
+    items = data if isinstance(data, list) else [data]
+    try:
+        orders = [json_format.ParseDict(o, pb.Order()) for o in items]
+    except json_format.ParseError as exc:
+        raise InvalidInput(f"{args.file}: {exc}", "file") from exc
+    with grpc.insecure_channel(args.addr) as channel:
+        stub = pb_grpc.OrderRiskStub(channel)
+        for o in orders:
+            try:
+                d = stub.Score(o, timeout=args.timeout)
+            except grpc.RpcError as exc:
+                print(f"{o.order_id}: {exc.code().name}: {exc.details()}", file=sys.stderr)
+                return 1
+            print(json_format.MessageToJson(d, indent=2))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ordersight", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="start the gRPC engine")
+    s.add_argument("--config", help="TOML settings file (see engine/config.py)")
+    s.add_argument("--models", help="artifact folder (default models/default)")
+    s.add_argument("--host")
+    s.add_argument("--port", type=int)
+    s.set_defaults(func=_serve)
+
+    s = sub.add_parser("simulate", help="write a simulated labelled order history (Parquet)")
+    s.add_argument("--days", type=int, required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--seed", type=int, default=7)
+    s.add_argument("--orders-per-day", type=int, default=6000)
+    s.set_defaults(func=_simulate)
+
+    s = sub.add_parser("train", help="train tier one, tier two and the rules from a history")
+    s.add_argument("--orders", required=True, help="history file (Parquet)")
+    s.add_argument("--train-from", help="first day of training examples, YYYY-MM-DD (inclusive)")
+    s.add_argument("--train-to", help="last day of training examples, YYYY-MM-DD (inclusive); "
+                   "later orders are the held-out period")
+    s.add_argument("--label-delay", type=float, default=7.0,
+                   help="days until a label is known where label_known_at is absent")
+    s.add_argument("--seed", type=int, default=7)
+    s.add_argument("--state-capacity", type=int, default=1 << 20)
+    s.add_argument("--out", required=True, help="artifact folder to write")
+    s.set_defaults(func=_train)
+
+    s = sub.add_parser("score-file", help="replay a history through the serving code")
+    s.add_argument("--models", required=True)
+    s.add_argument("--orders", required=True)
+    s.add_argument("--out", required=True, help=".parquet or .csv")
+    s.add_argument("--label-delay", type=float, default=7.0)
+    s.add_argument("--state-capacity", type=int, default=1 << 20)
+    s.set_defaults(func=_score_file)
+
+    s = sub.add_parser("score", help="score orders from a JSON file against a running engine")
+    s.add_argument("--addr", default="127.0.0.1:50051")
+    s.add_argument("--timeout", type=float, default=5.0)
+    s.add_argument("file", help="one Order or a list of Orders, protobuf JSON")
+    s.set_defaults(func=_score)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (InvalidInput, ModelLoadError, ValueError) as exc:
+        print(f"ordersight {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""Settings: one typed class, read from a TOML file, then `ORDERSIGHT_*` environment variables.
+
+Precedence (last wins): defaults, the config file, the environment, command-line flags.
+A `[policy]` table in the file overrides the thresholds the models' manifest proposes.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "ORDERSIGHT_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    """Address the gRPC server listens on."""
+    port: int = 50051
+    """Port the gRPC server listens on (0 picks a free one)."""
+    models: str = "models/default"
+    """Artifact folder with manifest.json; missing or broken parts fall back to rules."""
+    max_batch: int = 256
+    """Most orders scored in one micro-batch."""
+    max_wait_us: int = 500
+    """Longest a micro-batch keeps gathering concurrent calls; an idle engine never waits."""
+    state_capacity: int = 1 << 20
+    """Entity slots in the velocity table (power of two); bounds its memory."""
+    state_probe: int = 16
+    """Slots searched for an entity before the stalest one is evicted."""
+    grace_s: float = 5.0
+    """On SIGTERM/SIGINT, how long in-flight calls may finish before the server stops."""
+    log_level: str = "INFO"
+    """Python logging level."""
+    policy: dict[str, Any] = field(default_factory=dict)
+    """Policy overrides (see engine.policy.PolicyConfig)."""
+
+
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, str):
+                return value.strip().lower() in ("1", "true", "yes", "on")
+            return bool(value)
+        if isinstance(default, int):
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"setting '{name}' must be {type(default).__name__}, is {value!r}") from exc
+
+
+def load_settings(path: str | Path | None = None, env: dict[str, str] | None = None,
+                  **overrides: Any) -> Settings:
+    s = Settings()
+    env = os.environ if env is None else env
+    known = {f.name: f for f in fields(Settings)}
+    values: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            data = tomllib.loads(p.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ValueError(f"config {p}: {exc}") from exc
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ValueError(f"config {p}: unknown setting(s) {', '.join(unknown)}")
+        values.update(data)
+    for name in known:
+        if name != "policy" and ENV_PREFIX + name.upper() in env:
+            values[name] = env[ENV_PREFIX + name.upper()]
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    for name, value in list(values.items()):
+        if name != "policy":
+            values[name] = _coerce(name, value, getattr(s, name))
+    return replace(s, **values)

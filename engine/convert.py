@@ -1,0 +1,145 @@
+"""Protobuf <-> engine types. The only module besides the server that knows protobuf.
+
+Orders become an Arrow table with the history-file schema (`engine.schema`), so gRPC orders,
+Arrow IPC batches and Parquet histories meet the engine in one shape.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pyarrow as pa
+
+from engine.errors import InvalidInput
+from engine.pipeline import Decisions
+from engine.schema import ORDER_SCHEMA, conform
+from ordersight.v1 import risk_pb2 as pb
+
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+
+
+def _us(ts) -> int:
+    return ts.seconds * 1_000_000 + ts.nanos // 1000
+
+
+def validate_order(o: pb.Order, prefix: str = "") -> None:
+    """Raise InvalidInput naming the first bad field of one order."""
+    if not o.order_id:
+        raise InvalidInput(f"{prefix}order_id: required", f"{prefix}order_id")
+    if not o.customer_id:
+        raise InvalidInput(f"{prefix}customer_id: required", f"{prefix}customer_id")
+    if not o.HasField("created_at"):
+        raise InvalidInput(f"{prefix}created_at: required", f"{prefix}created_at")
+    if o.amount_minor < 0:
+        raise InvalidInput(
+            f"{prefix}amount_minor: must be >= 0, is {o.amount_minor}", f"{prefix}amount_minor"
+        )
+    if not _CURRENCY.match(o.currency):
+        raise InvalidInput(
+            f"{prefix}currency: must be a 3-letter ISO 4217 code in capitals, is {o.currency!r}",
+            f"{prefix}currency",
+        )
+    for k, item in enumerate(o.items):
+        if item.quantity < 0:
+            f = f"{prefix}items[{k}].quantity"
+            raise InvalidInput(f"{f}: must be >= 0, is {item.quantity}", f)
+        if item.unit_price_minor < 0:
+            f = f"{prefix}items[{k}].unit_price_minor"
+            raise InvalidInput(f"{f}: must be >= 0, is {item.unit_price_minor}", f)
+
+
+def orders_to_table(orders: list[pb.Order]) -> pa.Table:
+    """Validated orders -> table with ORDER_SCHEMA (empty strings become nulls)."""
+    cols: dict[str, list] = {f.name: [] for f in ORDER_SCHEMA}
+    for o in orders:
+        c, p, s = o.customer, o.payment, o.shipping
+        cols["order_id"].append(o.order_id)
+        cols["customer_id"].append(o.customer_id)
+        cols["created_at"].append(_us(o.created_at))
+        cols["amount_minor"].append(o.amount_minor)
+        cols["currency"].append(o.currency)
+        cols["channel"].append(o.channel or None)
+        cols["account_created_at"].append(
+            _us(c.account_created_at) if c.HasField("account_created_at") else None
+        )
+        cols["key_account"].append(c.key_account)
+        cols["email_domain"].append(c.email_domain or None)
+        cols["payment_method"].append(p.method or None)
+        cols["card_bin"].append(p.card_bin or None)
+        cols["card_fingerprint"].append(p.card_fingerprint or None)
+        cols["billing_country"].append(p.billing_country or None)
+        cols["shipping_country"].append(s.country or None)
+        cols["shipping_postal_code"].append(s.postal_code or None)
+        cols["address_fingerprint"].append(s.address_fingerprint or None)
+        cols["ip"].append(o.ip or None)
+        cols["ip_country"].append(o.ip_country or None)
+        cols["device_id"].append(o.device_id or None)
+        cols["items"].append(
+            [
+                {"sku": i.sku, "category": i.category or None, "quantity": i.quantity,
+                 "unit_price_minor": i.unit_price_minor}
+                for i in o.items
+            ]
+            if o.items
+            else None
+        )
+        cols["note"].append(o.note or None)
+    return pa.Table.from_pydict(cols, schema=ORDER_SCHEMA)
+
+
+def arrow_to_table(payload: bytes) -> pa.Table:
+    """An Arrow IPC stream of history-file columns -> checked table."""
+    try:
+        table = pa.ipc.open_stream(payload).read_all()
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InvalidInput(f"arrow_ipc: not a readable Arrow IPC stream: {exc}", "arrow_ipc") from exc
+    table = conform(table, where="arrow_ipc")
+    check_values(table, "arrow_ipc")
+    return table
+
+
+def check_values(table: pa.Table, where: str) -> None:
+    """The value checks `validate_order` makes, over a whole table."""
+    import pyarrow.compute as pc
+
+    def first_bad(mask: pa.ChunkedArray) -> int | None:
+        idx = pc.indices_nonzero(mask.fill_null(False))
+        return int(idx[0].as_py()) if len(idx) else None
+
+    checks = (
+        ("order_id", pc.equal(pc.utf8_length(table.column("order_id")), 0), "must not be empty"),
+        ("customer_id", pc.equal(pc.utf8_length(table.column("customer_id")), 0), "must not be empty"),
+        ("amount_minor", pc.less(table.column("amount_minor"), 0), "must be >= 0"),
+        ("currency", pc.invert(pc.match_substring_regex(table.column("currency"), r"^[A-Z]{3}$")),
+         "must be a 3-letter ISO 4217 code in capitals"),
+    )
+    for name, mask, what in checks:
+        row = first_bad(mask)
+        if row is not None:
+            value = table.column(name)[row].as_py()
+            raise InvalidInput(f"{where}: column '{name}' row {row}: {what}, is {value!r}", name)
+
+
+def decisions_to_pb(d: Decisions, latency_us: list[int]) -> list[pb.Decision]:
+    out = []
+    for i in range(len(d)):
+        out.append(
+            pb.Decision(
+                order_id=d.order_ids[i],
+                action=int(d.action[i]),
+                score=float(d.score[i]),
+                path=int(d.path[i]),
+                reasons=[
+                    pb.Reason(code=r.code, feature=r.feature, contribution=r.contribution,
+                              message=r.message)
+                    for r in d.reasons[i]
+                ],
+                review_triggers=d.triggers[i],
+                model_version=d.model_version,
+                latency_us=latency_us[i],
+                raw_score=float(d.raw[i]),
+                base_value=float(d.base[i]),
+                fallback_cause=d.causes[i],
+            )
+        )
+    return out

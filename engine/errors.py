@@ -1,0 +1,35 @@
+"""One error hierarchy for the engine; each error carries the gRPC status it maps to.
+
+Scoring code raises these without knowing about gRPC; `engine.server` maps them to a
+status in one place (`OrderSightError.code`).
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class OrderSightError(Exception):
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+
+
+class InvalidInput(OrderSightError, ValueError):
+    """Bad input from a caller; `field` names the offending field or column."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class ModelLoadError(OrderSightError):
+    """An artifact folder is missing, incomplete or fails verification."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class Unavailable(OrderSightError):
+    """The engine is shutting down or overloaded."""
+
+    code = grpc.StatusCode.UNAVAILABLE

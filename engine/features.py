@@ -1,0 +1,107 @@
+"""The feature matrix: order features plus velocity features, for serving and training alike.
+
+`compute` is the serving path (orders only, in arrival order); `replay` is the offline path
+(a whole history with its label events merged in time order). Both end in the same
+`VelocityState.process` kernel and the same `_order_block`, so a model never sees a feature
+computed differently from the one it was trained on (tested in tests/test_parity.py).
+
+Features are float32: onnxruntime's tree ensembles compare in float32, so training,
+tier one, tier two and the explanations all see the same float32 values.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engine.encode import Encoded
+from engine.velocity import N_FEATURES as N_VELOCITY
+from engine.velocity import VelocityState, feature_names
+
+ORDER_FEATURES: tuple[str, ...] = (
+    "amount",
+    "amount_vs_customer_avg",
+    "account_age_days",
+    "key_account",
+    "billing_shipping_mismatch",
+    "ip_billing_mismatch",
+    "ip_shipping_mismatch",
+    "n_lines",
+    "n_units",
+    "risky_category_share",
+    "hour_utc",
+    "note_len",
+)
+FEATURE_NAMES: tuple[str, ...] = ORDER_FEATURES + tuple(feature_names())
+N_FEATURES = len(FEATURE_NAMES)
+_V0 = len(ORDER_FEATURES)
+_CUST_CNT_30D = FEATURE_NAMES.index("customer_id.cnt_30d")
+_CUST_AMT_30D = FEATURE_NAMES.index("customer_id.amt_30d")
+
+
+def _mismatch(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    out = (a != b).astype(np.float32)
+    out[(a == 0) | (b == 0)] = np.nan
+    return out
+
+
+def _order_block(enc: Encoded, X: np.ndarray) -> None:
+    """Per-order features (no state); velocity columns must already be filled."""
+    X[:, 0] = enc.amount
+    cnt = X[:, _CUST_CNT_30D].astype(np.float64)
+    amt = X[:, _CUST_AMT_30D].astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        X[:, 1] = np.where(cnt > 0.05, enc.amount / (amt / cnt), np.nan)
+    X[:, 2] = enc.account_age_days
+    X[:, 3] = enc.key_account
+    X[:, 4] = _mismatch(enc.billing_country, enc.shipping_country)
+    X[:, 5] = _mismatch(enc.ip_country, enc.billing_country)
+    X[:, 6] = _mismatch(enc.ip_country, enc.shipping_country)
+    X[:, 7] = enc.n_lines
+    X[:, 8] = enc.n_units
+    X[:, 9] = enc.risky_share
+    X[:, 10] = (enc.t % 86400.0) / 3600.0
+    X[:, 11] = enc.note_len
+
+
+def compute(enc: Encoded, state: VelocityState) -> np.ndarray:
+    """Features of a batch of new orders, in row order; the orders are added to `state`."""
+    X = np.empty((enc.n, N_FEATURES), dtype=np.float32)
+    state.score_orders(enc.t, enc.amount, enc.keys, X[:, _V0:])
+    _order_block(enc, X)
+    return X
+
+
+def replay_events(
+    t: np.ndarray, known_at: np.ndarray, labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Merge order and label events in time order.
+
+    An order's label is an event at `known_at` (NaN = never known). At equal times orders
+    come first, so a label known at time t is seen only by orders strictly after t; a
+    label can never precede its own order.
+    """
+    n = t.shape[0]
+    has_label = ~np.isnan(known_at) & (labels >= 0)
+    lab_rows = np.flatnonzero(has_label)
+    lab_t = np.maximum(known_at[lab_rows], t[lab_rows])
+    kinds = np.concatenate([np.zeros(n, np.int8), np.ones(lab_rows.size, np.int8)])
+    rows = np.concatenate([np.arange(n), lab_rows])
+    times = np.concatenate([t, lab_t])
+    # Stable sort by (time, kind, row): orders keep their file order at equal times.
+    order = np.lexsort((rows, kinds, times))
+    return kinds[order], rows[order], times[order]
+
+
+def replay(
+    enc: Encoded, labels: np.ndarray, known_at: np.ndarray, state: VelocityState
+) -> np.ndarray:
+    """Features of every order in a history as they were at the order's own time.
+
+    `labels` is int8 (1 fraud, 0 legitimate, -1 unknown); `known_at` float64 seconds
+    (NaN where the label never became known).
+    """
+    X = np.empty((enc.n, N_FEATURES), dtype=np.float32)
+    kinds, rows, times = replay_events(enc.t, known_at, labels)
+    state.process(kinds, rows, times, enc.amount, labels, enc.keys, X[:, _V0:])
+    _order_block(enc, X)
+    return X

@@ -1,0 +1,225 @@
+"""The scoring pipeline: features -> tier one -> tier two or fallback -> policy -> reasons.
+
+Knows nothing of gRPC. The server's batcher calls `Engine.score` with a micro-batch;
+`score-file` calls `Engine.decide` on a replayed history. Everything after the features is
+stateless per row, so both paths make the same decision from the same features.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from engine import features
+from engine.artifacts import ModelSet
+from engine.encode import Encoded, encode
+from engine.explain import Reason, model_reasons, rule_reasons, trigger_reason
+from engine.policy import APPROVE, FALLBACK, MODEL, SCREENED_OUT, PolicyConfig, decide
+from engine.scorers import sigmoid
+from engine.velocity import VelocityState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Decisions:
+    """Decisions for a batch, in row order."""
+
+    order_ids: list[str]
+    action: np.ndarray  # int8, engine.policy.APPROVE / REVIEW / DECLINE
+    score: np.ndarray  # float64 probability of fraud
+    raw: np.ndarray  # float64 log-odds
+    base: np.ndarray  # float64 base value the reasons add to
+    path: np.ndarray  # int8, SCREENED_OUT / MODEL / FALLBACK
+    reasons: list[list[Reason]]
+    triggers: list[list[str]]
+    causes: list[str]
+    model_version: str
+
+    def __len__(self) -> int:
+        return len(self.order_ids)
+
+    @classmethod
+    def concat(cls, parts: list[Decisions]) -> Decisions:
+        return cls(
+            [i for p in parts for i in p.order_ids],
+            np.concatenate([p.action for p in parts]),
+            np.concatenate([p.score for p in parts]),
+            np.concatenate([p.raw for p in parts]),
+            np.concatenate([p.base for p in parts]),
+            np.concatenate([p.path for p in parts]),
+            [r for p in parts for r in p.reasons],
+            [t for p in parts for t in p.triggers],
+            [c for p in parts for c in p.causes],
+            parts[0].model_version,
+        )
+
+
+def escalation_mask(
+    p1: np.ndarray,
+    threshold: float,
+    amount: np.ndarray,
+    key_account: np.ndarray,
+    policy: PolicyConfig,
+) -> np.ndarray:
+    """Rows tier two must see: tier one's suspects, plus high-stakes orders (high value,
+    key accounts) so that a human reviewing them gets the model's reasons."""
+    return (p1 >= threshold) | (amount >= policy.high_value) | key_account
+
+
+class _CostModel:
+    """Predicts tier two's run time for n rows: fixed + per_row * n, learnt by EWMA."""
+
+    def __init__(self) -> None:
+        self.fixed = 50e-6
+        self.per_row = 10e-6
+
+    def predict(self, n: int) -> float:
+        return self.fixed + self.per_row * n
+
+    def observe(self, n: int, seconds: float) -> None:
+        if n > 0:
+            self.per_row = 0.9 * self.per_row + 0.1 * max(seconds - self.fixed, 0.0) / n
+
+
+class Engine:
+    """Scores orders. Not thread-safe: the batcher calls it from one task at a time."""
+
+    def __init__(
+        self,
+        models: ModelSet,
+        state: VelocityState,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.models = models
+        self.state = state
+        self.clock = clock
+        self.cost = _CostModel()
+
+    def swap(self, models: ModelSet) -> ModelSet:
+        """Replace the models in one step (the new set is already loaded and verified)."""
+        old, self.models = self.models, models
+        return old
+
+    def warm(self) -> None:
+        """Compile every kernel and time tier two, so no request pays for either."""
+        from engine.schema import ORDER_SCHEMA
+
+        table = pa.Table.from_pylist(
+            [{"order_id": "warm", "customer_id": "warm", "created_at": 0,
+              "amount_minor": 100, "currency": "USD"}],
+            schema=ORDER_SCHEMA,
+        )
+        scratch = VelocityState(capacity=64, probe=4)
+        enc = encode(table)
+        X = features.compute(enc, scratch)
+        features.replay(enc, np.zeros(1, np.int8), np.zeros(1), scratch)
+        m = self.models
+        if m.tier1 is not None:
+            m.tier1.score(X)
+        m.fallback.score(X)
+        if m.tier2 is not None:
+            m.tier2.contributions(X)
+            for n in (1, 1, 64):
+                Xn = np.repeat(X, n, axis=0)
+                t0 = time.perf_counter()
+                m.tier2.score(Xn)
+                dt = time.perf_counter() - t0
+            self.cost.fixed = dt / 2
+            self.cost.per_row = dt / 2 / 64
+
+    def score(self, table: pa.Table, deadlines: np.ndarray | None = None) -> Decisions:
+        """Score new orders (already conformed) in row order and add them to the state."""
+        enc = encode(table)
+        X = features.compute(enc, self.state)
+        ids = table.column("order_id").to_pylist()
+        return self.decide(ids, enc, X, deadlines)
+
+    def report_outcomes(self, table: pa.Table, is_fraud: np.ndarray, known_at: np.ndarray) -> None:
+        """Apply known outcomes of orders (label events at `known_at`, epoch seconds)."""
+        enc = encode(table)
+        self.state.report_labels(known_at, np.asarray(is_fraud, np.int8), enc.keys)
+
+    def decide(
+        self,
+        order_ids: list[str],
+        enc: Encoded,
+        X: np.ndarray,
+        deadlines: np.ndarray | None = None,
+    ) -> Decisions:
+        m = self.models
+        n = enc.n
+        path = np.full(n, SCREENED_OUT, dtype=np.int8)
+        raw = np.zeros(n)
+        base = np.zeros(n)
+        causes = [""] * n
+        if m.tier1 is not None:
+            score = m.tier1.score(X)
+            escalated = np.flatnonzero(
+                escalation_mask(score, m.tier1.threshold, enc.amount, enc.key_account, m.policy)
+            )
+        else:
+            score = np.zeros(n)
+            escalated = np.arange(n)
+        raw[:] = np.log(np.clip(score, 1e-12, None)) - np.log1p(-np.clip(score, None, 1 - 1e-12))
+
+        to_model, to_rules, cause = self._route(escalated, deadlines)
+        if to_model.size:
+            t0 = time.perf_counter()
+            try:
+                p2 = m.tier2.score(X[to_model])  # type: ignore[union-attr]
+            except Exception as exc:
+                log.exception("tier two failed on %d rows", to_model.size)
+                to_rules = np.concatenate([to_rules, to_model])
+                cause.extend([f"TIER2_ERROR: {type(exc).__name__}: {exc}"] * to_model.size)
+                to_model = to_model[:0]
+            else:
+                self.cost.observe(to_model.size, time.perf_counter() - t0)
+                score[to_model] = p2
+                path[to_model] = MODEL
+        fired = None
+        if to_rules.size:
+            fired = m.fallback.fired(X[to_rules])
+            r = m.fallback.raw(fired)
+            raw[to_rules] = r
+            base[to_rules] = m.fallback.bias
+            score[to_rules] = sigmoid(r)
+            path[to_rules] = FALLBACK
+            for i, c in zip(to_rules, cause, strict=True):
+                causes[i] = c
+
+        action, triggers = decide(m.policy, score, path, enc.amount, enc.key_account)
+        reasons: list[list[Reason]] = [[] for _ in range(n)]
+        flagged = action != APPROVE
+        explain = np.flatnonzero(flagged & (path == MODEL))
+        if explain.size:
+            contrib = m.tier2.contributions(X[explain])  # type: ignore[union-attr]
+            raw[explain] = contrib.sum(axis=1)
+            base[explain] = contrib[:, -1]
+            for k, i in enumerate(explain):
+                reasons[i] = model_reasons(contrib[k], X[i], m.policy.max_reasons)
+        if fired is not None:
+            for k, i in enumerate(to_rules):
+                if flagged[i]:
+                    reasons[i] = rule_reasons(fired[k], m.fallback.weights)
+        for i in np.flatnonzero(flagged):
+            reasons[i] = reasons[i] + [trigger_reason(t) for t in triggers[i]]
+        return Decisions(order_ids, action, score, raw, base, path, reasons, triggers, causes,
+                         m.version)
+
+    def _route(
+        self, escalated: np.ndarray, deadlines: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """Split escalated rows between tier two and the fallback, with the fallback's cause."""
+        if self.models.tier2 is None:
+            return escalated[:0], escalated, ["MODEL_MISSING"] * escalated.size
+        if deadlines is None or escalated.size == 0:
+            return escalated, escalated[:0], []
+        remaining = deadlines[escalated] - self.clock()
+        late = remaining < self.cost.predict(escalated.size)
+        return escalated[~late], escalated[late], ["DEADLINE"] * int(late.sum())

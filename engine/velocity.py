@@ -1,0 +1,256 @@
+"""Velocity and entity state: bounded, time-decayed counters per entity, in one Numba kernel.
+
+Each entity (customer, device, card, IP, email domain, shipping address, and the pairs
+customer+device and customer+card) has one slot in an open-addressing hash table. A slot
+keeps exponentially decayed order counts (time constants 10 min, 1 h, 24 h, 7 d, 30 d) and
+amount sums (1 h, 24 h, 30 d): after the update at time t, `cnt_w = sum_i exp(-(t - t_i)/w)`.
+Decayed counters need O(1) memory per entity, where exact sliding windows would need
+every event; they rank velocity the same way and are what the model is trained on.
+
+Known-fraud rates use only labels that the stream has delivered: a label is an event at
+the time it became known (`label_known_at`), applied to the entities of its order. Orders
+read their features *before* they are added, so an order never sees itself.
+
+Memory is bounded by the table's capacity: when the probe window of a new key is full, the
+least recently seen entity in it is evicted (it then counts as new if it comes back).
+
+One kernel (`_process`) handles both event kinds in stream order. Serving calls it with
+order events only (and label events from `ReportOutcomes`); training and `score-file` call
+it with the whole history merged in time order. That is the training/serving parity.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engine.encode import ENTITY_KINDS, PAIRS
+from engine.jit import njit
+from engine.schema import ENTITY_COLUMNS
+
+WINDOWS_S = np.array([600.0, 3600.0, 86400.0, 7 * 86400.0, 30 * 86400.0])
+WINDOW_NAMES = ("10m", "1h", "24h", "7d", "30d")
+AMOUNT_WINDOWS = np.array([1, 2, 4], dtype=np.int64)  # indices into WINDOWS_S
+LABEL_TAU_S = 90 * 86400.0
+SWITCH_TAU_S = 30 * 86400.0
+
+# Slot value columns.
+_LAST_T, _FIRST_T, _CNT0 = 0, 1, 2
+_NW = len(WINDOWS_S)
+_AMT0 = _CNT0 + _NW
+_NA = len(AMOUNT_WINDOWS)
+_FRAUD = _AMT0 + _NA
+_LABELED = _FRAUD + 1
+_LAB_T = _FRAUD + 2
+_SWITCH = _FRAUD + 3
+N_SLOT_VALUES = _SWITCH + 1
+
+N_SINGLE = len(ENTITY_COLUMNS)
+N_PAIR = len(PAIRS)
+# Features of a single entity: counts per window, amount sums, age, known frauds, fraud
+# rate, and (all but the customer) how often the customer using it changed.
+_SINGLE_FEATS = _NW + _NA + 3
+PAIR_FEATS = 2  # count over 30 d, age in days
+
+
+def feature_names() -> list[str]:
+    names: list[str] = []
+    for e, ent in enumerate(ENTITY_COLUMNS):
+        names += [f"{ent}.cnt_{w}" for w in WINDOW_NAMES]
+        names += [f"{ent}.amt_{WINDOW_NAMES[w]}" for w in AMOUNT_WINDOWS]
+        names += [f"{ent}.age_days", f"{ent}.known_frauds", f"{ent}.fraud_rate"]
+        if e > 0:
+            names.append(f"{ent}.customer_changes_30d")
+    for kind in ENTITY_KINDS[N_SINGLE:]:
+        names += [f"{kind}.cnt_30d", f"{kind}.age_days"]
+    return names
+
+
+N_FEATURES = len(feature_names())
+
+
+@njit
+def _slot(keys, vals, last_cust, key, t, probe):
+    """Slot of `key`, inserting it (and evicting the stalest slot in its window) if absent."""
+    mask = keys.shape[0] - 1
+    start = np.int64(key & np.uint64(mask))
+    victim = start
+    victim_t = np.inf
+    found = -1
+    for p in range(probe):
+        s = (start + p) & mask
+        k = keys[s]
+        if k == key:
+            return s
+        if k == 0:
+            found = s
+            break
+        if vals[s, _LAST_T] < victim_t:
+            victim_t = vals[s, _LAST_T]
+            victim = s
+    s = found if found >= 0 else victim
+    keys[s] = key
+    vals[s, :] = 0.0
+    vals[s, _LAST_T] = t
+    vals[s, _FIRST_T] = np.nan  # marks "no order seen yet"
+    vals[s, _LAB_T] = t
+    last_cust[s] = 0
+    return s
+
+
+@njit
+def _order_event(row, t, amount, keys_mat, keys, vals, last_cust, probe, decay_tau, out):
+    cust = keys_mat[row, 0]
+    col = 0
+    n_kinds = keys_mat.shape[1]
+    for e in range(n_kinds):
+        key = keys_mat[row, e]
+        width = (_SINGLE_FEATS + (1 if e > 0 else 0)) if e < N_SINGLE else PAIR_FEATS
+        if key == 0:
+            for c in range(width):
+                out[row, col + c] = np.nan
+            col += width
+            continue
+        s = _slot(keys, vals, last_cust, key, t, probe)
+        dt = t - vals[s, _LAST_T]
+        # Read the state as of t (an out-of-order event reads it as of the slot's last time).
+        back = dt >= 0.0
+        for w in range(_NW):
+            f = np.exp(-dt / decay_tau[w]) if back else 1.0
+            vals[s, _CNT0 + w] *= f
+        for a in range(_NA):
+            w = AMOUNT_WINDOWS[a]
+            f = np.exp(-dt / decay_tau[w]) if back else 1.0
+            vals[s, _AMT0 + a] *= f
+        fs = np.exp(-dt / SWITCH_TAU_S) if back else 1.0
+        vals[s, _SWITCH] *= fs
+        age = (t - vals[s, _FIRST_T]) / 86400.0  # NaN for a new entity
+        if e < N_SINGLE:
+            for w in range(_NW):
+                out[row, col + w] = vals[s, _CNT0 + w]
+            for a in range(_NA):
+                out[row, col + _NW + a] = vals[s, _AMT0 + a]
+            lt = t - vals[s, _LAB_T]
+            fl = np.exp(-lt / LABEL_TAU_S) if lt > 0 else 1.0
+            frauds = vals[s, _FRAUD] * fl
+            labeled = vals[s, _LABELED] * fl
+            out[row, col + _NW + _NA] = age
+            out[row, col + _NW + _NA + 1] = frauds
+            out[row, col + _NW + _NA + 2] = frauds / (labeled + 1.0)
+            if e > 0:
+                out[row, col + _NW + _NA + 3] = vals[s, _SWITCH]
+        else:
+            out[row, col] = vals[s, _CNT0 + _NW - 1]
+            out[row, col + 1] = age
+        col += width
+        # Add this order.
+        for w in range(_NW):
+            vals[s, _CNT0 + w] += 1.0 if back else np.exp(dt / decay_tau[w])
+        for a in range(_NA):
+            w = AMOUNT_WINDOWS[a]
+            vals[s, _AMT0 + a] += amount if back else amount * np.exp(dt / decay_tau[w])
+        if e > 0 and e < N_SINGLE and cust != 0:
+            if last_cust[s] != 0 and last_cust[s] != cust:
+                vals[s, _SWITCH] += 1.0 if back else np.exp(dt / SWITCH_TAU_S)
+            last_cust[s] = cust
+        if back:
+            vals[s, _LAST_T] = t
+        if not (vals[s, _FIRST_T] <= t):  # NaN (new) or an earlier order arrived late
+            vals[s, _FIRST_T] = t
+
+
+@njit
+def _label_event(row, t, is_fraud, keys_mat, keys, vals, last_cust, probe):
+    for e in range(N_SINGLE):
+        key = keys_mat[row, e]
+        if key == 0:
+            continue
+        s = _slot(keys, vals, last_cust, key, t, probe)
+        lt = t - vals[s, _LAB_T]
+        if lt >= 0.0:
+            f = np.exp(-lt / LABEL_TAU_S)
+            vals[s, _FRAUD] = vals[s, _FRAUD] * f + is_fraud
+            vals[s, _LABELED] = vals[s, _LABELED] * f + 1.0
+            vals[s, _LAB_T] = t
+        else:
+            f = np.exp(lt / LABEL_TAU_S)
+            vals[s, _FRAUD] += is_fraud * f
+            vals[s, _LABELED] += f
+
+
+@njit
+def _process(kinds, rows, times, amounts, labels, keys_mat, keys, vals, last_cust, probe, tau, out):
+    """Apply events in order: kind 0 = order (writes its features to `out[row]`), 1 = label."""
+    for i in range(kinds.shape[0]):
+        r = rows[i]
+        if kinds[i] == 0:
+            _order_event(r, times[i], amounts[r], keys_mat, keys, vals, last_cust, probe, tau, out)
+        else:
+            _label_event(r, times[i], float(labels[r]), keys_mat, keys, vals, last_cust, probe)
+
+
+class VelocityState:
+    """The entity table. Not thread-safe: one engine feeds it from one thread at a time."""
+
+    def __init__(self, capacity: int = 1 << 20, probe: int = 16) -> None:
+        if capacity <= 0 or capacity & (capacity - 1):
+            raise ValueError(f"capacity must be a power of two, is {capacity}")
+        if not 1 <= probe <= capacity:
+            raise ValueError(f"probe must be in [1, capacity], is {probe}")
+        self.capacity = capacity
+        self.probe = probe
+        self.keys = np.zeros(capacity, dtype=np.uint64)
+        self.vals = np.zeros((capacity, N_SLOT_VALUES), dtype=np.float64)
+        self.last_cust = np.zeros(capacity, dtype=np.uint64)
+
+    @property
+    def nbytes(self) -> int:
+        return self.keys.nbytes + self.vals.nbytes + self.last_cust.nbytes
+
+    @property
+    def occupied(self) -> int:
+        return int(np.count_nonzero(self.keys))
+
+    def process(
+        self,
+        kinds: np.ndarray,
+        rows: np.ndarray,
+        times: np.ndarray,
+        amounts: np.ndarray,
+        labels: np.ndarray,
+        keys_mat: np.ndarray,
+        out: np.ndarray,
+    ) -> None:
+        """Apply a stream of events; `out` (n_orders, N_FEATURES) receives order features."""
+        if keys_mat.ndim != 2 or keys_mat.shape[1] != len(ENTITY_KINDS):
+            raise ValueError(
+                f"keys must be of dimension (N, {len(ENTITY_KINDS)}), is {keys_mat.shape}"
+            )
+        if out.shape != (keys_mat.shape[0], N_FEATURES):
+            raise ValueError(f"out must be ({keys_mat.shape[0]}, {N_FEATURES}), is {out.shape}")
+        _process(
+            np.ascontiguousarray(kinds, dtype=np.int8),
+            np.ascontiguousarray(rows, dtype=np.int64),
+            np.ascontiguousarray(times, dtype=np.float64),
+            np.ascontiguousarray(amounts, dtype=np.float64),
+            np.ascontiguousarray(labels, dtype=np.int8),
+            np.ascontiguousarray(keys_mat, dtype=np.uint64),
+            self.keys,
+            self.vals,
+            self.last_cust,
+            self.probe,
+            WINDOWS_S,
+            out,
+        )
+
+    def score_orders(self, t: np.ndarray, amounts: np.ndarray, keys_mat: np.ndarray, out: np.ndarray) -> None:
+        """Order events only, in row order (the serving path)."""
+        n = keys_mat.shape[0]
+        self.process(
+            np.zeros(n, np.int8), np.arange(n), t, amounts, np.zeros(n, np.int8), keys_mat, out
+        )
+
+    def report_labels(self, t: np.ndarray, is_fraud: np.ndarray, keys_mat: np.ndarray) -> None:
+        """Label events only (outcomes reported after the fact)."""
+        n = keys_mat.shape[0]
+        scratch = np.empty((n, N_FEATURES), dtype=np.float32)
+        self.process(np.ones(n, np.int8), np.arange(n), t, np.zeros(n), is_fraud, keys_mat, scratch)
