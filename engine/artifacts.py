@@ -51,8 +51,14 @@ class ModelSet:
 
     @classmethod
     def rules_only(cls, policy: PolicyConfig | None = None) -> ModelSet:
-        return cls("rules-only", None, None, RuleFallback(), policy or PolicyConfig(),
-                   problems=["no model artifact loaded"])
+        return cls(
+            "rules-only",
+            None,
+            None,
+            RuleFallback(),
+            policy or PolicyConfig(),
+            problems=["no model artifact loaded"],
+        )
 
 
 def _file(root: Path, entry: dict[str, Any], key: str) -> Path:

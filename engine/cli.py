@@ -18,7 +18,9 @@ def _serve(args: argparse.Namespace) -> int:
     from engine.server import Server
 
     settings = load_settings(args.config, models=args.models, host=args.host, port=args.port)
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     asyncio.run(Server(settings).serve_forever())
     return 0
 
@@ -56,8 +58,13 @@ def _score_file(args: argparse.Namespace) -> int:
     from engine.replay import score_file
 
     t0 = time.perf_counter()
-    n = score_file(args.models, args.orders, args.out, label_delay_days=args.label_delay,
-                   capacity=args.state_capacity)
+    n = score_file(
+        args.models,
+        args.orders,
+        args.out,
+        label_delay_days=args.label_delay,
+        capacity=args.state_capacity,
+    )
     dt = time.perf_counter() - t0
     print(f"scored {n} orders in {dt:.2f}s ({n / dt:,.0f} orders/s) -> {args.out}")
     return 0
@@ -66,7 +73,6 @@ def _score_file(args: argparse.Namespace) -> int:
 def _score(args: argparse.Namespace) -> int:
     import grpc
     from google.protobuf import json_format
-
     from ordersight.v1 import risk_pb2 as pb
     from ordersight.v1 import risk_pb2_grpc as pb_grpc
 
@@ -112,10 +118,17 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("train", help="train tier one, tier two and the rules from a history")
     s.add_argument("--orders", required=True, help="history file (Parquet)")
     s.add_argument("--train-from", help="first day of training examples, YYYY-MM-DD (inclusive)")
-    s.add_argument("--train-to", help="last day of training examples, YYYY-MM-DD (inclusive); "
-                   "later orders are the held-out period")
-    s.add_argument("--label-delay", type=float, default=7.0,
-                   help="days until a label is known where label_known_at is absent")
+    s.add_argument(
+        "--train-to",
+        help="last day of training examples, YYYY-MM-DD (inclusive); "
+        "later orders are the held-out period",
+    )
+    s.add_argument(
+        "--label-delay",
+        type=float,
+        default=7.0,
+        help="days until a label is known where label_known_at is absent",
+    )
     s.add_argument("--seed", type=int, default=7)
     s.add_argument("--state-capacity", type=int, default=1 << 20)
     s.add_argument("--out", required=True, help="artifact folder to write")

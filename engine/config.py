@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -51,13 +52,16 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
             return float(value)
         return str(value)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"setting '{name}' must be {type(default).__name__}, is {value!r}") from exc
+        raise ValueError(
+            f"setting '{name}' must be {type(default).__name__}, is {value!r}"
+        ) from exc
 
 
-def load_settings(path: str | Path | None = None, env: dict[str, str] | None = None,
-                  **overrides: Any) -> Settings:
+def load_settings(
+    path: str | Path | None = None, env: dict[str, str] | None = None, **overrides: Any
+) -> Settings:
     s = Settings()
-    env = os.environ if env is None else env
+    environ: Mapping[str, str] = os.environ if env is None else env
     known = {f.name: f for f in fields(Settings)}
     values: dict[str, Any] = {}
     if path is not None:
@@ -71,8 +75,8 @@ def load_settings(path: str | Path | None = None, env: dict[str, str] | None = N
             raise ValueError(f"config {p}: unknown setting(s) {', '.join(unknown)}")
         values.update(data)
     for name in known:
-        if name != "policy" and ENV_PREFIX + name.upper() in env:
-            values[name] = env[ENV_PREFIX + name.upper()]
+        if name != "policy" and ENV_PREFIX + name.upper() in environ:
+            values[name] = environ[ENV_PREFIX + name.upper()]
     values.update({k: v for k, v in overrides.items() if v is not None})
     for name, value in list(values.items()):
         if name != "policy":

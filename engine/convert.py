@@ -9,11 +9,11 @@ from __future__ import annotations
 import re
 
 import pyarrow as pa
+from ordersight.v1 import risk_pb2 as pb
 
 from engine.errors import InvalidInput
 from engine.pipeline import Decisions
 from engine.schema import ORDER_SCHEMA, conform
-from ordersight.v1 import risk_pb2 as pb
 
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
@@ -76,8 +76,12 @@ def orders_to_table(orders: list[pb.Order]) -> pa.Table:
         cols["device_id"].append(o.device_id or None)
         cols["items"].append(
             [
-                {"sku": i.sku, "category": i.category or None, "quantity": i.quantity,
-                 "unit_price_minor": i.unit_price_minor}
+                {
+                    "sku": i.sku,
+                    "category": i.category or None,
+                    "quantity": i.quantity,
+                    "unit_price_minor": i.unit_price_minor,
+                }
                 for i in o.items
             ]
             if o.items
@@ -92,7 +96,9 @@ def arrow_to_table(payload: bytes) -> pa.Table:
     try:
         table = pa.ipc.open_stream(payload).read_all()
     except (pa.ArrowInvalid, OSError) as exc:
-        raise InvalidInput(f"arrow_ipc: not a readable Arrow IPC stream: {exc}", "arrow_ipc") from exc
+        raise InvalidInput(
+            f"arrow_ipc: not a readable Arrow IPC stream: {exc}", "arrow_ipc"
+        ) from exc
     table = conform(table, where="arrow_ipc")
     check_values(table, "arrow_ipc")
     return table
@@ -108,10 +114,17 @@ def check_values(table: pa.Table, where: str) -> None:
 
     checks = (
         ("order_id", pc.equal(pc.utf8_length(table.column("order_id")), 0), "must not be empty"),
-        ("customer_id", pc.equal(pc.utf8_length(table.column("customer_id")), 0), "must not be empty"),
+        (
+            "customer_id",
+            pc.equal(pc.utf8_length(table.column("customer_id")), 0),
+            "must not be empty",
+        ),
         ("amount_minor", pc.less(table.column("amount_minor"), 0), "must be >= 0"),
-        ("currency", pc.invert(pc.match_substring_regex(table.column("currency"), r"^[A-Z]{3}$")),
-         "must be a 3-letter ISO 4217 code in capitals"),
+        (
+            "currency",
+            pc.invert(pc.match_substring_regex(table.column("currency"), r"^[A-Z]{3}$")),
+            "must be a 3-letter ISO 4217 code in capitals",
+        ),
     )
     for name, mask, what in checks:
         row = first_bad(mask)
@@ -130,8 +143,12 @@ def decisions_to_pb(d: Decisions, latency_us: list[int]) -> list[pb.Decision]:
                 score=float(d.score[i]),
                 path=int(d.path[i]),
                 reasons=[
-                    pb.Reason(code=r.code, feature=r.feature, contribution=r.contribution,
-                              message=r.message)
+                    pb.Reason(
+                        code=r.code,
+                        feature=r.feature,
+                        contribution=r.contribution,
+                        message=r.message,
+                    )
                     for r in d.reasons[i]
                 ],
                 review_triggers=d.triggers[i],

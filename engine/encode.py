@@ -18,7 +18,10 @@ from engine.schema import ENTITY_COLUMNS
 
 # Entity kinds that carry velocity state: the single entity columns, then pairs that say
 # whether a customer has used this device / card before.
-PAIRS: tuple[tuple[str, str], ...] = (("customer_id", "device_id"), ("customer_id", "card_fingerprint"))
+PAIRS: tuple[tuple[str, str], ...] = (
+    ("customer_id", "device_id"),
+    ("customer_id", "card_fingerprint"),
+)
 ENTITY_KINDS: tuple[str, ...] = ENTITY_COLUMNS + tuple(f"{a}+{b}" for a, b in PAIRS)
 
 RISKY_CATEGORIES = ("electronics", "gift_card")
@@ -181,7 +184,9 @@ def encode(table: pa.Table) -> Encoded:
     if n and items.null_count < n:
         items = items.fill_null([])  # type: ignore[arg-type]
         flat = items.flatten()
-        qty = np.asarray(flat.field("quantity").fill_null(0).to_numpy(zero_copy_only=False), np.int64)
+        qty = np.asarray(
+            flat.field("quantity").fill_null(0).to_numpy(zero_copy_only=False), np.int64
+        )
         price = np.asarray(
             flat.field("unit_price_minor").fill_null(0).to_numpy(zero_copy_only=False), np.int64
         )

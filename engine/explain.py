@@ -87,8 +87,12 @@ def model_reasons(contrib: np.ndarray, x: np.ndarray, max_reasons: int) -> list[
     top = np.argsort(-c, kind="stable")[:max_reasons]
     top = top[c[top] > 0]
     reasons = [
-        Reason(code_of(FEATURE_NAMES[j]), FEATURE_NAMES[j], float(c[j]),
-               describe(FEATURE_NAMES[j], float(x[j])))
+        Reason(
+            code_of(FEATURE_NAMES[j]),
+            FEATURE_NAMES[j],
+            float(c[j]),
+            describe(FEATURE_NAMES[j], float(x[j])),
+        )
         for j in top
     ]
     rest = float(c.sum() - c[top].sum())

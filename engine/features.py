@@ -14,7 +14,6 @@ from __future__ import annotations
 import numpy as np
 
 from engine.encode import Encoded
-from engine.velocity import N_FEATURES as N_VELOCITY
 from engine.velocity import VelocityState, feature_names
 
 ORDER_FEATURES: tuple[str, ...] = (

@@ -39,7 +39,9 @@ def read_history(path: str | Path, label_delay_days: float = 7.0) -> History:
     return history_from_table(raw, label_delay_days, where=str(path))
 
 
-def history_from_table(raw: pa.Table, label_delay_days: float = 7.0, where: str = "orders") -> History:
+def history_from_table(
+    raw: pa.Table, label_delay_days: float = 7.0, where: str = "orders"
+) -> History:
     if label_delay_days < 0:
         raise InvalidInput(f"--label-delay must be >= 0, is {label_delay_days}", "label_delay")
     table = conform(raw, with_labels=True, where=where)

@@ -111,8 +111,15 @@ class Engine:
         from engine.schema import ORDER_SCHEMA
 
         table = pa.Table.from_pylist(
-            [{"order_id": "warm", "customer_id": "warm", "created_at": 0,
-              "amount_minor": 100, "currency": "USD"}],
+            [
+                {
+                    "order_id": "warm",
+                    "customer_id": "warm",
+                    "created_at": 0,
+                    "amount_minor": 100,
+                    "currency": "USD",
+                }
+            ],
             schema=ORDER_SCHEMA,
         )
         scratch = VelocityState(capacity=64, probe=4)
@@ -209,8 +216,9 @@ class Engine:
                     reasons[i] = rule_reasons(fired[k], m.fallback.weights)
         for i in np.flatnonzero(flagged):
             reasons[i] = reasons[i] + [trigger_reason(t) for t in triggers[i]]
-        return Decisions(order_ids, action, score, raw, base, path, reasons, triggers, causes,
-                         m.version)
+        return Decisions(
+            order_ids, action, score, raw, base, path, reasons, triggers, causes, m.version
+        )
 
     def _route(
         self, escalated: np.ndarray, deadlines: np.ndarray | None

@@ -19,7 +19,9 @@ from engine.velocity import VelocityState
 CHUNK = 1 << 16
 
 
-def replay_history(engine: Engine, table: pa.Table, labels: np.ndarray, known_at: np.ndarray) -> Decisions:
+def replay_history(
+    engine: Engine, table: pa.Table, labels: np.ndarray, known_at: np.ndarray
+) -> Decisions:
     """Features for every order as of its time (labels arriving when known), then the same
     `Engine.decide` the server runs, in chunks. Decisions come back in the table's row order."""
     enc = encode(table)
@@ -32,17 +34,24 @@ def replay_history(engine: Engine, table: pa.Table, labels: np.ndarray, known_at
     return Decisions.concat(parts)
 
 
-def score_file(models: str | Path, orders: str | Path, out: str | Path,
-               label_delay_days: float = 7.0, capacity: int = 1 << 20) -> int:
+def score_file(
+    models: str | Path,
+    orders: str | Path,
+    out: str | Path,
+    label_delay_days: float = 7.0,
+    capacity: int = 1 << 20,
+) -> int:
     hist = read_history(orders, label_delay_days)
     engine = Engine(artifacts.load(models), VelocityState(capacity))
     d = replay_history(engine, hist.table, hist.labels, hist.known_at)
-    result = pa.table({
-        "order_id": pa.array(d.order_ids, pa.string()),
-        "score": pa.array(d.score, pa.float64()),
-        "action": pa.array([ACTION_NAMES[a] for a in d.action.tolist()], pa.string()),
-        "path": pa.array([PATH_NAMES[p] for p in d.path.tolist()], pa.string()),
-    })
+    result = pa.table(
+        {
+            "order_id": pa.array(d.order_ids, pa.string()),
+            "score": pa.array(d.score, pa.float64()),
+            "action": pa.array([ACTION_NAMES[a] for a in d.action.tolist()], pa.string()),
+            "path": pa.array([PATH_NAMES[p] for p in d.path.tolist()], pa.string()),
+        }
+    )
     out = Path(out)
     if out.suffix == ".csv":
         pacsv.write_csv(result, out)

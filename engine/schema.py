@@ -64,9 +64,7 @@ LABEL_COLUMNS: tuple[Column, ...] = (
 )
 
 ORDER_SCHEMA = pa.schema([pa.field(c.name, c.type) for c in ORDER_COLUMNS])
-HISTORY_SCHEMA = pa.schema(
-    [pa.field(c.name, c.type) for c in ORDER_COLUMNS + LABEL_COLUMNS]
-)
+HISTORY_SCHEMA = pa.schema([pa.field(c.name, c.type) for c in ORDER_COLUMNS + LABEL_COLUMNS])
 REQUIRED = tuple(c.name for c in ORDER_COLUMNS if c.required)
 
 # Entity columns that get velocity state, in the order their features appear.
@@ -91,9 +89,16 @@ def _compatible(actual: pa.DataType, expected: pa.DataType) -> bool:
             expected == pa.int8() and pa.types.is_boolean(actual)
         )
     if pa.types.is_string(expected):
-        return pa.types.is_string(actual) or pa.types.is_large_string(actual) or (
-            pa.types.is_dictionary(actual)
-            and (pa.types.is_string(actual.value_type) or pa.types.is_large_string(actual.value_type))
+        return (
+            pa.types.is_string(actual)
+            or pa.types.is_large_string(actual)
+            or (
+                pa.types.is_dictionary(actual)
+                and (
+                    pa.types.is_string(actual.value_type)
+                    or pa.types.is_large_string(actual.value_type)
+                )
+            )
         )
     if pa.types.is_boolean(expected):
         return pa.types.is_boolean(actual)
@@ -129,9 +134,11 @@ def conform(table: pa.Table, *, with_labels: bool = False, where: str = "orders"
             arr = _conform_items(arr, where)
         elif pa.types.is_timestamp(arr.type) and arr.type.tz is None:
             # Naive timestamps are read as UTC: the schema stores UTC instants.
-            arr = arr.cast(pa.timestamp(arr.type.unit)).cast(
-                pa.timestamp(arr.type.unit, tz="UTC")
-            ).cast(col.type)
+            arr = (
+                arr.cast(pa.timestamp(arr.type.unit))
+                .cast(pa.timestamp(arr.type.unit, tz="UTC"))
+                .cast(col.type)
+            )
         else:
             try:
                 arr = arr.cast(col.type)

@@ -41,7 +41,9 @@ class TierOne:
 
     def __init__(self, trees: CompiledTrees, threshold: float, version: str) -> None:
         if trees.n_features != N_FEATURES:
-            raise ValueError(f"tier one expects {trees.n_features} features, engine has {N_FEATURES}")
+            raise ValueError(
+                f"tier one expects {trees.n_features} features, engine has {N_FEATURES}"
+            )
         self.trees = trees
         self.threshold = float(threshold)
         self.version = version
@@ -117,32 +119,101 @@ class Rule:
 # regression on the training period) and stored in the manifest; the defaults below
 # apply when no artifact is loaded at all.
 RULES: tuple[Rule, ...] = (
-    Rule("BILLING_SHIPPING_MISMATCH", "billing_shipping_mismatch", "==", 1,
-         "Billing and shipping countries differ"),
-    Rule("IP_COUNTRY_MISMATCH", "ip_billing_mismatch", "==", 1,
-         "IP country differs from the billing country"),
+    Rule(
+        "BILLING_SHIPPING_MISMATCH",
+        "billing_shipping_mismatch",
+        "==",
+        1,
+        "Billing and shipping countries differ",
+    ),
+    Rule(
+        "IP_COUNTRY_MISMATCH",
+        "ip_billing_mismatch",
+        "==",
+        1,
+        "IP country differs from the billing country",
+    ),
     Rule("NEW_ACCOUNT", "account_age_days", "<", 1, "Account opened less than a day ago"),
-    Rule("FIRST_ORDER", "customer_id.cnt_30d", "<", 0.05, "No earlier order from this customer in 30 days"),
+    Rule(
+        "FIRST_ORDER",
+        "customer_id.cnt_30d",
+        "<",
+        0.05,
+        "No earlier order from this customer in 30 days",
+    ),
     Rule("HIGH_AMOUNT", "amount", ">=", 500, "Order amount of 500 or more"),
-    Rule("RISKY_CATEGORIES", "risky_category_share", ">=", 0.5,
-         "Mostly electronics or gift cards"),
-    Rule("CARD_VELOCITY_1H", "card_fingerprint.cnt_1h", ">=", 3, "Card used 3 or more times in the last hour"),
-    Rule("DEVICE_VELOCITY_1H", "device_id.cnt_1h", ">=", 5, "Device placed 5 or more orders in the last hour"),
-    Rule("SHARED_DEVICE", "device_id.customer_changes_30d", ">=", 2,
-         "Device used by several customers recently"),
-    Rule("SHARED_ADDRESS", "address_fingerprint.customer_changes_30d", ">=", 2,
-         "Shipping address used by several customers recently"),
-    Rule("KNOWN_FRAUD_CARD", "card_fingerprint.known_frauds", ">=", 0.5, "Card linked to confirmed fraud"),
-    Rule("KNOWN_FRAUD_DEVICE", "device_id.known_frauds", ">=", 0.5, "Device linked to confirmed fraud"),
-    Rule("KNOWN_FRAUD_ADDRESS", "address_fingerprint.known_frauds", ">=", 0.5,
-         "Shipping address linked to confirmed fraud"),
-    Rule("KNOWN_FRAUD_CUSTOMER", "customer_id.known_frauds", ">=", 0.5, "Customer linked to confirmed fraud"),
+    Rule("RISKY_CATEGORIES", "risky_category_share", ">=", 0.5, "Mostly electronics or gift cards"),
+    Rule(
+        "CARD_VELOCITY_1H",
+        "card_fingerprint.cnt_1h",
+        ">=",
+        3,
+        "Card used 3 or more times in the last hour",
+    ),
+    Rule(
+        "DEVICE_VELOCITY_1H",
+        "device_id.cnt_1h",
+        ">=",
+        5,
+        "Device placed 5 or more orders in the last hour",
+    ),
+    Rule(
+        "SHARED_DEVICE",
+        "device_id.customer_changes_30d",
+        ">=",
+        2,
+        "Device used by several customers recently",
+    ),
+    Rule(
+        "SHARED_ADDRESS",
+        "address_fingerprint.customer_changes_30d",
+        ">=",
+        2,
+        "Shipping address used by several customers recently",
+    ),
+    Rule(
+        "KNOWN_FRAUD_CARD",
+        "card_fingerprint.known_frauds",
+        ">=",
+        0.5,
+        "Card linked to confirmed fraud",
+    ),
+    Rule(
+        "KNOWN_FRAUD_DEVICE",
+        "device_id.known_frauds",
+        ">=",
+        0.5,
+        "Device linked to confirmed fraud",
+    ),
+    Rule(
+        "KNOWN_FRAUD_ADDRESS",
+        "address_fingerprint.known_frauds",
+        ">=",
+        0.5,
+        "Shipping address linked to confirmed fraud",
+    ),
+    Rule(
+        "KNOWN_FRAUD_CUSTOMER",
+        "customer_id.known_frauds",
+        ">=",
+        0.5,
+        "Customer linked to confirmed fraud",
+    ),
 )
 DEFAULT_RULE_WEIGHTS: dict[str, float] = {
-    "BILLING_SHIPPING_MISMATCH": 1.0, "IP_COUNTRY_MISMATCH": 1.0, "NEW_ACCOUNT": 1.0,
-    "FIRST_ORDER": 0.5, "HIGH_AMOUNT": 0.5, "RISKY_CATEGORIES": 0.7, "CARD_VELOCITY_1H": 2.0,
-    "DEVICE_VELOCITY_1H": 1.5, "SHARED_DEVICE": 1.0, "SHARED_ADDRESS": 1.5,
-    "KNOWN_FRAUD_CARD": 3.0, "KNOWN_FRAUD_DEVICE": 2.5, "KNOWN_FRAUD_ADDRESS": 2.5,
+    "BILLING_SHIPPING_MISMATCH": 1.0,
+    "IP_COUNTRY_MISMATCH": 1.0,
+    "NEW_ACCOUNT": 1.0,
+    "FIRST_ORDER": 0.5,
+    "HIGH_AMOUNT": 0.5,
+    "RISKY_CATEGORIES": 0.7,
+    "CARD_VELOCITY_1H": 2.0,
+    "DEVICE_VELOCITY_1H": 1.5,
+    "SHARED_DEVICE": 1.0,
+    "SHARED_ADDRESS": 1.5,
+    "KNOWN_FRAUD_CARD": 3.0,
+    "KNOWN_FRAUD_DEVICE": 2.5,
+    "KNOWN_FRAUD_ADDRESS": 2.5,
     "KNOWN_FRAUD_CUSTOMER": 3.0,
 }
 DEFAULT_RULE_BIAS = -5.0

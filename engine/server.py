@@ -18,6 +18,8 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from ordersight.v1 import risk_pb2 as pb
+from ordersight.v1 import risk_pb2_grpc as pb_grpc
 
 from engine import artifacts
 from engine.batcher import MicroBatcher, Pending
@@ -31,8 +33,6 @@ from engine.convert import (
 from engine.errors import InvalidInput, ModelLoadError, OrderSightError
 from engine.pipeline import Engine
 from engine.velocity import VelocityState
-from ordersight.v1 import risk_pb2 as pb
-from ordersight.v1 import risk_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 SERVICE = pb.DESCRIPTOR.services_by_name["OrderRisk"].full_name
@@ -92,7 +92,9 @@ class OrderRiskServicer(pb_grpc.OrderRiskServicer):
             await _abort(context, exc)
             raise
         elapsed = int((self.clock() - t0) * 1e6)
-        return pb.ScoreBatchResponse(decisions=decisions_to_pb(decisions, [elapsed] * len(decisions)))
+        return pb.ScoreBatchResponse(
+            decisions=decisions_to_pb(decisions, [elapsed] * len(decisions))
+        )
 
     async def ReportOutcomes(
         self, request: pb.ReportOutcomesRequest, context: grpc.aio.ServicerContext
@@ -144,14 +146,20 @@ class Server:
     async def start(self) -> int:
         self.health = health.aio.HealthServicer()
         self.server = grpc.aio.server(
-            options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 256 << 20),
-                     ("grpc.max_send_message_length", 256 << 20)]
+            options=[
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_receive_message_length", 256 << 20),
+                ("grpc.max_send_message_length", 256 << 20),
+            ]
         )
         pb_grpc.add_OrderRiskServicer_to_server(self.servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
-            (SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-             reflection.SERVICE_NAME),
+            (
+                SERVICE,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
             self.server,
         )
         self.port = self.server.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
@@ -163,8 +171,14 @@ class Server:
         await self.health.set("", serving)
         await self.health.set(SERVICE, serving)
         m = self.engine.models
-        log.info("serving %s on %s:%d (models %s%s)", SERVICE, self.settings.host, self.port,
-                 m.version, f"; problems: {m.problems}" if m.problems else "")
+        log.info(
+            "serving %s on %s:%d (models %s%s)",
+            SERVICE,
+            self.settings.host,
+            self.port,
+            m.version,
+            f"; problems: {m.problems}" if m.problems else "",
+        )
         return self.port
 
     async def stop(self) -> None:

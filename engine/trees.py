@@ -18,6 +18,7 @@ from engine.jit import njit
 
 _MISSING = {"None": 0, "Zero": 1, "NaN": 2}
 _ZERO = 1e-35  # LightGBM's kZeroThreshold
+_DUMPED_INF = 1e300
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,19 @@ class CompiledTrees:
 
     @classmethod
     def from_npz(cls, data: Any) -> CompiledTrees:
-        fields = {k: np.ascontiguousarray(data[k]) for k in cls.__dataclass_fields__ if k != "n_features"}
+        fields = {
+            k: np.ascontiguousarray(data[k]) for k in cls.__dataclass_fields__ if k != "n_features"
+        }
         return cls(n_features=int(data["n_features"]), **fields)
+
+
+def _threshold(t: float) -> float:
+    """LightGBM writes an infinite threshold (its last bin's bound) as +-1e300 in dumps."""
+    if t >= _DUMPED_INF:
+        return np.inf
+    if t <= -_DUMPED_INF:
+        return -np.inf
+    return t
 
 
 def compile_booster(dump: dict[str, Any]) -> CompiledTrees:
@@ -61,10 +73,12 @@ def compile_booster(dump: dict[str, Any]) -> CompiledTrees:
             leaves.append(float(node["leaf_value"]))
             return ~(len(leaves) - 1)
         if node.get("decision_type", "<=") != "<=":
-            raise ValueError(f"only numerical '<=' splits are supported, got {node['decision_type']}")
+            raise ValueError(
+                f"only numerical '<=' splits are supported, got {node['decision_type']}"
+            )
         i = len(feature)
         feature.append(int(node["split_feature"]))
-        threshold.append(float(node["threshold"]))
+        threshold.append(_threshold(float(node["threshold"])))
         default_left.append(bool(node["default_left"]))
         missing.append(_MISSING[node["missing_type"]])
         left.append(0)

@@ -242,7 +242,9 @@ class VelocityState:
             out,
         )
 
-    def score_orders(self, t: np.ndarray, amounts: np.ndarray, keys_mat: np.ndarray, out: np.ndarray) -> None:
+    def score_orders(
+        self, t: np.ndarray, amounts: np.ndarray, keys_mat: np.ndarray, out: np.ndarray
+    ) -> None:
         """Order events only, in row order (the serving path)."""
         n = keys_mat.shape[0]
         self.process(

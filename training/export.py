@@ -27,8 +27,7 @@ TARGET_OPSET = 15  # onnxmltools' LightGBM converter supports up to 15
 
 
 def _round_down_f32(t: float) -> float:
-    with np.errstate(over="ignore"):  # thresholds beyond float32's range round to its max
-        f = np.float32(t)
+    f = np.float32(t)
     if float(f) > t:
         f = np.nextafter(f, np.float32(-np.inf), dtype=np.float32)
     return float(f)
@@ -51,7 +50,10 @@ def _fix_thresholds(node: onnx.NodeProto, booster: lgb.Booster) -> None:
     """Walk each ONNX tree beside the same LightGBM tree and set rounded-down thresholds."""
     a = _attrs(node)
     trees = compile_booster(booster.dump_model())
-    index = {(t, n): k for k, (t, n) in enumerate(zip(a["nodes_treeids"], a["nodes_nodeids"], strict=True))}
+    index = {
+        (t, n): k
+        for k, (t, n) in enumerate(zip(a["nodes_treeids"], a["nodes_nodeids"], strict=True))
+    }
     values = list(a["nodes_values"])
     for tree_id, root in enumerate(trees.root):
         stack = [(int(root), 0)]

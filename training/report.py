@@ -5,7 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
+from sklearn.metrics import (
+    average_precision_score,
+    precision_recall_curve,
+    roc_auc_score,
+    roc_curve,
+)
 
 
 def recall_at_rate(y: np.ndarray, score: np.ndarray, rate: float) -> float:
@@ -19,7 +24,11 @@ def recall_at_rate(y: np.ndarray, score: np.ndarray, rate: float) -> float:
 
 def binary_metrics(y: np.ndarray, score: np.ndarray, review_rate: float) -> dict[str, float]:
     if np.unique(y).size < 2:
-        return {"auc": float("nan"), "average_precision": float("nan"), "recall_at_review_rate": float("nan")}
+        return {
+            "auc": float("nan"),
+            "average_precision": float("nan"),
+            "recall_at_review_rate": float("nan"),
+        }
     return {
         "auc": float(roc_auc_score(y, score)),
         "average_precision": float(average_precision_score(y, score)),

@@ -35,6 +35,7 @@ Label times may lie after the simulated period: training must cut labels at its 
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -57,47 +58,9 @@ SCENARIOS = (
     "drop_address",
     "high_value_first_order",
 )
-COUNTRIES = (
-    "US",
-    "GB",
-    "DE",
-    "FR",
-    "NL",
-    "ES",
-    "IT",
-    "CA",
-    "MX",
-    "PL",
-    "TR",
-    "TH",
-    "BR",
-    "RO",
-    "NG",
-    "VN",
-    "ID",
-    "UA",
-)
-CURRENCIES = (
-    "USD",
-    "GBP",
-    "EUR",
-    "EUR",
-    "EUR",
-    "EUR",
-    "EUR",
-    "CAD",
-    "MXN",
-    "PLN",
-    "TRY",
-    "THB",
-    "BRL",
-    "RON",
-    "NGN",
-    "VND",
-    "IDR",
-    "UAH",
-)
-N_HOME = 8  # customers and card issuers live in the first eight countries
+HOME = ("US", "GB", "DE", "FR", "NL", "ES", "IT", "CA")  # customers and card issuers live here
+COUNTRIES = HOME + ("MX", "PL", "TR", "TH", "BR", "RO", "NG", "VN", "ID", "UA")
+CURRENCIES = ("USD", "GBP", "EUR", "EUR", "EUR", "EUR", "EUR", "CAD")  # by billing country
 HOME_P = np.array([0.34, 0.16, 0.14, 0.10, 0.06, 0.07, 0.07, 0.06])
 TRAVEL_P = np.array([10, 8, 6, 8, 3, 9, 8, 4, 5, 2, 3, 4, 2, 1, 0.5, 1, 1, 0.5])
 SHIP_P = np.array([10, 6, 5, 5, 3, 4, 4, 3, 2, 3, 2, 1, 2, 3, 3, 1, 1, 3])
@@ -106,33 +69,17 @@ CHANNELS = ("web", "app", "marketplace", "phone")
 CHANNEL_P = np.array([0.50, 0.30, 0.15, 0.05])
 FRAUD_CHANNEL_P = np.array([0.60, 0.30, 0.10, 0.0])
 PAYMENTS = ("card", "wallet", "bank_transfer")
+PAY_P = np.array([0.80, 0.14, 0.06])
 DOMAINS = (
-    "gmail.com",
-    "outlook.com",
-    "yahoo.com",
-    "icloud.com",
-    "hotmail.com",
-    "gmx.de",
-    "orange.fr",
-    "btinternet.com",
-    "acme-corp.com",
-    "northwind.co.uk",
-    "globex.de",
-    "initech.com",
-    "protonmail.com",
-    "mail.com",
-    "yandex.com",
-    "tutanota.com",
-    "guerrillamail.com",
+    ("gmail.com", "outlook.com", "yahoo.com", "icloud.com", "hotmail.com")
+    + ("gmx.de", "orange.fr", "btinternet.com")
+    + ("acme-corp.com", "northwind.co.uk", "globex.de", "initech.com")
+    + ("protonmail.com", "mail.com", "yandex.com", "tutanota.com", "guerrillamail.com")
 )
 LEGIT_DOMAIN_P = np.array([30, 13, 9, 7, 6, 4, 3, 3, 4, 3, 3, 4, 1.5, 0.5, 0.3, 0.2, 0.05])
 FRAUD_DOMAIN_P = np.array([25, 8, 9, 3, 6, 1, 1, 1, 0, 0, 0, 0, 14, 10, 9, 5, 8])
 CATEGORIES = ("apparel", "home", "books", "electronics", "gift_card", "grocery", "beauty")
 GIFT_CARD = CATEGORIES.index("gift_card")
-LEGIT_CAT_P = np.array([0.26, 0.18, 0.12, 0.12, 0.04, 0.15, 0.13])
-FRAUD_CAT_P = np.array([0.14, 0.05, 0.03, 0.45, 0.26, 0.02, 0.05])
-TESTING_CAT_P = np.array([0.0, 0.0, 0.4, 0.0, 0.0, 0.35, 0.25])
-FIRST_ORDER_CAT_P = np.array([0.10, 0.05, 0.0, 0.60, 0.20, 0.0, 0.05])
 NOTES = (
     "leave at door",
     "gift",
@@ -144,42 +91,28 @@ NOTES = (
 LEGIT_NOTE_P = np.array([0.30, 0.20, 0.05, 0.20, 0.15, 0.10])
 FRAUD_NOTE_P = np.array([0.15, 0.25, 0.45, 0.05, 0.10, 0.0])
 LEGIT_HOURS = np.array(
-    [
-        1.0,
-        0.6,
-        0.4,
-        0.3,
-        0.3,
-        0.5,
-        1,
-        2,
-        3,
-        3.5,
-        4,
-        4.2,
-        4.5,
-        4.3,
-        4.2,
-        4.4,
-        4.8,
-        5.5,
-        6.5,
-        7,
-        6.8,
-        5.5,
-        3.5,
-        2,
-    ]
+    [1.0, 0.6, 0.4, 0.3, 0.3, 0.5, 1, 2, 3, 3.5, 4, 4.2, 4.5, 4.3, 4.2, 4.4, 4.8, 5.5, 6.5, 7, 6.8]
+    + [5.5, 3.5, 2]
 )
 FRAUD_HOURS = LEGIT_HOURS + 3.0
 WEEK = np.array([1, 1, 1, 1, 1, 1.2, 1.2]) * 7 / 7.4  # Monday first, mean 1
+# Per scenario: category weights, basket size (1-4 lines) weights, note probability.
+BASKETS = (
+    (np.array([0.26, 0.18, 0.12, 0.12, 0.04, 0.15, 0.13]), np.array([0.45, 0.3, 0.15, 0.1]), 0.06),
+    (np.array([0.14, 0.05, 0.03, 0.45, 0.26, 0.02, 0.05]), np.array([0.55, 0.3, 0.1, 0.05]), 0.15),
+    (np.array([0.0, 0.0, 0.4, 0.0, 0.0, 0.35, 0.25]), np.array([1.0, 0.0, 0.0, 0.0]), 0.0),
+    (np.array([0.14, 0.05, 0.03, 0.45, 0.26, 0.02, 0.05]), np.array([0.5, 0.3, 0.15, 0.05]), 0.1),
+    (np.array([0.20, 0.05, 0.03, 0.40, 0.25, 0.02, 0.05]), np.array([0.5, 0.3, 0.15, 0.05]), 0.2),
+    (np.array([0.10, 0.05, 0.0, 0.60, 0.20, 0.0, 0.05]), np.array([0.7, 0.2, 0.07, 0.03]), 0.3),
+)
 
 Block = dict[str, np.ndarray]
 LINE_KEYS = ("cat", "sku", "qty", "unit")  # one value per basket line, the rest one per order
 
 
-def _p(weights: np.ndarray) -> np.ndarray:
-    return weights / weights.sum()
+def _draw(rng: np.random.Generator, weights: np.ndarray, n: int) -> np.ndarray:
+    """`n` indices drawn with the (unnormalised) `weights`."""
+    return rng.choice(weights.size, n, p=weights / weights.sum())
 
 
 def _mix(ids: np.ndarray) -> np.ndarray:
@@ -195,26 +128,23 @@ def _ip(rng: np.random.Generator, country: np.ndarray) -> np.ndarray:
 
 def _hour_times(rng: np.random.Generator, hours: np.ndarray, n: int) -> np.ndarray:
     """Offsets into a day following the hourly profile `hours`."""
-    return rng.choice(24, n, p=_p(hours)) * HOUR + rng.integers(0, HOUR, n)
+    return _draw(rng, hours, n) * HOUR + rng.integers(0, HOUR, n)
 
 
-def _items(
-    rng: np.random.Generator, target: np.ndarray, cat_p: np.ndarray, lines_p: list[float]
-) -> Block:
+def _items(rng: np.random.Generator, scen: int, target: np.ndarray) -> Block:
     """Baskets of 1-4 lines near `target`; `amount` is the exact sum of the lines."""
+    cat_p, lines_p, _ = BASKETS[scen]
     n = target.size
-    lines = rng.choice(4, n, p=lines_p) + 1
+    lines = _draw(rng, lines_p, n) + 1
     owner = np.repeat(np.arange(n), lines)
     weight = rng.gamma(2.0, size=owner.size)
     share = weight / np.bincount(owner, weights=weight, minlength=n)[owner]
-    cat = rng.choice(len(CATEGORIES), owner.size, p=_p(cat_p))
+    cat = _draw(rng, cat_p, owner.size)
     qty = np.where(rng.random(owner.size) < 0.2, rng.integers(2, 5, owner.size), 1)
     each = target[owner] * share / qty
-    unit = np.where(
-        cat == GIFT_CARD,
-        np.maximum(1, np.round(each / 2500)) * 2500,
-        np.maximum(1, np.round(each / 100)) * 100 - 1,
-    ).astype(np.int64)
+    gift_card = np.maximum(1, np.round(each / 2500)) * 2500
+    unit = np.where(cat == GIFT_CARD, gift_card, np.maximum(1, np.round(each / 100)) * 100 - 1)
+    unit = unit.astype(np.int64)
     sku = (3000 * rng.random(owner.size) ** 2).astype(np.int64)
     amount = np.add.reduceat(unit * qty, np.cumsum(lines) - lines)
     return {"lines": lines, "amount": amount, "cat": cat, "sku": sku, "qty": qty, "unit": unit}
@@ -248,19 +178,16 @@ class _World:
 
     def _population(self, c: int) -> None:
         rng = self.rng
-        self.home = rng.choice(N_HOME, c, p=HOME_P)
-        self.bill = np.where(rng.random(c) < 0.06, rng.choice(N_HOME, c, p=HOME_P), self.home)
-        opened_during = rng.random(c) < 0.3
-        self.acct = np.where(
-            opened_during,
-            self.t0 + rng.integers(0, self.end - self.t0, c),
-            self.t0 - ((rng.exponential(730, c) + 1) * DAY).astype(np.int64),
-        )
+        self.home = _draw(rng, HOME_P, c)
+        self.bill = np.where(rng.random(c) < 0.06, _draw(rng, HOME_P, c), self.home)
+        opened = self.t0 + rng.integers(0, self.end - self.t0, c)
+        aged = self.t0 - ((rng.exponential(730, c) + 1) * DAY).astype(np.int64)
+        self.acct = np.where(rng.random(c) < 0.3, opened, aged)
         self.key = rng.random(c) < 0.01
-        self.email = rng.choice(len(DOMAINS), c, p=_p(LEGIT_DOMAIN_P))
+        self.email = _draw(rng, LEGIT_DOMAIN_P, c)
         self.rate = rng.gamma(0.6, size=c) * np.where(self.key, 5.0, 1.0)
         self.mu = rng.normal(np.log(5000), 0.7, c) + np.where(self.key, 1.2, 0.0)
-        self.channel = rng.choice(len(CHANNELS), c, p=CHANNEL_P)
+        self.channel = _draw(rng, CHANNEL_P, c)
         self.ip = _ip(rng, self.home)
         self.devs, self.n_devs = self.new("dev", 3 * c).reshape(c, 3), rng.choice(3, c) + 1
         self.cards, self.n_cards = self.new("card", 2 * c).reshape(c, 2), rng.choice(2, c) + 1
@@ -271,146 +198,112 @@ class _World:
         slot = (self.rng.random(cust.size) * counts[cust]).astype(np.int64)
         return table[cust, slot]
 
-    def block(
-        self,
-        scen: int,
-        target: np.ndarray,
-        cat_p: np.ndarray,
-        lines_p: list[float],
-        note_p: float,
-        **cols: np.ndarray | int,
-    ) -> Block:
-        """One block of rows; scalar columns are broadcast, `note` and items are drawn here."""
-        rng, n = self.rng, target.size
-        fraud = scen > 0
-        row: Block = {k: np.broadcast_to(np.asarray(v), n).copy() for k, v in cols.items()}
-        row.setdefault("key", np.zeros(n, dtype=bool))
-        row["scen"] = np.full(n, scen)
-        row["note"] = np.where(
-            rng.random(n) < note_p,
-            rng.choice(len(NOTES), n, p=FRAUD_NOTE_P if fraud else LEGIT_NOTE_P),
-            -1,
-        )
-        return row | _items(rng, target, cat_p, lines_p)
+    def profile(self, cust: np.ndarray) -> Block:
+        """The account columns of existing customers."""
+        acct, key, email = self.acct[cust], self.key[cust], self.email[cust]
+        return {"cust": cust, "acct": acct, "key": key, "email": email}
 
-    def fraud_emails(self, n: int) -> np.ndarray:
-        return self.rng.choice(len(DOMAINS), n, p=_p(FRAUD_DOMAIN_P))
+    def accounts(self, opened: np.ndarray, who: np.ndarray) -> Block:
+        """Account columns for new fraud accounts opened at `opened`, one row per `who`."""
+        cust, email = self.new("cust", opened.size), _draw(self.rng, FRAUD_DOMAIN_P, opened.size)
+        return {"cust": cust[who], "acct": opened[who], "email": email[who]}
+
+    def block(self, scen: int, target: np.ndarray, **cols: np.ndarray | int) -> Block:
+        """Rows of one scenario. Scalars are broadcast; a fraud row's missing account, email,
+        channel, card, address, device and IP columns are new, its payment is a card."""
+        rng, n = self.rng, target.size
+        row = {k: np.broadcast_to(np.asarray(v), n).copy() for k, v in cols.items()}
+        fresh: dict[str, Callable[[], np.ndarray]] = {
+            "cust": lambda: self.new("cust", n),
+            "email": lambda: _draw(rng, FRAUD_DOMAIN_P, n),
+            "channel": lambda: _draw(rng, FRAUD_CHANNEL_P, n),
+            "card": lambda: self.new("card", n),
+            "addr": lambda: self.new("addr", n),
+            "dev": lambda: self.new("dev", n),
+            "ip": lambda: _ip(rng, row["ipc"]),
+        }
+        for k, make in fresh.items():
+            if k not in row:
+                row[k] = make()
+        row.setdefault("key", np.zeros(n, dtype=bool))
+        row.setdefault("pay", np.zeros(n, dtype=np.int64))
+        row["scen"] = np.full(n, scen)
+        note = _draw(rng, FRAUD_NOTE_P if scen else LEGIT_NOTE_P, n)
+        row["note"] = np.where(rng.random(n) < BASKETS[scen][2], note, -1)
+        return row | _items(rng, scen, target)
 
     def day(self, day: int) -> list[Block]:
-        d0 = self.t0 + day * DAY
-        f = day / self.days
-        return [
-            b
-            for b in (
-                self.legit(d0, day),
-                *self.stolen_card(d0, f),
-                *self.card_testing(d0),
-                *self.account_takeover(d0, f),
-                *self.drop_address(d0, f),
-                *self.high_value_first_order(d0, f),
-            )
-            if b["ts"].size
-        ]
+        d0, f = self.t0 + day * DAY, day / self.days
+        blocks = [self.legit(d0, day), *self.stolen_card(d0, f), *self.card_testing(d0)]
+        blocks += [*self.account_takeover(d0, f), *self.drop_address(d0, f)]
+        return [b for b in (*blocks, *self.high_value_first_order(d0, f)) if b["ts"].size]
 
     def legit(self, d0: int, day: int) -> Block:
         rng = self.rng
         n = int(self.per_day * WEEK[(self.weekday0 + day) % 7] * rng.normal(1, 0.03))
-        signups = np.flatnonzero(
-            (self.acct >= d0) & (self.acct < d0 + DAY) & (rng.random(self.home.size) < 0.8)
-        )
+        today = (self.acct >= d0) & (self.acct < d0 + DAY)
+        signups = np.flatnonzero(today & (rng.random(today.size) < 0.8))
         weights = self.rate * (self.acct < d0) * np.where(self.acct > d0 - 21 * DAY, 4.0, 1.0)
         regular = rng.choice(weights.size, max(n - signups.size, 0), p=weights / weights.sum())
         cust = np.concatenate([signups, regular])
-        ts = np.concatenate(
-            [
-                self.acct[signups]
-                + np.exp(rng.uniform(np.log(MINUTE), np.log(12 * HOUR), signups.size)).astype(int),
-                d0 + _hour_times(rng, LEGIT_HOURS, regular.size),
-            ]
-        )
-        n, home, key = cust.size, self.home[cust], self.key[cust]
-        pay = rng.choice(len(PAYMENTS), n, p=[0.8, 0.14, 0.06])
-        pay[key & (rng.random(n) < 0.3)] = 2
+        wait = np.exp(rng.uniform(np.log(MINUTE), np.log(12 * HOUR), signups.size))
+        later = d0 + _hour_times(rng, LEGIT_HOURS, regular.size)
+        ts = np.concatenate([self.acct[signups] + wait.astype(np.int64), later])
+        n, home = cust.size, self.home[cust]
+        pay = _draw(rng, PAY_P, n)
+        pay[self.key[cust] & (rng.random(n) < 0.3)] = 2
         card = self.renew("card", self.pick(self.cards, self.n_cards, cust), 0.015)
         gift = rng.random(n) < 0.06
-        abroad = rng.choice(len(COUNTRIES), n, p=_p(TRAVEL_P))
         addr = self.pick(self.addrs, self.n_addrs, cust)
         addr[gift] = self.new("addr", int(gift.sum()))
+        ship = np.where(gift & (rng.random(n) < 0.4), _draw(rng, TRAVEL_P, n), home)
         travel = rng.random(n) < 0.07
-        ipc = np.where(travel, rng.choice(len(COUNTRIES), n, p=_p(TRAVEL_P)), home)
-        roaming = travel | (rng.random(n) < 0.35)
-        splurge_p = np.where(np.arange(n) < signups.size, 0.25, 0.05)
-        splurge = np.where(rng.random(n) < splurge_p, rng.uniform(3, 12, n), 1.0)
+        ipc = np.where(travel, _draw(rng, TRAVEL_P, n), home)
+        ip = np.where(travel | (rng.random(n) < 0.35), _ip(rng, ipc), self.ip[cust])
+        channel = np.where(rng.random(n) < 0.7, self.channel[cust], _draw(rng, CHANNEL_P, n))
+        dev = self.renew("dev", self.pick(self.devs, self.n_devs, cust), 0.03)
+        splurge = rng.random(n) < np.where(np.arange(n) < signups.size, 0.25, 0.05)
+        target = np.exp(rng.normal(self.mu[cust], 0.75))
+        target *= np.where(splurge, rng.uniform(3, 12, n), 1.0)
+        card = np.where(pay == 0, card, -1)
         return self.block(
             0,
-            np.exp(rng.normal(self.mu[cust], 0.75)) * splurge,
-            LEGIT_CAT_P,
-            [0.45, 0.3, 0.15, 0.1],
-            0.06,
-            cust=cust,
+            target,
             ts=ts,
-            acct=self.acct[cust],
-            key=key,
-            email=self.email[cust],
-            channel=np.where(
-                rng.random(n) < 0.7, self.channel[cust], rng.choice(len(CHANNELS), n, p=CHANNEL_P)
-            ),
+            channel=channel,
             pay=pay,
-            card=np.where(pay == 0, card, -1),
+            card=card,
             bill=self.bill[cust],
-            ship=np.where(gift & (rng.random(n) < 0.4), abroad, home),
+            ship=ship,
             addr=addr,
-            ip=np.where(roaming, _ip(rng, ipc), self.ip[cust]),
+            ip=ip,
             ipc=ipc,
-            dev=self.renew("dev", self.pick(self.devs, self.n_devs, cust), 0.03),
+            dev=dev,
+            **self.profile(cust),
         )
 
     def stolen_card(self, d0: int, f: float) -> list[Block]:
         rng = self.rng
         n = rng.poisson(30 * self.scale * (0.8 + 0.4 * f))
         ts = d0 + _hour_times(rng, FRAUD_HOURS, n)
-        own = rng.random(n) < 0.3
-        victims = rng.choice(np.flatnonzero(self.acct < d0), int(own.sum()))
         fresh = rng.random(n) < 0.35
         age = np.where(
             fresh, 2 * MINUTE + rng.exponential(3 * HOUR, n), rng.uniform(1, 400, n) * DAY
-        ).astype(np.int64)
-        bill = rng.choice(N_HOME, n, p=HOME_P)
-        ship = np.where(rng.random(n) < 0.35, rng.choice(len(COUNTRIES), n, p=_p(SHIP_P)), bill)
-        r = rng.random(n)
-        ipc = np.where(
-            r < 0.6, bill, np.where(r < 0.75, ship, rng.choice(len(COUNTRIES), n, p=_p(RISKY_P)))
         )
-        cust, acct, email = self.new("cust", n), ts - age, self.fraud_emails(n)
-        dev, addr, ip, key = self.new("dev", n), self.new("addr", n), _ip(rng, ipc), own.copy()
-        cust[own], acct[own], email[own] = victims, self.acct[victims], self.email[victims]
-        key[own] = self.key[victims]
-        dev[own], addr[own] = self.devs[victims, 0], self.addrs[victims, 0]
-        ip[own] = self.ip[victims]
-        ship[own] = ipc[own] = self.home[victims]
-        return [
-            self.block(
-                1,
-                np.exp(rng.normal(np.log(11000), 0.9, n)),
-                FRAUD_CAT_P,
-                [0.55, 0.3, 0.1, 0.05],
-                0.15,
-                cust=cust,
-                ts=ts,
-                acct=acct,
-                key=key,
-                email=email,
-                channel=rng.choice(len(CHANNELS), n, p=FRAUD_CHANNEL_P),
-                pay=0,
-                card=self.new("card", n),
-                bill=bill,
-                ship=ship,
-                addr=addr,
-                ip=ip,
-                ipc=ipc,
-                dev=dev,
-            )
-        ]
+        bill = _draw(rng, HOME_P, n)
+        ship = np.where(rng.random(n) < 0.35, _draw(rng, SHIP_P, n), bill)
+        r = rng.random(n)
+        ipc = np.where(r < 0.6, bill, np.where(r < 0.75, ship, _draw(rng, RISKY_P, n)))
+        target = np.exp(rng.normal(np.log(11000), 0.9, n))
+        acct = ts - age.astype(np.int64)
+        block = self.block(1, target, ts=ts, acct=acct, bill=bill, ship=ship, ipc=ipc)
+        own = rng.random(n) < 0.3  # the stolen card is used on an existing customer's account
+        c = rng.choice(np.flatnonzero(self.acct < d0), int(own.sum()))
+        home = self.home[c]
+        profile = {"dev": self.devs[c, 0], "addr": self.addrs[c, 0], "ip": self.ip[c]}
+        for k, v in (self.profile(c) | profile | {"ship": home, "ipc": home}).items():
+            block[k][own] = v
+        return [block]
 
     def card_testing(self, d0: int) -> list[Block]:
         rng = self.rng
@@ -418,34 +311,28 @@ class _World:
         for _ in range(rng.poisson(0.35 * self.scale)):
             n, m = int(rng.integers(10, 41)), int(rng.integers(1, 4))
             t = d0 + _hour_times(rng, FRAUD_HOURS, 1)[0]
-            accounts = self.new("cust", m)
-            aged = rng.random(m) < 0.4
-            age = np.where(aged, rng.integers(DAY, 300 * DAY, m), rng.integers(MINUTE, 2 * DAY, m))
-            opened = t - age
-            country = rng.choice(N_HOME, p=HOME_P)
-            ipc = country if rng.random() < 0.6 else rng.choice(len(COUNTRIES), p=_p(RISKY_P))
+            recent, aged = rng.integers(MINUTE, 2 * DAY, m), rng.integers(DAY, 300 * DAY, m)
+            opened = t - np.where(rng.random(m) < 0.4, aged, recent)
+            country = _draw(rng, HOME_P, 1)[0]
+            ipc = country if rng.random() < 0.6 else _draw(rng, RISKY_P, 1)[0]
+            bill = np.where(rng.random(n) < 0.6, country, _draw(rng, HOME_P, n))
             who = rng.integers(0, m, n)
             ts = t + np.sort(rng.integers(0, rng.integers(2, 25) * MINUTE, n))
+            addr, dev = self.new("addr", m)[who], self.new("dev", 1)[0]
+            ip = (185 << 24) | int(rng.integers(0, 1 << 24))
             blocks.append(
                 self.block(
                     2,
                     rng.uniform(100, 1500, n),
-                    TESTING_CAT_P,
-                    [1.0, 0, 0, 0],
-                    0.0,
-                    cust=accounts[who],
                     ts=ts,
-                    acct=opened[who],
-                    email=self.fraud_emails(m)[who],
                     channel=rng.choice(2),
-                    pay=0,
-                    card=self.new("card", n),
-                    bill=np.where(rng.random(n) < 0.6, country, rng.choice(N_HOME, n, p=HOME_P)),
+                    bill=bill,
                     ship=country,
-                    addr=self.new("addr", m)[who],
-                    ip=(185 << 24) | int(rng.integers(0, 1 << 24)),
+                    addr=addr,
+                    ip=ip,
                     ipc=ipc,
-                    dev=self.new("dev", 1)[0],
+                    dev=dev,
+                    **self.accounts(opened, who),
                 )
             )
         return blocks
@@ -454,34 +341,30 @@ class _World:
         rng = self.rng
         k = rng.poisson(14 * self.scale * min(1.0, 0.3 + 1.4 * f))
         victims = rng.choice(np.flatnonzero(self.acct < d0 - 90 * DAY), k)
-        incident = np.repeat(np.arange(k), rng.integers(1, 4, k))
-        cust, n = victims[incident], incident.size
         home = self.home[victims]
-        ipc = np.where(rng.random(k) < 0.35, home, rng.choice(len(COUNTRIES), k, p=_p(RISKY_P)))
-        ship = np.where(rng.random(k) < 0.7, home, rng.choice(len(COUNTRIES), k, p=_p(SHIP_P)))
-        pay = np.where(rng.random(n) < 0.75, 0, 1)
-        t = d0 + _hour_times(rng, FRAUD_HOURS, k)
+        ipc = np.where(rng.random(k) < 0.35, home, _draw(rng, RISKY_P, k))
+        ship = np.where(rng.random(k) < 0.7, home, _draw(rng, SHIP_P, k))
+        ip, dev, addr = _ip(rng, ipc), self.new("dev", k), self.new("addr", k)
+        i = np.repeat(np.arange(k), rng.integers(1, 4, k))  # 1-3 orders per takeover
+        ts = (d0 + _hour_times(rng, FRAUD_HOURS, k))[i] + rng.integers(0, 3 * HOUR, i.size)
+        cust = victims[i]
+        pay = np.where(rng.random(i.size) < 0.75, 0, 1)  # the saved card or the wallet
+        card = np.where(pay == 0, self.cards[cust, 0], -1)
+        target = np.exp(rng.normal(np.log(16000), 0.9, i.size))
         return [
             self.block(
                 3,
-                np.exp(rng.normal(np.log(16000), 0.9, n)),
-                FRAUD_CAT_P,
-                [0.5, 0.3, 0.15, 0.05],
-                0.1,
-                cust=cust,
-                ts=t[incident] + rng.integers(0, 3 * HOUR, n),
-                acct=self.acct[cust],
-                key=self.key[cust],
-                email=self.email[cust],
-                channel=rng.choice(len(CHANNELS), n, p=FRAUD_CHANNEL_P),
+                target,
+                ts=ts,
                 pay=pay,
-                card=np.where(pay == 0, self.cards[cust, 0], -1),
+                card=card,
                 bill=self.bill[cust],
-                ship=ship[incident],
-                addr=self.new("addr", k)[incident],
-                ip=_ip(rng, ipc)[incident],
-                ipc=ipc[incident],
-                dev=self.new("dev", k)[incident],
+                ship=ship[i],
+                addr=addr[i],
+                ip=ip[i],
+                ipc=ipc[i],
+                dev=dev[i],
+                **self.profile(cust),
             )
         ]
 
@@ -490,36 +373,29 @@ class _World:
         blocks = []
         for _ in range(rng.poisson(0.9 * self.scale) if f >= 0.1 else 0):
             m = int(rng.integers(3, 9))
-            country = rng.choice(N_HOME, p=HOME_P)
+            country = _draw(rng, HOME_P, 1)[0]
             opened = d0 + rng.integers(-45 * DAY, 10 * DAY, m)
             who = np.repeat(np.arange(m), rng.integers(1, 4, m))
             n = who.size
+            ts = np.maximum(opened, d0)[who] + rng.integers(10 * MINUTE, 4 * DAY, n)
             devices = self.new("dev", int(rng.integers(1, 4)))
-            ipc = np.where(
-                rng.random(n) < 0.7, country, rng.choice(len(COUNTRIES), n, p=_p(RISKY_P))
-            )
+            dev = devices[rng.integers(0, devices.size, m)][who]
+            card = self.new("card", m)[who]
+            bill = np.where(rng.random(m) < 0.7, country, _draw(rng, HOME_P, m))[who]
+            ipc = np.where(rng.random(n) < 0.7, country, _draw(rng, RISKY_P, n))
+            target = np.exp(rng.normal(np.log(10000), 0.8, n))
             blocks.append(
                 self.block(
                     4,
-                    np.exp(rng.normal(np.log(10000), 0.8, n)),
-                    FRAUD_CAT_P,
-                    [0.5, 0.3, 0.15, 0.05],
-                    0.2,
-                    cust=self.new("cust", m)[who],
-                    ts=np.maximum(opened, d0)[who] + rng.integers(10 * MINUTE, 4 * DAY, n),
-                    acct=opened[who],
-                    email=self.fraud_emails(m)[who],
-                    channel=rng.choice(len(CHANNELS), n, p=FRAUD_CHANNEL_P),
-                    pay=0,
-                    card=self.new("card", m)[who],
-                    bill=np.where(rng.random(m) < 0.7, country, rng.choice(N_HOME, m, p=HOME_P))[
-                        who
-                    ],
+                    target,
+                    ts=ts,
+                    card=card,
+                    bill=bill,
                     ship=country,
                     addr=self.new("addr", 1)[0],
-                    ip=_ip(rng, ipc),
                     ipc=ipc,
-                    dev=devices[rng.integers(0, devices.size, m)][who],
+                    dev=dev,
+                    **self.accounts(opened, who),
                 )
             )
         return blocks
@@ -529,32 +405,11 @@ class _World:
         n = rng.poisson(13 * self.scale * (0.5 + f))
         ts = d0 + _hour_times(rng, FRAUD_HOURS, n)
         age = np.exp(rng.uniform(np.log(5 * MINUTE), np.log(6 * HOUR), n)).astype(np.int64)
-        bill = rng.choice(N_HOME, n, p=HOME_P)
-        ipc = np.where(rng.random(n) < 0.65, bill, rng.choice(len(COUNTRIES), n, p=_p(RISKY_P)))
-        return [
-            self.block(
-                5,
-                np.exp(rng.normal(np.log(15000), 0.8, n)),
-                FIRST_ORDER_CAT_P,
-                [0.7, 0.2, 0.07, 0.03],
-                0.3,
-                cust=self.new("cust", n),
-                ts=ts,
-                acct=ts - age,
-                email=self.fraud_emails(n),
-                channel=rng.choice(len(CHANNELS), n, p=FRAUD_CHANNEL_P),
-                pay=0,
-                card=self.new("card", n),
-                bill=bill,
-                ship=np.where(
-                    rng.random(n) < 0.2, rng.choice(len(COUNTRIES), n, p=_p(SHIP_P)), bill
-                ),
-                addr=self.new("addr", n),
-                ip=_ip(rng, ipc),
-                ipc=ipc,
-                dev=self.new("dev", n),
-            )
-        ]
+        bill = _draw(rng, HOME_P, n)
+        ship = np.where(rng.random(n) < 0.2, _draw(rng, SHIP_P, n), bill)
+        ipc = np.where(rng.random(n) < 0.65, bill, _draw(rng, RISKY_P, n))
+        target = np.exp(rng.normal(np.log(15000), 0.8, n))
+        return [self.block(5, target, ts=ts, acct=ts - age, bill=bill, ship=ship, ipc=ipc)]
 
 
 def _token(prefix: str, ids: np.ndarray) -> pa.Array:
@@ -565,7 +420,7 @@ def _token(prefix: str, ids: np.ndarray) -> pa.Array:
     return pc.binary_join_element_wise(prefix, digits, "")
 
 
-def _lookup(values: tuple[str, ...], index: np.ndarray) -> pa.Array:
+def _lookup(values: Sequence[str], index: np.ndarray) -> pa.Array:
     return pa.array(values).take(pa.array(index, mask=index < 0))
 
 
@@ -597,26 +452,20 @@ def _table(world: _World, blocks: list[Block]) -> pa.Table:
     col = {k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]}
     offsets = np.concatenate([[0], np.cumsum(col["lines"])]).astype(np.int32)
     category = _lookup(CATEGORIES, col["cat"])
-    sku = pc.utf8_lpad(pa.array(col["sku"]).cast(pa.string()), 4, "0")
-    lines = pa.StructArray.from_arrays(
-        [
-            pc.binary_join_element_wise(category, sku, "-"),
-            category,
-            pa.array(col["qty"], pa.int64()),
-            pa.array(col["unit"], pa.int64()),
-        ],
-        fields=list(ITEM_TYPE),
+    sku = pc.binary_join_element_wise(
+        category, pc.utf8_lpad(pa.array(col["sku"]).cast(pa.string()), 4, "0"), "-"
     )
+    quantity, unit = pa.array(col["qty"], pa.int64()), pa.array(col["unit"], pa.int64())
+    lines = pa.StructArray.from_arrays([sku, category, quantity, unit], fields=list(ITEM_TYPE))
     inside = np.flatnonzero(col["ts"] < world.end)
     order = inside[np.argsort(col["ts"][inside], kind="stable")]
     items = pa.ListArray.from_arrays(offsets, lines, type=pa.list_(ITEM_TYPE)).take(order)
     c = {k: v[order] for k, v in col.items() if k not in LINE_KEYS}
     n = order.size
-    fraud = c["scen"] > 0
     unknown = rng.random(n) < 0.005
-    delay = np.where(fraud, 3 + 42 * rng.beta(1.2, 4.0, n), rng.uniform(30, 60, n)) * DAY
+    delay = np.where(c["scen"] > 0, 3 + 42 * rng.beta(1.2, 4.0, n), rng.uniform(30, 60, n))
     card_bin = 100_000 * np.where(c["bill"] % 2, 5, 4) + 100 * ((c["bill"] * 137) % 1000)
-    card_bin = card_bin + _mix(np.maximum(c["card"], 0)).astype(np.int64) % 100
+    card_bin += _mix(np.maximum(c["card"], 0)).astype(np.int64) % 100
     order_ids = pc.utf8_lpad(pa.array(np.arange(1, n + 1)).cast(pa.string()), 9, "0")
     arrays = [
         pc.binary_join_element_wise("o-", order_ids, ""),
@@ -640,8 +489,8 @@ def _table(world: _World, blocks: list[Block]) -> pa.Table:
         _token("d-", c["dev"]),
         items,
         _lookup(NOTES, c["note"]),
-        pa.array(fraud.astype(np.int8), mask=unknown),
-        pa.array(c["ts"] + delay.astype(np.int64), TS, mask=unknown),
+        pa.array((c["scen"] > 0).astype(np.int8), mask=unknown),
+        pa.array(c["ts"] + (delay * DAY).astype(np.int64), TS, mask=unknown),
         _lookup(SCENARIOS, c["scen"]),
     ]
     schema = HISTORY_SCHEMA.append(pa.field("scenario", pa.string()))
@@ -664,12 +513,8 @@ def simulate(
     if days < 1 or orders_per_day < 1:
         raise ValueError("days and orders_per_day must be positive")
     world = _World(days, seed, orders_per_day, start)
-    blocks = [
-        b
-        for day in tqdm(range(days), desc="simulate", unit="day", disable=not progress)
-        for b in world.day(day)
-    ]
-    return _table(world, blocks)
+    days_bar = tqdm(range(days), desc="simulate", unit="day", disable=not progress)
+    return _table(world, [b for day in days_bar for b in world.day(day)])
 
 
 def main_simulate(days: int, out: str, seed: int = 7, orders_per_day: int = 6000) -> int:

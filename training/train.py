@@ -57,15 +57,17 @@ TIER2_PARAMS: dict[str, Any] = {
 TIER1_PARAMS: dict[str, Any] = {
     "objective": "binary",
     "learning_rate": 0.3,
-    "num_leaves": 8,
-    "max_depth": 3,
+    "num_leaves": 16,
+    "max_depth": 4,
     "min_data_in_leaf": 100,
     "verbose": -1,
     "num_threads": 2,
 }
-TIER1_TREES = 12
+TIER1_TREES = 20
 MAX_ESCALATION = 0.15
-CASCADE_RECALL = 0.99
+CASCADE_RECALL = 0.99  # the goal, measured on the held-out period
+# The threshold keeps 99.5% on the validation period: a margin for the goal to hold later.
+THRESHOLD_RECALL = 0.995
 REVIEW_RATE = 0.03  # share of orders the review queue can take
 DECLINE_PRECISION = 0.9
 
@@ -84,10 +86,8 @@ def _parse_date(s: str | None, end: bool) -> float | None:
 def split(t: np.ndarray, labels: np.ndarray, train_from: float | None, train_to: float | None):
     """Masks (train, valid, test) over the history's rows."""
     lo = t.min() if train_from is None else train_from
-    if train_to is None:  # hold out the last fifth of the history
-        hi = t.min() + 0.8 * (t.max() - t.min())
-    else:
-        hi = train_to
+    # Without train_to, the last fifth of the history is held out.
+    hi = t.min() + 0.8 * (t.max() - t.min()) if train_to is None else train_to
     known = labels >= 0
     in_range = (t >= lo) & (t < hi) & known
     cut = lo + 0.8 * (hi - lo)
@@ -131,10 +131,10 @@ def _thresholds(y: np.ndarray, p2: np.ndarray) -> PolicyConfig:
 
 
 def _tier1_threshold(p1: np.ndarray, must: np.ndarray, forced: np.ndarray) -> tuple[float, str]:
-    """Lowest-escalation threshold that keeps CASCADE_RECALL of `must`, capped at 15%."""
+    """Highest threshold that keeps THRESHOLD_RECALL of `must` escalated, capped at 15%."""
     if must.sum() == 0:
         return float(np.quantile(p1, 1 - MAX_ESCALATION)), "no tier-two-flagged frauds to keep"
-    thr = float(np.quantile(p1[must], 1 - CASCADE_RECALL, method="lower"))
+    thr = float(np.quantile(p1[must], 1 - THRESHOLD_RECALL, method="lower"))
     rate = float(((p1 >= thr) | forced).mean())
     if rate <= MAX_ESCALATION:
         return thr, "recall target met within the escalation cap"
@@ -185,7 +185,7 @@ def train(
     steps.update()
 
     steps.set_postfix_str("thresholds")
-    p2_valid = booster.predict(X[va])
+    p2_valid = np.asarray(booster.predict(X[va]))
     policy = _thresholds(y[va], p2_valid)
     steps.update()
 
@@ -196,9 +196,7 @@ def train(
     probe = TierOne(trees, 0.0, version)
     p1_valid = probe.score(X[va])
     must = (y[va] == 1) & (p2_valid >= policy.review_threshold)
-    forced = escalation_mask(
-        np.zeros(va.sum()), 1.0, enc.amount[va], enc.key_account[va], policy
-    )
+    forced = escalation_mask(np.zeros(va.sum()), 1.0, enc.amount[va], enc.key_account[va], policy)
     thr1, thr1_note = _tier1_threshold(p1_valid, must, forced)
     steps.update()
 
@@ -212,7 +210,7 @@ def train(
     onnx_bytes = to_onnx(booster)
     (out / "tier2.onnx").write_bytes(onnx_bytes)
     (out / "tier2.lgb.txt").write_text(booster.model_to_string())
-    np.savez(out / "tier1.npz", **trees.to_npz())
+    np.savez(out / "tier1.npz", **trees.to_npz())  # type: ignore[arg-type]
     rng = np.random.default_rng(seed)
     sample = rng.choice(np.flatnonzero(te), size=min(512, int(te.sum())), replace=False)
     from engine.scorers import TierTwo
@@ -230,20 +228,37 @@ def train(
         "created_at": dt.datetime.now(dt.UTC).isoformat(),
         "feature_names": list(FEATURE_NAMES),
         "velocity": {"capacity": capacity},
-        "tier1": {"file": "tier1.npz", "threshold": thr1, "trees": TIER1_TREES,
-                  "params": TIER1_PARAMS},
-        "tier2": {"onnx": "tier2.onnx", "booster": "tier2.lgb.txt", "parity": "parity.npz",
-                  "trees": booster.num_trees(), "params": TIER2_PARAMS,
-                  "onnx_target_opset": 15},
+        "tier1": {
+            "file": "tier1.npz",
+            "threshold": thr1,
+            "trees": TIER1_TREES,
+            "params": TIER1_PARAMS,
+        },
+        "tier2": {
+            "onnx": "tier2.onnx",
+            "booster": "tier2.lgb.txt",
+            "parity": "parity.npz",
+            "trees": booster.num_trees(),
+            "params": TIER2_PARAMS,
+            "onnx_target_opset": 15,
+        },
         "fallback": {"bias": float(lr.intercept_[0]), "weights": weights},
         "policy": asdict(policy),
         "training": {
-            "orders": str(orders), "train_from": train_from, "train_to": train_to,
-            "label_delay_days": label_delay_days, "seed": seed,
+            "orders": str(orders),
+            "train_from": train_from,
+            "train_to": train_to,
+            "label_delay_days": label_delay_days,
+            "seed": seed,
             "rows": {"train": int(tr.sum()), "valid": int(va.sum()), "held_out": int(te.sum())},
         },
     }
-    for entry, key in (("tier1", "file"), ("tier2", "onnx"), ("tier2", "booster"), ("tier2", "parity")):
+    for entry, key in (
+        ("tier1", "file"),
+        ("tier2", "onnx"),
+        ("tier2", "booster"),
+        ("tier2", "parity"),
+    ):
         manifest[entry][f"{key}_sha256"] = sha256(out / manifest[entry][key])
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
 
@@ -256,8 +271,16 @@ def train(
     return report
 
 
-def evaluate(out: Path, X: np.ndarray, y: np.ndarray, enc_all, mask: np.ndarray,
-             booster: lgb.Booster, thr1_note: str, onnx_err: float) -> dict[str, Any]:
+def evaluate(
+    out: Path,
+    X: np.ndarray,
+    y: np.ndarray,
+    enc_all,
+    mask: np.ndarray,
+    booster: lgb.Booster,
+    thr1_note: str,
+    onnx_err: float,
+) -> dict[str, Any]:
     """Held-out metrics of tier two alone, the rules alone and the engine's cascade."""
     models = load(out)
     if models.problems:
@@ -290,6 +313,12 @@ def evaluate(out: Path, X: np.ndarray, y: np.ndarray, enc_all, mask: np.ndarray,
             float(escalated[flagged2].mean()) if flagged2.any() else float("nan")
         ),
         "tier2_flagged_frauds": int(flagged2.sum()),
+        "tier1_goals": {
+            "max_escalation_rate": MAX_ESCALATION,
+            "min_cascade_recall": CASCADE_RECALL,
+            "escalation_met": bool(escalated.mean() <= MAX_ESCALATION),
+            "recall_met": bool(flagged2.any() and escalated[flagged2].mean() >= CASCADE_RECALL),
+        },
         "tier1_threshold_note": thr1_note,
         "engine_paths": {
             "screened_out": float((d.path == 1).mean()),
@@ -304,6 +333,10 @@ def evaluate(out: Path, X: np.ndarray, y: np.ndarray, enc_all, mask: np.ndarray,
         "onnx_vs_lightgbm_max_abs_error": onnx_err,
         "policy": asdict(policy),
     }
-    plot(out / "report.png", y, {"tier two": p2, "cascade": cascade_score, "rules": p_rules},
-         f"Held-out period: {y.size} orders, {int(y.sum())} frauds")
+    plot(
+        out / "report.png",
+        y,
+        {"tier two": p2, "cascade": cascade_score, "rules": p_rules},
+        f"Held-out period: {y.size} orders, {int(y.sum())} frauds",
+    )
     return report

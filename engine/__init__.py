@@ -1,0 +1,1 @@
+"""OrderSight engine: real-time order risk scoring over gRPC."""

@@ -1,0 +1,47 @@
+"""Reason codes decompose the model's raw score exactly."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engine import features
+from engine.artifacts import ModelSet
+from engine.encode import encode
+from engine.pipeline import Engine
+from engine.policy import APPROVE, MODEL
+from engine.schema import conform
+from engine.velocity import VelocityState
+from tests.conftest import CAPACITY
+
+
+def _decisions(models: ModelSet, history):
+    engine = Engine(models, VelocityState(CAPACITY))
+    return engine.score(conform(history.slice(0, 20000)))
+
+
+def test_contributions_match_lightgbm_and_sum_to_raw(models: ModelSet, history) -> None:
+    enc = encode(conform(history.slice(0, 3000)))
+    X = features.compute(enc, VelocityState(CAPACITY))
+    contrib = models.tier2.contributions(X)
+    raw = models.tier2.booster.predict(X, raw_score=True)
+    np.testing.assert_allclose(contrib.sum(axis=1), raw, rtol=0, atol=1e-9)
+    p = models.tier2.score(X)
+    np.testing.assert_allclose(1 / (1 + np.exp(-contrib.sum(axis=1))), p, rtol=0, atol=1e-5)
+
+
+def test_every_review_and_decline_is_explained(models: ModelSet, history) -> None:
+    d = _decisions(models, history)
+    flagged = np.flatnonzero(d.action != APPROVE)
+    assert flagged.size > 10  # the simulated history has fraud to flag
+    for i in flagged:
+        assert d.reasons[i], f"row {i} has no reasons"
+        assert all(r.message for r in d.reasons[i])
+    model_rows = [i for i in flagged if d.path[i] == MODEL]
+    assert model_rows
+    for i in model_rows:
+        total = d.base[i] + sum(r.contribution for r in d.reasons[i])
+        assert abs(total - d.raw[i]) < 1e-9
+        assert abs(1 / (1 + np.exp(-d.raw[i])) - d.score[i]) < 1e-5
+        named = [r for r in d.reasons[i] if r.feature]
+        assert 1 <= len(named) <= models.policy.max_reasons
+        assert all(r.contribution > 0 for r in named)

@@ -1,0 +1,539 @@
+"""The real gRPC server on 127.0.0.1, spoken to by a real client.
+
+Each test starts its own `engine.server.Server` (velocity state is per server) on an event
+loop in a background thread, and talks to it with a synchronous grpc channel. Nothing is
+mocked; nothing sleeps. A server that logs an unhandled exception on its loop, or whose
+thread ends in an exception, fails the test that started it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pyarrow as pa
+import pyarrow.ipc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
+
+from conftest import CAPACITY
+from engine import features
+from engine.artifacts import ModelSet
+from engine.config import load_settings
+from engine.encode import encode
+from engine.history import history_from_table
+from engine.pipeline import Decisions, Engine
+from engine.policy import FALLBACK, SCREENED_OUT
+from engine.replay import replay_history
+from engine.schema import ORDER_SCHEMA, conform
+from engine.server import Server
+from engine.velocity import VelocityState
+from ordersight.v1 import risk_pb2 as pb
+from ordersight.v1 import risk_pb2_grpc as pb_grpc
+
+SERVICE = "ordersight.v1.OrderRisk"
+START_TIMEOUT_S = 120  # an upper bound for a broken start, not a wait: start signals readiness
+
+
+# --- a real server in a background thread ---------------------------------------------------
+
+
+class RunningServer:
+    """`engine.server.Server` on its own event loop in a thread, plus a client channel."""
+
+    def __init__(self, models_dir: Path, **settings: Any) -> None:
+        self.settings = load_settings(
+            env={}, models=str(models_dir), host="127.0.0.1", port=0, state_capacity=CAPACITY,
+            **settings,
+        )
+        self.loop_errors: list[dict[str, Any]] = []
+        self.failure: BaseException | None = None
+        self.server: Server | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.port = 0
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ordersight-server", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as exc:  # reported by start() / stop() in the test's thread
+            self.failure = exc
+        finally:
+            self._ready.set()
+
+    async def _main(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.loop.set_exception_handler(lambda _loop, ctx: self.loop_errors.append(ctx))
+        self._stop = asyncio.Event()
+        self.server = Server(self.settings)
+        self.port = await self.server.start()
+        self._ready.set()
+        await self._stop.wait()
+        await self.server.stop()
+
+    @property
+    def engine(self) -> Engine:
+        assert self.server is not None
+        return self.server.engine
+
+    def start(self) -> RunningServer:
+        self._thread.start()
+        if not self._ready.wait(START_TIMEOUT_S) or self.failure is not None:
+            raise RuntimeError(f"server did not start: {self.failure!r}")
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
+        grpc.channel_ready_future(self.channel).result(timeout=START_TIMEOUT_S)
+        self.stub = pb_grpc.OrderRiskStub(self.channel)
+        return self
+
+    def request_stop(self) -> None:
+        """Begin a graceful stop; safe from any thread, including the server's own."""
+        assert self.loop is not None and self._stop is not None
+        if threading.current_thread() is self._thread:
+            self._stop.set()
+        else:
+            self.loop.call_soon_threadsafe(self._stop.set)
+
+    def join(self) -> None:
+        """Wait for the server to have stopped; fail if anything escaped it."""
+        self._thread.join(START_TIMEOUT_S)
+        assert not self._thread.is_alive(), "server thread did not stop"
+        assert self.failure is None, f"server crashed: {self.failure!r}"
+        assert not self.loop_errors, f"unhandled errors on the server loop: {self.loop_errors}"
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self.request_stop()
+        self.join()
+        self.channel.close()
+
+
+@pytest.fixture
+def start_server(models_dir: Path) -> Iterator[Callable[..., RunningServer]]:
+    """Factory of fresh servers (fresh velocity state), all stopped and checked at teardown."""
+    started: list[RunningServer] = []
+
+    def start(**settings: Any) -> RunningServer:
+        s = RunningServer(models_dir, **settings)
+        started.append(s)
+        return s.start()
+
+    yield start
+    for s in started:
+        s.stop()
+
+
+@pytest.fixture
+def server(start_server: Callable[..., RunningServer]) -> RunningServer:
+    return start_server()
+
+
+# --- orders ----------------------------------------------------------------------------------
+
+
+def order_from_row(row: dict[str, Any]) -> pb.Order:
+    """One history row (flat columns) as the nested protobuf Order; nulls stay unset."""
+
+    def s(v: str | None) -> str:
+        return v or ""
+
+    o = pb.Order(
+        order_id=row["order_id"],
+        customer_id=row["customer_id"],
+        amount_minor=row["amount_minor"],
+        currency=row["currency"],
+        channel=s(row.get("channel")),
+        ip=s(row.get("ip")),
+        ip_country=s(row.get("ip_country")),
+        device_id=s(row.get("device_id")),
+        note=s(row.get("note")),
+    )
+    o.created_at.FromDatetime(row["created_at"])
+    if row.get("account_created_at") is not None:
+        o.customer.account_created_at.FromDatetime(row["account_created_at"])
+    o.customer.key_account = bool(row.get("key_account"))
+    o.customer.email_domain = s(row.get("email_domain"))
+    o.payment.method = s(row.get("payment_method"))
+    o.payment.card_bin = s(row.get("card_bin"))
+    o.payment.card_fingerprint = s(row.get("card_fingerprint"))
+    o.payment.billing_country = s(row.get("billing_country"))
+    o.shipping.country = s(row.get("shipping_country"))
+    o.shipping.postal_code = s(row.get("shipping_postal_code"))
+    o.shipping.address_fingerprint = s(row.get("address_fingerprint"))
+    for item in row.get("items") or []:
+        o.items.add(
+            sku=s(item["sku"]),
+            category=s(item["category"]),
+            quantity=item["quantity"] or 0,
+            unit_price_minor=item["unit_price_minor"] or 0,
+        )
+    return o
+
+
+def orders_of(table: pa.Table) -> list[pb.Order]:
+    return [order_from_row(r) for r in table.to_pylist()]
+
+
+def simple_order(order_id: str = "o-1", **fields: Any) -> pb.Order:
+    o = pb.Order(order_id=order_id, customer_id="c-1", amount_minor=1999, currency="USD")
+    o.created_at.FromSeconds(1_769_947_200)  # 2026-02-01T12:00:00Z
+    for name, value in fields.items():
+        setattr(o, name, value)
+    return o
+
+
+def arrow_ipc(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pyarrow.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def order_columns(table: pa.Table) -> pa.Table:
+    return table.select(ORDER_SCHEMA.names)
+
+
+def unknown_labels(n: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.full(n, -1, np.int8), np.full(n, np.nan)
+
+
+def assert_same_decisions(got: list[pb.Decision], want: Decisions, tol: float) -> None:
+    assert [d.order_id for d in got] == want.order_ids
+    assert [d.action for d in got] == want.action.tolist()
+    assert [d.path for d in got] == want.path.tolist()
+    np.testing.assert_allclose([d.score for d in got], want.score, rtol=0, atol=tol)
+
+
+def rpc_error(call: Callable[[], Any]) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    return info.value
+
+
+# --- scoring ---------------------------------------------------------------------------------
+
+
+def test_score_one_order(server: RunningServer, history: pa.Table, models: ModelSet) -> None:
+    d = server.stub.Score(order_from_row(history.slice(0, 1).to_pylist()[0]))
+    assert d.order_id == history.column("order_id")[0].as_py()
+    assert d.action in (pb.APPROVE, pb.REVIEW, pb.DECLINE)
+    assert 0.0 <= d.score <= 1.0
+    assert d.path in (pb.SCREENED_OUT, pb.MODEL, pb.FALLBACK)
+    assert d.model_version == models.version
+    assert d.latency_us > 0
+
+
+def test_flagged_decisions_carry_reasons(server: RunningServer, history: pa.Table) -> None:
+    # Orders of at least `high_value` (2000 in major units) are always reviewed (HIGH_VALUE),
+    # so the slice surely holds flagged orders; fraud scenarios add model-flagged ones.
+    high = np.flatnonzero(history.column("amount_minor").to_numpy() >= 200_000)[:5]
+    fraud = np.flatnonzero(history.column("is_fraud").fill_null(0).to_numpy() == 1)[:40]
+    rows = np.sort(np.concatenate([high, fraud]))
+    decisions = [server.stub.Score(o) for o in orders_of(history.take(rows))]
+    flagged = [d for d in decisions if d.action != pb.APPROVE]
+    assert len(flagged) >= len(high)
+    for d in flagged:
+        assert d.reasons, f"{d.order_id}: {pb.Action.Name(d.action)} without a reason"
+        assert all(r.code and r.message for r in d.reasons)
+    high_ids = set(history.column("order_id").take(high).to_pylist())
+    for d in decisions:
+        if d.order_id in high_ids:
+            assert d.action == pb.REVIEW and "HIGH_VALUE" in d.review_triggers
+
+
+def test_health_serving(server: RunningServer) -> None:
+    stub = health_pb2_grpc.HealthStub(server.channel)
+    for service in ("", SERVICE):
+        reply = stub.Check(health_pb2.HealthCheckRequest(service=service))
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING, service
+
+
+def test_reflection_lists_the_service(server: RunningServer) -> None:
+    db = ProtoReflectionDescriptorDatabase(server.channel)
+    assert SERVICE in db.get_services()
+    from google.protobuf.descriptor_pool import DescriptorPool
+
+    methods = DescriptorPool(db).FindServiceByName(SERVICE).methods_by_name
+    assert {"Score", "ScoreBatch", "ReportOutcomes"} <= set(methods)
+
+
+def test_score_batch_orders_and_arrow_keep_request_order(
+    start_server: Callable[..., RunningServer], history: pa.Table
+) -> None:
+    rows = history.slice(0, 300)
+    want_ids = rows.column("order_id").to_pylist()
+    # Reversed, so that "request order" is not also time order or id order.
+    rev = rows.take(np.arange(rows.num_rows)[::-1])
+    by_orders = start_server().stub.ScoreBatch(
+        pb.ScoreBatchRequest(orders=pb.OrderList(orders=orders_of(rev)))
+    )
+    assert [d.order_id for d in by_orders.decisions] == want_ids[::-1]
+
+    by_arrow = start_server().stub.ScoreBatch(
+        pb.ScoreBatchRequest(arrow_ipc=arrow_ipc(order_columns(rows)))
+    )
+    assert [d.order_id for d in by_arrow.decisions] == want_ids
+
+
+# --- parity: online scoring and the offline replay make the same decisions -------------------
+
+PARITY_START = 12_000  # a stretch of the history in the middle of its three weeks
+
+
+def test_parity_score_score_batch_and_offline_replay(
+    start_server: Callable[..., RunningServer], history: pa.Table, models: ModelSet
+) -> None:
+    rows = history.slice(PARITY_START, 600)
+    orders = orders_of(rows)
+    offline = replay_history(
+        Engine(models, VelocityState(CAPACITY)), conform(rows), *unknown_labels(rows.num_rows)
+    )
+    # Both tiers take part, so the parity covers the screener and the model alike.
+    assert {pb.SCREENED_OUT, pb.MODEL} <= set(offline.path.tolist())
+
+    single = start_server()
+    one_by_one = [single.stub.Score(o) for o in orders]
+    batch = start_server().stub.ScoreBatch(
+        pb.ScoreBatchRequest(orders=pb.OrderList(orders=orders))
+    )
+    arrow = start_server().stub.ScoreBatch(
+        pb.ScoreBatchRequest(arrow_ipc=arrow_ipc(order_columns(rows)))
+    )
+    assert_same_decisions(one_by_one, offline, tol=1e-9)
+    assert_same_decisions(list(batch.decisions), offline, tol=1e-9)
+    assert_same_decisions(list(arrow.decisions), offline, tol=1e-9)
+
+
+def test_parity_with_outcomes_reported_online(
+    start_server: Callable[..., RunningServer], history: pa.Table, models: ModelSet
+) -> None:
+    """`score-file` semantics: labels become known half a day after their order, inside the
+    stretch. Online, order events go to Score and label events to ReportOutcomes, in the
+    event order the replay uses; the decisions must be the replay's."""
+    rows = history.slice(PARITY_START, 2000).drop_columns(["label_known_at"])
+    hist = history_from_table(rows, label_delay_days=0.5)
+    kinds, event_rows, times = features.replay_events(hist.t, hist.known_at, hist.labels)
+    last_order = int(np.flatnonzero(kinds == 0)[-1])
+    labels_seen = kinds[:last_order] == 1
+    assert labels_seen.sum() > 500
+    assert (hist.labels[event_rows[:last_order][labels_seen]] == 1).sum() >= 5  # some frauds
+
+    orders = orders_of(rows)
+    srv = start_server()
+    online: dict[int, pb.Decision] = {}
+    outcomes: list[pb.Outcome] = []
+
+    def report() -> None:
+        if outcomes:
+            reply = srv.stub.ReportOutcomes(pb.ReportOutcomesRequest(outcomes=outcomes))
+            assert reply.accepted == len(outcomes)
+            outcomes.clear()
+
+    for kind, r, t in zip(kinds.tolist(), event_rows.tolist(), times.tolist(), strict=True):
+        if kind == 0:
+            report()  # consecutive label events go in one call, in their order
+            online[r] = srv.stub.Score(orders[r])
+        else:
+            oc = pb.Outcome(order=orders[r], is_fraud=bool(hist.labels[r] == 1))
+            oc.known_at.FromMicroseconds(round(t * 1e6))
+            outcomes.append(oc)
+    report()
+
+    offline = replay_history(
+        Engine(models, VelocityState(CAPACITY)), hist.table, hist.labels, hist.known_at
+    )
+    assert_same_decisions([online[r] for r in range(rows.num_rows)], offline, tol=1e-6)
+    # The labels really changed something: without them some scores differ.
+    blind = replay_history(
+        Engine(models, VelocityState(CAPACITY)), hist.table, *unknown_labels(rows.num_rows)
+    )
+    assert np.any(np.abs(blind.score - offline.score) > 1e-6)
+
+
+# --- bad input -------------------------------------------------------------------------------
+
+
+def _without_created_at() -> pb.Order:
+    o = simple_order()
+    o.ClearField("created_at")
+    return o
+
+
+def _with_item_quantity(q: int) -> pb.Order:
+    o = simple_order()
+    o.items.add(sku="sku-1", category="home", quantity=q, unit_price_minor=1999)
+    return o
+
+
+BAD_ORDERS = {
+    "order_id": simple_order(order_id=""),
+    "created_at": _without_created_at(),
+    "amount_minor": simple_order(amount_minor=-1),
+    "currency": simple_order(currency="usd"),
+    "items[0].quantity": _with_item_quantity(-1),
+}
+
+
+@pytest.mark.parametrize("field", BAD_ORDERS)
+def test_score_rejects_bad_field(server: RunningServer, field: str) -> None:
+    err = rpc_error(lambda: server.stub.Score(BAD_ORDERS[field]))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.details().startswith(f"{field}:"), err.details()
+    assert server.stub.Score(simple_order("o-good")).order_id == "o-good"
+
+
+def _history_arrow(history: pa.Table, change: Callable[[pa.Table], pa.Table]) -> bytes:
+    return arrow_ipc(change(order_columns(history.slice(0, 5))))
+
+
+def _amount_as_strings(t: pa.Table) -> pa.Table:
+    i = t.schema.get_field_index("amount_minor")
+    return t.set_column(i, "amount_minor", t.column("amount_minor").cast(pa.string()))
+
+
+BAD_BATCHES: dict[str, tuple[Callable[[pa.Table], pb.ScoreBatchRequest], str]] = {
+    "unreadable arrow": (lambda h: pb.ScoreBatchRequest(arrow_ipc=b"not arrow"), "arrow_ipc"),
+    "arrow lacks amount_minor": (
+        lambda h: pb.ScoreBatchRequest(
+            arrow_ipc=_history_arrow(h, lambda t: t.drop_columns(["amount_minor"]))
+        ),
+        "'amount_minor'",
+    ),
+    "arrow amount_minor as strings": (
+        lambda h: pb.ScoreBatchRequest(arrow_ipc=_history_arrow(h, _amount_as_strings)),
+        "'amount_minor'",
+    ),
+    "neither payload": (lambda h: pb.ScoreBatchRequest(), "payload"),
+    "second order bad": (
+        lambda h: pb.ScoreBatchRequest(
+            orders=pb.OrderList(orders=[simple_order("o-1"), simple_order("o-2", currency="usd")])
+        ),
+        "orders.orders[1].currency",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD_BATCHES)
+def test_score_batch_rejects_bad_payload(server: RunningServer, history: pa.Table, case: str) -> None:
+    make, names = BAD_BATCHES[case]
+    err = rpc_error(lambda: server.stub.ScoreBatch(make(history)))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert names in err.details(), err.details()
+    assert server.stub.Score(simple_order("o-good")).order_id == "o-good"
+
+
+def test_report_outcomes_rejects_bad_order(server: RunningServer) -> None:
+    bad = pb.Outcome(order=simple_order(currency="usd"), is_fraud=True)
+    err = rpc_error(
+        lambda: server.stub.ReportOutcomes(pb.ReportOutcomesRequest(outcomes=[bad]))
+    )
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.details().startswith("outcomes[0].order.currency:"), err.details()
+
+
+# --- deadlines -------------------------------------------------------------------------------
+
+
+def _gate_first_batch(srv: RunningServer) -> tuple[threading.Event, threading.Event]:
+    """Hold the server's event loop inside the first micro-batch until `release` is set.
+
+    The batch is still scored by the real engine; the gate only fixes *when*, so that a
+    test can line calls up against it without sleeping.
+    """
+    entered, release = threading.Event(), threading.Event()
+    process = srv.server.servicer.process  # type: ignore[union-attr]
+
+    def gated(batch):  # type: ignore[no-untyped-def]
+        if not entered.is_set():
+            entered.set()
+            release.wait(START_TIMEOUT_S)
+        return process(batch)
+
+    srv.server.servicer.process = gated  # type: ignore[union-attr,method-assign]
+    return entered, release
+
+
+def test_call_expiring_while_queued_never_crashes(server: RunningServer) -> None:
+    entered, release = _gate_first_batch(server)
+    first = server.stub.Score.future(simple_order("o-first"))
+    assert entered.wait(START_TIMEOUT_S)
+    # The loop is busy in the first batch: this call's deadline passes before it is served.
+    late = server.stub.Score.future(simple_order("o-late", amount_minor=500_000), timeout=0.05)
+    assert late.exception(timeout=START_TIMEOUT_S).code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    release.set()
+    assert first.result(timeout=START_TIMEOUT_S).order_id == "o-first"
+    assert server.stub.Score(simple_order("o-next")).order_id == "o-next"
+
+
+def test_nearly_expired_deadline_is_answered_or_exceeded(
+    server: RunningServer, history: pa.Table
+) -> None:
+    # A high-value order is always escalated, so a late one can only go to the rules.
+    o = simple_order("o-rush", amount_minor=500_000)
+    try:
+        d = server.stub.Score(o, timeout=0.002)
+    except grpc.RpcError as exc:
+        assert exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    else:
+        assert d.order_id == "o-rush"
+        assert d.path in (pb.MODEL, pb.FALLBACK)
+        assert d.path == pb.MODEL or d.fallback_cause == "DEADLINE"
+    assert server.stub.Score(simple_order("o-next")).order_id == "o-next"
+
+
+def test_expired_deadline_sends_escalated_orders_to_the_rules(
+    history: pa.Table, models: ModelSet
+) -> None:
+    rows = conform(history.slice(PARITY_START, 600))
+    n = rows.num_rows
+    on_time = Engine(models, VelocityState(CAPACITY)).score(rows)
+    late = Engine(models, VelocityState(CAPACITY)).score(rows, deadlines=np.full(n, -np.inf))
+    escalated = on_time.path != SCREENED_OUT
+    assert escalated.any() and (~escalated).any()
+    assert (late.path[escalated] == FALLBACK).all()
+    assert {late.causes[i] for i in np.flatnonzero(escalated)} == {"DEADLINE"}
+    # Screened-out orders never needed tier two: the deadline changes nothing for them.
+    assert (late.path[~escalated] == SCREENED_OUT).all()
+    np.testing.assert_array_equal(late.score[~escalated], on_time.score[~escalated])
+    assert all(late.causes[i] == "" for i in np.flatnonzero(~escalated))
+    if not models.policy.fallback_can_decline:
+        assert not (late.action[escalated] == pb.DECLINE).any()
+
+
+# --- concurrency and shutdown ----------------------------------------------------------------
+
+
+def test_concurrent_calls_each_get_their_own_decision(
+    server: RunningServer, history: pa.Table
+) -> None:
+    orders = orders_of(history.slice(0, 64))
+    with ThreadPoolExecutor(max_workers=64) as pool:
+        decisions = list(pool.map(server.stub.Score, orders))
+    assert [d.order_id for d in decisions] == [o.order_id for o in orders]
+    assert all(0.0 <= d.score <= 1.0 and d.action != pb.ACTION_UNSPECIFIED for d in decisions)
+    assert server.server.batcher.items == 64  # type: ignore[union-attr]
+
+
+def test_graceful_stop_finishes_the_call_in_flight(server: RunningServer) -> None:
+    process = server.server.servicer.process  # type: ignore[union-attr]
+
+    def stop_then_process(batch):  # type: ignore[no-untyped-def]
+        server.request_stop()  # runs on the server's loop: the stop begins before the answer
+        return process(batch)
+
+    server.server.servicer.process = stop_then_process  # type: ignore[union-attr,method-assign]
+    in_flight = server.stub.Score.future(simple_order("o-in-flight"))
+    assert in_flight.result(timeout=START_TIMEOUT_S).order_id == "o-in-flight"
+    server.join()  # stopped, and nothing escaped the server
+    err = rpc_error(lambda: server.stub.Score(simple_order("o-after"), timeout=10))
+    assert err.code() == grpc.StatusCode.UNAVAILABLE
