@@ -15,11 +15,22 @@ from engine.errors import InvalidInput
 from engine.pipeline import Decisions
 from engine.schema import ORDER_SCHEMA, conform
 
-_CURRENCY = re.compile(r"^[A-Z]{3}$")
+_CURRENCY = re.compile(r"[A-Z]{3}")
+
+
+# google.protobuf.Timestamp's own valid range: 0001-01-01 to 9999-12-31.
+_TS_MIN, _TS_MAX = -62135596800, 253402300799
 
 
 def _us(ts) -> int:
     return ts.seconds * 1_000_000 + ts.nanos // 1000
+
+
+def _check_ts(ts, name: str) -> None:
+    if not (_TS_MIN <= ts.seconds <= _TS_MAX and 0 <= ts.nanos < 1_000_000_000):
+        raise InvalidInput(
+            f"{name}: not a valid timestamp (seconds {ts.seconds}, nanos {ts.nanos})", name
+        )
 
 
 def validate_order(o: pb.Order, prefix: str = "") -> None:
@@ -30,11 +41,14 @@ def validate_order(o: pb.Order, prefix: str = "") -> None:
         raise InvalidInput(f"{prefix}customer_id: required", f"{prefix}customer_id")
     if not o.HasField("created_at"):
         raise InvalidInput(f"{prefix}created_at: required", f"{prefix}created_at")
+    _check_ts(o.created_at, f"{prefix}created_at")
+    if o.customer.HasField("account_created_at"):
+        _check_ts(o.customer.account_created_at, f"{prefix}customer.account_created_at")
     if o.amount_minor < 0:
         raise InvalidInput(
             f"{prefix}amount_minor: must be >= 0, is {o.amount_minor}", f"{prefix}amount_minor"
         )
-    if not _CURRENCY.match(o.currency):
+    if not _CURRENCY.fullmatch(o.currency):
         raise InvalidInput(
             f"{prefix}currency: must be a 3-letter ISO 4217 code in capitals, is {o.currency!r}",
             f"{prefix}currency",
@@ -122,7 +136,7 @@ def check_values(table: pa.Table, where: str) -> None:
         ("amount_minor", pc.less(table.column("amount_minor"), 0), "must be >= 0"),
         (
             "currency",
-            pc.invert(pc.match_substring_regex(table.column("currency"), r"^[A-Z]{3}$")),
+            pc.invert(pc.match_substring_regex(table.column("currency"), r"\A[A-Z]{3}\z")),
             "must be a 3-letter ISO 4217 code in capitals",
         ),
     )

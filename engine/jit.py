@@ -12,3 +12,7 @@ from __future__ import annotations
 import numba
 
 njit = numba.njit(cache=True, nogil=True, error_model="numpy")
+
+# Small helpers called from inside hot loops: inlined at the Numba IR level, so LLVM sees
+# one function and can keep the path arrays in registers.
+njit_inline = numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")

@@ -14,7 +14,8 @@ import numpy as np
 import onnxruntime as ort
 
 from engine.features import FEATURE_NAMES, N_FEATURES
-from engine.trees import CompiledTrees, predict_raw
+from engine.trees import CompiledTrees, compile_booster, predict_raw
+from engine.treeshap import TreeExplainer
 
 
 class Scorer(Protocol):
@@ -57,8 +58,8 @@ class TierTwo:
 
     One thread per session: the engine parallelises across processes, and onnxruntime's
     thread pool costs more than it gains on micro-batches of a few escalated rows. The
-    LightGBM text model is kept beside the ONNX graph only for explanations
-    (`contributions`), which run on the few rows that are reviewed or declined.
+    LightGBM text model is kept beside the ONNX graph only for explanations: its trees are
+    compiled for `engine.treeshap`, which runs on the few rows that are reviewed or declined.
     """
 
     name = "tier2"
@@ -78,6 +79,7 @@ class TierTwo:
         if shape[-1] != N_FEATURES:
             raise ValueError(f"tier two expects {shape[-1]} features, engine has {N_FEATURES}")
         self.booster = lgb.Booster(model_str=booster_text)
+        self.explainer = TreeExplainer(compile_booster(self.booster.dump_model()))
         self.version = version
 
     def score(self, X: np.ndarray) -> np.ndarray:
@@ -89,10 +91,7 @@ class TierTwo:
 
     def contributions(self, X: np.ndarray) -> np.ndarray:
         """TreeSHAP values (N, n_features + 1); the last column is the base value."""
-        X = _check(X)
-        return np.asarray(
-            self.booster.predict(X, pred_contrib=True, num_threads=1), dtype=np.float64
-        )
+        return self.explainer.shap_values(_check(X))
 
 
 @dataclass(frozen=True)

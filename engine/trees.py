@@ -33,6 +33,8 @@ class CompiledTrees:
     missing: np.ndarray  # int8 per node: 0 none, 1 zero, 2 NaN
     leaf_value: np.ndarray  # float64, all leaves
     root: np.ndarray  # int32 per tree: node index, or ~leaf for a single-leaf tree
+    node_cover: np.ndarray  # float64 per node: training rows through it (for TreeSHAP)
+    leaf_cover: np.ndarray  # float64 per leaf
     n_features: int
 
     def to_npz(self) -> dict[str, np.ndarray]:
@@ -67,10 +69,13 @@ def compile_booster(dump: dict[str, Any]) -> CompiledTrees:
     missing: list[int] = []
     leaves: list[float] = []
     roots: list[int] = []
+    node_cover: list[float] = []
+    leaf_cover: list[float] = []
 
     def walk(node: dict[str, Any]) -> int:
         if "leaf_value" in node:
             leaves.append(float(node["leaf_value"]))
+            leaf_cover.append(float(node.get("leaf_count", 0)))
             return ~(len(leaves) - 1)
         if node.get("decision_type", "<=") != "<=":
             raise ValueError(
@@ -81,6 +86,7 @@ def compile_booster(dump: dict[str, Any]) -> CompiledTrees:
         threshold.append(_threshold(float(node["threshold"])))
         default_left.append(bool(node["default_left"]))
         missing.append(_MISSING[node["missing_type"]])
+        node_cover.append(float(node.get("internal_count", 0)))
         left.append(0)
         right.append(0)
         left[i] = walk(node["left_child"])
@@ -98,6 +104,8 @@ def compile_booster(dump: dict[str, Any]) -> CompiledTrees:
         missing=np.array(missing, np.int8),
         leaf_value=np.array(leaves, np.float64),
         root=np.array(roots, np.int32),
+        node_cover=np.array(node_cover, np.float64),
+        leaf_cover=np.array(leaf_cover, np.float64),
         n_features=int(dump["max_feature_idx"]) + 1,
     )
 

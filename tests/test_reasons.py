@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import lightgbm as lgb
 import numpy as np
 
 from engine import features
@@ -10,6 +11,8 @@ from engine.encode import encode
 from engine.pipeline import Engine
 from engine.policy import APPROVE, MODEL
 from engine.schema import conform
+from engine.treeshap import TreeExplainer
+from engine.trees import compile_booster
 from engine.velocity import VelocityState
 from tests.conftest import CAPACITY
 
@@ -23,6 +26,8 @@ def test_contributions_match_lightgbm_and_sum_to_raw(models: ModelSet, history) 
     enc = encode(conform(history.slice(0, 3000)))
     X = features.compute(enc, VelocityState(CAPACITY))
     contrib = models.tier2.contributions(X)
+    reference = models.tier2.booster.predict(X, pred_contrib=True)
+    np.testing.assert_allclose(contrib, reference, rtol=0, atol=1e-9)
     raw = models.tier2.booster.predict(X, raw_score=True)
     np.testing.assert_allclose(contrib.sum(axis=1), raw, rtol=0, atol=1e-9)
     p = models.tier2.score(X)
@@ -45,3 +50,20 @@ def test_every_review_and_decline_is_explained(models: ModelSet, history) -> Non
         named = [r for r in d.reasons[i] if r.feature]
         assert 1 <= len(named) <= models.policy.max_reasons
         assert all(r.contribution > 0 for r in named)
+
+
+def test_treeshap_matches_lightgbm_on_deep_trees_with_missing_values() -> None:
+    """Repeated features on a path, NaN routing and single-leaf trees, against pred_contrib."""
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(4000, 6))
+    X[rng.random(X.shape) < 0.15] = np.nan
+    y = (np.nan_to_num(X[:, 0]) * np.nan_to_num(X[:, 1]) + rng.normal(size=4000) > 0.3).astype(int)
+    params = {"objective": "binary", "num_leaves": 40, "max_depth": 8, "verbose": -1}
+    b = lgb.train(params, lgb.Dataset(X, y), 25)
+    explainer = TreeExplainer(compile_booster(b.dump_model()))
+    Xt = X[:300].copy()
+    Xt[0] = np.nan
+    Xt[1] = np.inf
+    np.testing.assert_allclose(
+        explainer.shap_values(Xt), b.predict(Xt, pred_contrib=True), rtol=0, atol=1e-9
+    )

@@ -20,16 +20,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.ipc
 import pytest
+from google.protobuf.descriptor_pool import DescriptorPool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
+from ordersight.v1 import risk_pb2 as pb
+from ordersight.v1 import risk_pb2_grpc as pb_grpc
 
-from conftest import CAPACITY
 from engine import features
 from engine.artifacts import ModelSet
 from engine.config import load_settings
-from engine.encode import encode
 from engine.history import history_from_table
 from engine.pipeline import Decisions, Engine
 from engine.policy import FALLBACK, SCREENED_OUT
@@ -37,11 +38,10 @@ from engine.replay import replay_history
 from engine.schema import ORDER_SCHEMA, conform
 from engine.server import Server
 from engine.velocity import VelocityState
-from ordersight.v1 import risk_pb2 as pb
-from ordersight.v1 import risk_pb2_grpc as pb_grpc
+from tests.conftest import CAPACITY
 
 SERVICE = "ordersight.v1.OrderRisk"
-START_TIMEOUT_S = 120  # an upper bound for a broken start, not a wait: start signals readiness
+TIMEOUT_S = 120  # bounds a wait for an event that must happen; never waited out when all is well
 
 
 # --- a real server in a background thread ---------------------------------------------------
@@ -52,7 +52,11 @@ class RunningServer:
 
     def __init__(self, models_dir: Path, **settings: Any) -> None:
         self.settings = load_settings(
-            env={}, models=str(models_dir), host="127.0.0.1", port=0, state_capacity=CAPACITY,
+            env={},
+            models=str(models_dir),
+            host="127.0.0.1",
+            port=0,
+            state_capacity=CAPACITY,
             **settings,
         )
         self.loop_errors: list[dict[str, Any]] = []
@@ -82,17 +86,12 @@ class RunningServer:
         await self._stop.wait()
         await self.server.stop()
 
-    @property
-    def engine(self) -> Engine:
-        assert self.server is not None
-        return self.server.engine
-
     def start(self) -> RunningServer:
         self._thread.start()
-        if not self._ready.wait(START_TIMEOUT_S) or self.failure is not None:
+        if not self._ready.wait(TIMEOUT_S) or self.failure is not None:
             raise RuntimeError(f"server did not start: {self.failure!r}")
         self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
-        grpc.channel_ready_future(self.channel).result(timeout=START_TIMEOUT_S)
+        grpc.channel_ready_future(self.channel).result(timeout=TIMEOUT_S)
         self.stub = pb_grpc.OrderRiskStub(self.channel)
         return self
 
@@ -106,7 +105,7 @@ class RunningServer:
 
     def join(self) -> None:
         """Wait for the server to have stopped; fail if anything escaped it."""
-        self._thread.join(START_TIMEOUT_S)
+        self._thread.join(TIMEOUT_S)
         assert not self._thread.is_alive(), "server thread did not stop"
         assert self.failure is None, f"server crashed: {self.failure!r}"
         assert not self.loop_errors, f"unhandled errors on the server loop: {self.loop_errors}"
@@ -115,7 +114,8 @@ class RunningServer:
         if self._thread.is_alive():
             self.request_stop()
         self.join()
-        self.channel.close()
+        if hasattr(self, "channel"):
+            self.channel.close()
 
 
 @pytest.fixture
@@ -129,8 +129,14 @@ def start_server(models_dir: Path) -> Iterator[Callable[..., RunningServer]]:
         return s.start()
 
     yield start
-    for s in started:
-        s.stop()
+    problems = []
+    for s in started:  # stop every server, then report the first that misbehaved
+        try:
+            s.stop()
+        except AssertionError as exc:
+            problems.append(exc)
+    if problems:
+        raise problems[0]
 
 
 @pytest.fixture
@@ -234,8 +240,9 @@ def test_score_one_order(server: RunningServer, history: pa.Table, models: Model
 
 
 def test_flagged_decisions_carry_reasons(server: RunningServer, history: pa.Table) -> None:
-    # Orders of at least `high_value` (2000 in major units) are always reviewed (HIGH_VALUE),
-    # so the slice surely holds flagged orders; fraud scenarios add model-flagged ones.
+    # Orders of at least `high_value` (2000 major units; every simulated currency has two
+    # decimals) are always reviewed (HIGH_VALUE), so some orders are surely flagged; the
+    # fraud scenarios add model-flagged ones.
     high = np.flatnonzero(history.column("amount_minor").to_numpy() >= 200_000)[:5]
     fraud = np.flatnonzero(history.column("is_fraud").fill_null(0).to_numpy() == 1)[:40]
     rows = np.sort(np.concatenate([high, fraud]))
@@ -261,8 +268,6 @@ def test_health_serving(server: RunningServer) -> None:
 def test_reflection_lists_the_service(server: RunningServer) -> None:
     db = ProtoReflectionDescriptorDatabase(server.channel)
     assert SERVICE in db.get_services()
-    from google.protobuf.descriptor_pool import DescriptorPool
-
     methods = DescriptorPool(db).FindServiceByName(SERVICE).methods_by_name
     assert {"Score", "ScoreBatch", "ReportOutcomes"} <= set(methods)
 
@@ -303,9 +308,7 @@ def test_parity_score_score_batch_and_offline_replay(
 
     single = start_server()
     one_by_one = [single.stub.Score(o) for o in orders]
-    batch = start_server().stub.ScoreBatch(
-        pb.ScoreBatchRequest(orders=pb.OrderList(orders=orders))
-    )
+    batch = start_server().stub.ScoreBatch(pb.ScoreBatchRequest(orders=pb.OrderList(orders=orders)))
     arrow = start_server().stub.ScoreBatch(
         pb.ScoreBatchRequest(arrow_ipc=arrow_ipc(order_columns(rows)))
     )
@@ -424,7 +427,9 @@ BAD_BATCHES: dict[str, tuple[Callable[[pa.Table], pb.ScoreBatchRequest], str]] =
 
 
 @pytest.mark.parametrize("case", BAD_BATCHES)
-def test_score_batch_rejects_bad_payload(server: RunningServer, history: pa.Table, case: str) -> None:
+def test_score_batch_rejects_bad_payload(
+    server: RunningServer, history: pa.Table, case: str
+) -> None:
     make, names = BAD_BATCHES[case]
     err = rpc_error(lambda: server.stub.ScoreBatch(make(history)))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -434,11 +439,33 @@ def test_score_batch_rejects_bad_payload(server: RunningServer, history: pa.Tabl
 
 def test_report_outcomes_rejects_bad_order(server: RunningServer) -> None:
     bad = pb.Outcome(order=simple_order(currency="usd"), is_fraud=True)
-    err = rpc_error(
-        lambda: server.stub.ReportOutcomes(pb.ReportOutcomesRequest(outcomes=[bad]))
-    )
+    err = rpc_error(lambda: server.stub.ReportOutcomes(pb.ReportOutcomesRequest(outcomes=[bad])))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert err.details().startswith("outcomes[0].order.currency:"), err.details()
+
+
+def _created_beyond_int64_micros() -> pb.Order:
+    o = simple_order()
+    o.created_at.seconds = 10**13  # outside Timestamp's range; * 1e6 overflows int64
+    return o
+
+
+def test_score_rejects_out_of_range_timestamp(server: RunningServer) -> None:
+    err = rpc_error(lambda: server.stub.Score(_created_beyond_int64_micros()))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "created_at" in err.details(), err.details()
+
+
+def test_out_of_range_timestamp_does_not_stop_the_server(server: RunningServer) -> None:
+    with pytest.raises(grpc.RpcError):
+        server.stub.Score(_created_beyond_int64_micros())
+    assert server.stub.Score(simple_order("o-good")).order_id == "o-good"
+
+
+def test_score_rejects_currency_with_trailing_newline(server: RunningServer) -> None:
+    err = rpc_error(lambda: server.stub.Score(simple_order(currency="JPY\n")))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.details().startswith("currency:"), err.details()
 
 
 # --- deadlines -------------------------------------------------------------------------------
@@ -451,33 +478,31 @@ def _gate_first_batch(srv: RunningServer) -> tuple[threading.Event, threading.Ev
     test can line calls up against it without sleeping.
     """
     entered, release = threading.Event(), threading.Event()
-    process = srv.server.servicer.process  # type: ignore[union-attr]
+    process = srv.server.servicer.process
 
-    def gated(batch):  # type: ignore[no-untyped-def]
+    def gated(batch):
         if not entered.is_set():
             entered.set()
-            release.wait(START_TIMEOUT_S)
+            release.wait(TIMEOUT_S)
         return process(batch)
 
-    srv.server.servicer.process = gated  # type: ignore[union-attr,method-assign]
+    srv.server.servicer.process = gated
     return entered, release
 
 
 def test_call_expiring_while_queued_never_crashes(server: RunningServer) -> None:
     entered, release = _gate_first_batch(server)
     first = server.stub.Score.future(simple_order("o-first"))
-    assert entered.wait(START_TIMEOUT_S)
+    assert entered.wait(TIMEOUT_S)
     # The loop is busy in the first batch: this call's deadline passes before it is served.
     late = server.stub.Score.future(simple_order("o-late", amount_minor=500_000), timeout=0.05)
-    assert late.exception(timeout=START_TIMEOUT_S).code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert late.exception(timeout=TIMEOUT_S).code() == grpc.StatusCode.DEADLINE_EXCEEDED
     release.set()
-    assert first.result(timeout=START_TIMEOUT_S).order_id == "o-first"
+    assert first.result(timeout=TIMEOUT_S).order_id == "o-first"
     assert server.stub.Score(simple_order("o-next")).order_id == "o-next"
 
 
-def test_nearly_expired_deadline_is_answered_or_exceeded(
-    server: RunningServer, history: pa.Table
-) -> None:
+def test_nearly_expired_deadline_is_answered_or_exceeded(server: RunningServer) -> None:
     # A high-value order is always escalated, so a late one can only go to the rules.
     o = simple_order("o-rush", amount_minor=500_000)
     try:
@@ -521,19 +546,19 @@ def test_concurrent_calls_each_get_their_own_decision(
         decisions = list(pool.map(server.stub.Score, orders))
     assert [d.order_id for d in decisions] == [o.order_id for o in orders]
     assert all(0.0 <= d.score <= 1.0 and d.action != pb.ACTION_UNSPECIFIED for d in decisions)
-    assert server.server.batcher.items == 64  # type: ignore[union-attr]
+    assert server.server.batcher.items == 64
 
 
 def test_graceful_stop_finishes_the_call_in_flight(server: RunningServer) -> None:
-    process = server.server.servicer.process  # type: ignore[union-attr]
+    process = server.server.servicer.process
 
-    def stop_then_process(batch):  # type: ignore[no-untyped-def]
+    def stop_then_process(batch):
         server.request_stop()  # runs on the server's loop: the stop begins before the answer
         return process(batch)
 
-    server.server.servicer.process = stop_then_process  # type: ignore[union-attr,method-assign]
+    server.server.servicer.process = stop_then_process
     in_flight = server.stub.Score.future(simple_order("o-in-flight"))
-    assert in_flight.result(timeout=START_TIMEOUT_S).order_id == "o-in-flight"
+    assert in_flight.result(timeout=TIMEOUT_S).order_id == "o-in-flight"
     server.join()  # stopped, and nothing escaped the server
     err = rpc_error(lambda: server.stub.Score(simple_order("o-after"), timeout=10))
     assert err.code() == grpc.StatusCode.UNAVAILABLE

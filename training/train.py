@@ -44,8 +44,9 @@ log = logging.getLogger(__name__)
 
 TIER2_PARAMS: dict[str, Any] = {
     "objective": "binary",
-    "learning_rate": 0.05,
-    "num_leaves": 31,
+    "learning_rate": 0.1,
+    "num_leaves": 15,
+    "max_depth": 5,
     "min_data_in_leaf": 40,
     "feature_fraction": 0.8,
     "bagging_fraction": 0.8,
@@ -158,116 +159,120 @@ def train(
 ) -> dict[str, Any]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    steps = tqdm(total=6, desc="train", disable=not progress, unit="step")
+    with tqdm(total=6, desc="train", disable=not progress, unit="step") as steps:
+        steps.set_postfix_str("features")
+        hist: History = read_history(orders, label_delay_days)
+        enc = encode(hist.table)
+        X = replay(enc, hist.labels, hist.known_at, VelocityState(capacity=capacity))
+        y = hist.labels
+        t = enc.t
+        lo, hi = _parse_date(train_from, end=False), _parse_date(train_to, end=True)
+        tr, va, te = split(t, y, lo, hi)
+        steps.update()
 
-    steps.set_postfix_str("features")
-    hist: History = read_history(orders, label_delay_days)
-    enc = encode(hist.table)
-    X = replay(enc, hist.labels, hist.known_at, VelocityState(capacity=capacity))
-    y = hist.labels
-    t = enc.t
-    lo, hi = _parse_date(train_from, end=False), _parse_date(train_to, end=True)
-    tr, va, te = split(t, y, lo, hi)
-    steps.update()
-
-    steps.set_postfix_str("tier two")
-    dtrain = lgb.Dataset(X[tr], y[tr], feature_name=list(FEATURE_NAMES), free_raw_data=False)
-    dvalid = lgb.Dataset(X[va], y[va], reference=dtrain)
-    with tqdm(total=max_rounds, desc="tier two rounds", disable=not progress, leave=False) as bar:
-        booster = lgb.train(
-            {**TIER2_PARAMS, "seed": seed},
-            dtrain,
-            num_boost_round=max_rounds,
-            valid_sets=[dvalid],
-            callbacks=[lgb.early_stopping(40, verbose=False), _Progress(bar)],
+        steps.set_postfix_str("tier two")
+        dtrain = lgb.Dataset(X[tr], y[tr], feature_name=list(FEATURE_NAMES), free_raw_data=False)
+        dvalid = lgb.Dataset(X[va], y[va], reference=dtrain)
+        with tqdm(
+            total=max_rounds, desc="tier two rounds", disable=not progress, leave=False
+        ) as bar:
+            booster = lgb.train(
+                {**TIER2_PARAMS, "seed": seed},
+                dtrain,
+                num_boost_round=max_rounds,
+                valid_sets=[dvalid],
+                callbacks=[lgb.early_stopping(40, verbose=False), _Progress(bar)],
+            )
+        booster = lgb.Booster(
+            model_str=booster.model_to_string(num_iteration=booster.best_iteration)
         )
-    booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=booster.best_iteration))
-    steps.update()
+        steps.update()
 
-    steps.set_postfix_str("thresholds")
-    p2_valid = np.asarray(booster.predict(X[va]))
-    policy = _thresholds(y[va], p2_valid)
-    steps.update()
+        steps.set_postfix_str("thresholds")
+        p2_valid = np.asarray(booster.predict(X[va]))
+        policy = _thresholds(y[va], p2_valid)
+        steps.update()
 
-    steps.set_postfix_str("tier one")
-    b1 = lgb.train({**TIER1_PARAMS, "seed": seed}, lgb.Dataset(X[tr], y[tr]), TIER1_TREES)
-    trees = compile_booster(b1.dump_model())
-    version = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    probe = TierOne(trees, 0.0, version)
-    p1_valid = probe.score(X[va])
-    must = (y[va] == 1) & (p2_valid >= policy.review_threshold)
-    forced = escalation_mask(np.zeros(va.sum()), 1.0, enc.amount[va], enc.key_account[va], policy)
-    thr1, thr1_note = _tier1_threshold(p1_valid, must, forced)
-    steps.update()
+        steps.set_postfix_str("tier one")
+        b1 = lgb.train({**TIER1_PARAMS, "seed": seed}, lgb.Dataset(X[tr], y[tr]), TIER1_TREES)
+        trees = compile_booster(b1.dump_model())
+        version = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+        probe = TierOne(trees, 0.0, version)
+        p1_valid = probe.score(X[va])
+        must = (y[va] == 1) & (p2_valid >= policy.review_threshold)
+        forced = escalation_mask(
+            np.zeros(va.sum()), 1.0, enc.amount[va], enc.key_account[va], policy
+        )
+        thr1, thr1_note = _tier1_threshold(p1_valid, must, forced)
+        steps.update()
 
-    steps.set_postfix_str("rules")
-    R = rule_matrix(X[tr])
-    lr = LogisticRegression(C=1.0, max_iter=1000).fit(R, y[tr])
-    weights = {r.code: float(w) for r, w in zip(RULES, lr.coef_[0], strict=True)}
-    steps.update()
+        steps.set_postfix_str("rules")
+        R = rule_matrix(X[tr])
+        lr = LogisticRegression(C=1.0, max_iter=1000).fit(R, y[tr])
+        weights = {r.code: float(w) for r, w in zip(RULES, lr.coef_[0], strict=True)}
+        steps.update()
 
-    steps.set_postfix_str("export")
-    onnx_bytes = to_onnx(booster)
-    (out / "tier2.onnx").write_bytes(onnx_bytes)
-    (out / "tier2.lgb.txt").write_text(booster.model_to_string())
-    np.savez(out / "tier1.npz", **trees.to_npz())  # type: ignore[arg-type]
-    rng = np.random.default_rng(seed)
-    sample = rng.choice(np.flatnonzero(te), size=min(512, int(te.sum())), replace=False)
-    from engine.scorers import TierTwo
+        steps.set_postfix_str("export")
+        onnx_bytes = to_onnx(booster)
+        (out / "tier2.onnx").write_bytes(onnx_bytes)
+        (out / "tier2.lgb.txt").write_text(booster.model_to_string())
+        np.savez(out / "tier1.npz", **trees.to_npz())  # type: ignore[arg-type]
+        rng = np.random.default_rng(seed)
+        sample = rng.choice(np.flatnonzero(te), size=min(512, int(te.sum())), replace=False)
+        from engine.scorers import TierTwo
 
-    t2 = TierTwo(onnx_bytes, booster.model_to_string(), version)
-    expected = t2.score(X[sample])
-    lgb_err = float(np.max(np.abs(expected - booster.predict(X[sample]))))
-    if lgb_err > 1e-5:
-        raise RuntimeError(f"ONNX export differs from LightGBM by {lgb_err:.2e}")
-    np.savez(out / "parity.npz", X=X[sample], expected=expected)
+        t2 = TierTwo(onnx_bytes, booster.model_to_string(), version)
+        expected = t2.score(X[sample])
+        lgb_err = float(np.max(np.abs(expected - booster.predict(X[sample]))))
+        if lgb_err > 1e-5:
+            raise RuntimeError(f"ONNX export differs from LightGBM by {lgb_err:.2e}")
+        np.savez(out / "parity.npz", X=X[sample], expected=expected)
 
-    manifest: dict[str, Any] = {
-        "format": FORMAT,
-        "version": version,
-        "created_at": dt.datetime.now(dt.UTC).isoformat(),
-        "feature_names": list(FEATURE_NAMES),
-        "velocity": {"capacity": capacity},
-        "tier1": {
-            "file": "tier1.npz",
-            "threshold": thr1,
-            "trees": TIER1_TREES,
-            "params": TIER1_PARAMS,
-        },
-        "tier2": {
-            "onnx": "tier2.onnx",
-            "booster": "tier2.lgb.txt",
-            "parity": "parity.npz",
-            "trees": booster.num_trees(),
-            "params": TIER2_PARAMS,
-            "onnx_target_opset": 15,
-        },
-        "fallback": {"bias": float(lr.intercept_[0]), "weights": weights},
-        "policy": asdict(policy),
-        "training": {
-            "orders": str(orders),
-            "train_from": train_from,
-            "train_to": train_to,
-            "label_delay_days": label_delay_days,
-            "seed": seed,
-            "rows": {"train": int(tr.sum()), "valid": int(va.sum()), "held_out": int(te.sum())},
-        },
-    }
-    for entry, key in (
-        ("tier1", "file"),
-        ("tier2", "onnx"),
-        ("tier2", "booster"),
-        ("tier2", "parity"),
-    ):
-        manifest[entry][f"{key}_sha256"] = sha256(out / manifest[entry][key])
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        manifest: dict[str, Any] = {
+            "format": FORMAT,
+            "version": version,
+            "created_at": dt.datetime.now(dt.UTC).isoformat(),
+            "feature_names": list(FEATURE_NAMES),
+            "velocity": {"capacity": capacity},
+            "tier1": {
+                "file": "tier1.npz",
+                "threshold": thr1,
+                "trees": TIER1_TREES,
+                "params": TIER1_PARAMS,
+            },
+            "tier2": {
+                "onnx": "tier2.onnx",
+                "booster": "tier2.lgb.txt",
+                "parity": "parity.npz",
+                "trees": booster.num_trees(),
+                "params": TIER2_PARAMS,
+                "onnx_target_opset": 15,
+            },
+            "fallback": {"bias": float(lr.intercept_[0]), "weights": weights},
+            "policy": asdict(policy),
+            "training": {
+                "orders": str(orders),
+                "train_from": train_from,
+                "train_to": train_to,
+                "label_delay_days": label_delay_days,
+                "seed": seed,
+                "rows": {"train": int(tr.sum()), "valid": int(va.sum()), "held_out": int(te.sum())},
+            },
+        }
+        for entry, key in (
+            ("tier1", "file"),
+            ("tier2", "onnx"),
+            ("tier2", "booster"),
+            ("tier2", "parity"),
+        ):
+            manifest[entry][f"{key}_sha256"] = sha256(out / manifest[entry][key])
+        (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
 
-    report = evaluate(out, X[te], y[te], enc, te, booster, thr1_note, lgb_err)
-    manifest["metrics"] = report
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
-    (out / "report.json").write_text(json.dumps(report, indent=2))
-    steps.update()
-    steps.close()
+        report = evaluate(out, X[te], y[te], enc, te, booster, thr1_note, lgb_err)
+        manifest["metrics"] = report
+        (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        (out / "report.json").write_text(json.dumps(report, indent=2))
+        steps.update()
     return report
 
 
