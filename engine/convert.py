@@ -8,14 +8,23 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pyarrow as pa
 from ordersight.v1 import risk_pb2 as pb
 
+from engine.encode import (
+    RISKY_CATEGORIES,
+    Encoded,
+    entity_keys,
+    hash_values,
+    minor_exponent,
+)
 from engine.errors import InvalidInput
 from engine.pipeline import Decisions
-from engine.schema import ORDER_SCHEMA, conform
+from engine.schema import ENTITY_COLUMNS, ORDER_SCHEMA, conform
 
 _CURRENCY = re.compile(r"[A-Z]{3}")
+_STRING_FIELDS = ENTITY_COLUMNS + ("billing_country", "shipping_country", "ip_country")
 
 
 # google.protobuf.Timestamp's own valid range: 0001-01-01 to 9999-12-31.
@@ -26,7 +35,7 @@ def _us(ts) -> int:
     return ts.seconds * 1_000_000 + ts.nanos // 1000
 
 
-def _check_ts(ts, name: str) -> None:
+def check_timestamp(ts, name: str) -> None:
     if not (_TS_MIN <= ts.seconds <= _TS_MAX and 0 <= ts.nanos < 1_000_000_000):
         raise InvalidInput(
             f"{name}: not a valid timestamp (seconds {ts.seconds}, nanos {ts.nanos})", name
@@ -41,9 +50,9 @@ def validate_order(o: pb.Order, prefix: str = "") -> None:
         raise InvalidInput(f"{prefix}customer_id: required", f"{prefix}customer_id")
     if not o.HasField("created_at"):
         raise InvalidInput(f"{prefix}created_at: required", f"{prefix}created_at")
-    _check_ts(o.created_at, f"{prefix}created_at")
+    check_timestamp(o.created_at, f"{prefix}created_at")
     if o.customer.HasField("account_created_at"):
-        _check_ts(o.customer.account_created_at, f"{prefix}customer.account_created_at")
+        check_timestamp(o.customer.account_created_at, f"{prefix}customer.account_created_at")
     if o.amount_minor < 0:
         raise InvalidInput(
             f"{prefix}amount_minor: must be >= 0, is {o.amount_minor}", f"{prefix}amount_minor"
@@ -103,6 +112,75 @@ def orders_to_table(orders: list[pb.Order]) -> pa.Table:
         )
         cols["note"].append(o.note or None)
     return pa.Table.from_pydict(cols, schema=ORDER_SCHEMA)
+
+
+def encode_orders(orders: list[pb.Order]) -> tuple[list[str], Encoded]:
+    """Validated orders straight to the kernels' arrays: the Score hot path.
+
+    Gives exactly what `encode(orders_to_table(orders))` gives (tested), without building an
+    Arrow table, which costs a few hundred microseconds of fixed overhead per micro-batch.
+    """
+    n = len(orders)
+    ids: list[str] = []
+    t = np.empty(n)
+    amount_minor = np.empty(n, np.int64)
+    scale = np.empty(n)
+    age = np.full(n, np.nan)
+    key_account = np.zeros(n, np.bool_)
+    n_lines = np.zeros(n)
+    n_units = np.zeros(n)
+    risky = np.full(n, np.nan)
+    note_len = np.zeros(n)
+    strings: dict[str, list[str]] = {name: [] for name in _STRING_FIELDS}
+    for i, o in enumerate(orders):
+        c, p, s = o.customer, o.payment, o.shipping
+        ids.append(o.order_id)
+        t[i] = _us(o.created_at) / 1e6
+        amount_minor[i] = o.amount_minor
+        scale[i] = 10.0 ** minor_exponent(o.currency)
+        if c.HasField("account_created_at"):
+            age[i] = (t[i] - _us(c.account_created_at) / 1e6) / 86400.0
+        key_account[i] = c.key_account
+        strings["customer_id"].append(o.customer_id)
+        strings["device_id"].append(o.device_id)
+        strings["card_fingerprint"].append(p.card_fingerprint)
+        strings["ip"].append(o.ip)
+        strings["email_domain"].append(c.email_domain)
+        strings["address_fingerprint"].append(s.address_fingerprint)
+        strings["billing_country"].append(p.billing_country)
+        strings["shipping_country"].append(s.country)
+        strings["ip_country"].append(o.ip_country)
+        if o.items:
+            total = risky_value = units = 0.0
+            for item in o.items:
+                line = float(item.quantity) * float(item.unit_price_minor)
+                total += line
+                units += item.quantity
+                if item.category in RISKY_CATEGORIES:
+                    risky_value += line
+            n_lines[i] = len(o.items)
+            n_units[i] = units
+            risky[i] = risky_value / total if total > 0 else 0.0
+        note_len[i] = len(o.note)
+    enc = Encoded(
+        n=n,
+        t=t,
+        amount=amount_minor / scale,
+        amount_minor=amount_minor,
+        account_age_days=age,
+        key_account=key_account,
+        keys=entity_keys(
+            [hash_values(strings[name], salt=j + 1) for j, name in enumerate(ENTITY_COLUMNS)]
+        ),
+        billing_country=hash_values(strings["billing_country"]),
+        shipping_country=hash_values(strings["shipping_country"]),
+        ip_country=hash_values(strings["ip_country"]),
+        n_lines=n_lines,
+        n_units=n_units,
+        risky_share=risky,
+        note_len=note_len,
+    )
+    return ids, enc
 
 
 def arrow_to_table(payload: bytes) -> pa.Table:

@@ -7,6 +7,7 @@ splitmix64 finaliser), so the same string gives the same key in every process: P
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -108,8 +109,39 @@ def hash_strings(arr: pa.Array | pa.ChunkedArray, salt: int = 0) -> np.ndarray:
     return out
 
 
-def hash_values(values: list[str] | tuple[str, ...]) -> np.ndarray:
-    return hash_strings(pa.array(list(values), pa.string()))
+def hash_values(values: Sequence[str | None], salt: int = 0) -> np.ndarray:
+    """`hash_strings` for Python strings, without building an Arrow array (the gRPC path)."""
+    raw = [v.encode() if v else b"" for v in values]
+    offsets = np.zeros(len(raw) + 1, dtype=np.int32)
+    np.cumsum([len(b) for b in raw], out=offsets[1:])
+    data = np.frombuffer(b"".join(raw), dtype=np.uint8)
+    out = np.empty(len(raw), dtype=np.uint64)
+    _hash_strings(offsets, data, np.ones(len(raw), np.bool_), np.uint64(salt), out)
+    return out
+
+
+def entity_keys(single: list[np.ndarray]) -> np.ndarray:
+    """(n, len(ENTITY_KINDS)) keys from the hashed ENTITY_COLUMNS, pair keys appended."""
+    n = single[0].shape[0]
+    keys = np.zeros((n, len(ENTITY_KINDS)), dtype=np.uint64)
+    for j, h in enumerate(single):
+        keys[:, j] = h
+    for p, (a, b) in enumerate(PAIRS):
+        col = np.empty(n, dtype=np.uint64)
+        _pair_keys(
+            single[ENTITY_COLUMNS.index(a)],
+            single[ENTITY_COLUMNS.index(b)],
+            np.uint64(100 + p),
+            col,
+        )
+        keys[:, len(ENTITY_COLUMNS) + p] = col
+    return keys
+
+
+def minor_exponent(currency: str) -> int:
+    """Decimal places of a currency's minor unit (2 unless listed)."""
+    c = currency.upper()
+    return 0 if c in ZERO_DECIMAL else 3 if c in THREE_DECIMAL else 2
 
 
 @dataclass
@@ -167,15 +199,9 @@ def encode(table: pa.Table) -> Encoded:
         table.column("key_account").fill_null(False).to_numpy(zero_copy_only=False), dtype=np.bool_
     )
 
-    keys = np.zeros((n, len(ENTITY_KINDS)), dtype=np.uint64)
-    single = {}
-    for j, name in enumerate(ENTITY_COLUMNS):
-        single[name] = hash_strings(table.column(name), salt=j + 1)
-        keys[:, j] = single[name]
-    for p, (a, b) in enumerate(PAIRS):
-        col = np.empty(n, dtype=np.uint64)
-        _pair_keys(single[a], single[b], np.uint64(100 + p), col)
-        keys[:, len(ENTITY_COLUMNS) + p] = col
+    keys = entity_keys(
+        [hash_strings(table.column(name), salt=j + 1) for j, name in enumerate(ENTITY_COLUMNS)]
+    )
 
     items = table.column("items").combine_chunks()
     n_lines = np.zeros(n)

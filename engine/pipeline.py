@@ -100,6 +100,7 @@ class Engine:
         self.state = state
         self.clock = clock
         self.cost = _CostModel()
+        self.latest_order_time = -np.inf  # event time of the newest order scored
 
     def swap(self, models: ModelSet) -> ModelSet:
         """Replace the models in one step (the new set is already loaded and verified)."""
@@ -142,14 +143,18 @@ class Engine:
 
     def score(self, table: pa.Table, deadlines: np.ndarray | None = None) -> Decisions:
         """Score new orders (already conformed) in row order and add them to the state."""
-        enc = encode(table)
-        X = features.compute(enc, self.state)
-        ids = table.column("order_id").to_pylist()
-        return self.decide(ids, enc, X, deadlines)
+        return self.score_encoded(table.column("order_id").to_pylist(), encode(table), deadlines)
 
-    def report_outcomes(self, table: pa.Table, is_fraud: np.ndarray, known_at: np.ndarray) -> None:
+    def score_encoded(
+        self, order_ids: list[str], enc: Encoded, deadlines: np.ndarray | None = None
+    ) -> Decisions:
+        """`score` for orders already encoded (the gRPC path encodes protobuf directly)."""
+        if enc.n:
+            self.latest_order_time = max(self.latest_order_time, float(enc.t.max()))
+        return self.decide(order_ids, enc, features.compute(enc, self.state), deadlines)
+
+    def report_outcomes(self, enc: Encoded, is_fraud: np.ndarray, known_at: np.ndarray) -> None:
         """Apply known outcomes of orders (label events at `known_at`, epoch seconds)."""
-        enc = encode(table)
         self.state.report_labels(known_at, np.asarray(is_fraud, np.int8), enc.keys)
 
     def decide(

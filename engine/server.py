@@ -26,10 +26,12 @@ from engine.batcher import MicroBatcher, Pending
 from engine.config import Settings
 from engine.convert import (
     arrow_to_table,
+    check_timestamp,
     decisions_to_pb,
-    orders_to_table,
+    encode_orders,
     validate_order,
 )
+from engine.encode import encode
 from engine.errors import InvalidInput, ModelLoadError, OrderSightError
 from engine.pipeline import Engine
 from engine.velocity import VelocityState
@@ -50,11 +52,11 @@ class OrderRiskServicer(pb_grpc.OrderRiskServicer):
 
     def process(self, batch: Sequence[Pending]) -> list[pb.Decision]:
         """Score one micro-batch (called by the batcher)."""
-        table = orders_to_table([p.payload for p in batch])
+        ids, enc = encode_orders([p.payload for p in batch])
         deadlines = np.array(
             [np.inf if p.deadline is None else p.deadline for p in batch], dtype=np.float64
         )
-        decisions = self.engine.score(table, deadlines)
+        decisions = self.engine.score_encoded(ids, enc, deadlines)
         now = self.clock()
         latency = [int((now - p.arrival) * 1e6) for p in batch]
         return decisions_to_pb(decisions, latency)
@@ -77,17 +79,19 @@ class OrderRiskServicer(pb_grpc.OrderRiskServicer):
         t0 = self.clock()
         try:
             kind = request.WhichOneof("payload")
+            deadline = self._deadline(context)
             if kind == "orders":
-                for i, o in enumerate(request.orders.orders):
+                orders = list(request.orders.orders)
+                for i, o in enumerate(orders):
                     validate_order(o, prefix=f"orders.orders[{i}].")
-                table = orders_to_table(list(request.orders.orders))
+                ids, enc = encode_orders(orders)
             elif kind == "arrow_ipc":
                 table = arrow_to_table(request.arrow_ipc)
+                ids, enc = table.column("order_id").to_pylist(), encode(table)
             else:
                 raise InvalidInput("payload: set either orders or arrow_ipc", "payload")
-            deadline = self._deadline(context)
-            deadlines = None if deadline is None else np.full(table.num_rows, deadline)
-            decisions = self.engine.score(table, deadlines)
+            deadlines = None if deadline is None else np.full(enc.n, deadline)
+            decisions = self.engine.score_encoded(ids, enc, deadlines)
         except OrderSightError as exc:
             await _abort(context, exc)
             raise
@@ -103,19 +107,23 @@ class OrderRiskServicer(pb_grpc.OrderRiskServicer):
             orders = []
             for i, oc in enumerate(request.outcomes):
                 validate_order(oc.order, prefix=f"outcomes[{i}].order.")
+                if oc.HasField("known_at"):
+                    check_timestamp(oc.known_at, f"outcomes[{i}].known_at")
                 orders.append(oc.order)
-            table = orders_to_table(orders)
-            created = table.column("created_at").cast("int64").to_numpy() / 1e6
+            _, enc = encode_orders(orders)
+            # Unset known_at: known now, i.e. at the latest order time the engine has seen.
+            now = max(self.engine.latest_order_time, float(enc.t.max(initial=-np.inf)))
             known = np.array(
                 [
-                    oc.known_at.seconds + oc.known_at.nanos / 1e9 if oc.HasField("known_at") else c
-                    for oc, c in zip(request.outcomes, created, strict=True)
+                    oc.known_at.seconds + oc.known_at.nanos / 1e9
+                    if oc.HasField("known_at")
+                    else now
+                    for oc in request.outcomes
                 ],
                 dtype=np.float64,
             )
-            known = np.maximum(known, created)
             is_fraud = np.array([oc.is_fraud for oc in request.outcomes], dtype=np.int8)
-            self.engine.report_outcomes(table, is_fraud, known)
+            self.engine.report_outcomes(enc, is_fraud, np.maximum(known, enc.t))
         except OrderSightError as exc:
             await _abort(context, exc)
             raise

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -12,6 +14,9 @@ from engine import artifacts
 from engine.artifacts import ModelSet
 from training.simulate import simulate
 from training.train import train
+
+if TYPE_CHECKING:
+    from tests.grpc_harness import RunningServer
 
 CAPACITY = 1 << 16  # velocity slots in tests: small enough to be cheap, large enough not to evict
 
@@ -40,3 +45,31 @@ def models(models_dir: Path) -> ModelSet:
     m = artifacts.load(models_dir)
     assert not m.problems, m.problems
     return m
+
+
+@pytest.fixture
+def start_server(models_dir: Path) -> Iterator[Callable[..., RunningServer]]:
+    """Factory of fresh servers (fresh velocity state), all stopped and checked at teardown."""
+    from tests.grpc_harness import RunningServer  # imports CAPACITY from here
+
+    started: list[RunningServer] = []
+
+    def start(**settings: Any) -> RunningServer:
+        s = RunningServer(models_dir, **settings)
+        started.append(s)
+        return s.start()
+
+    yield start
+    problems = []
+    for s in started:  # stop every server, then report the first that misbehaved
+        try:
+            s.stop()
+        except AssertionError as exc:
+            problems.append(exc)
+    if problems:
+        raise problems[0]
+
+
+@pytest.fixture
+def server(start_server: Callable[..., RunningServer]) -> RunningServer:
+    return start_server()

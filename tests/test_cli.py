@@ -21,7 +21,7 @@ from engine.replay import replay_history
 from engine.schema import HISTORY_SCHEMA
 from engine.velocity import VelocityState
 from tests.conftest import CAPACITY
-from tests.test_server import RunningServer  # the same real-server harness as the gRPC tests
+from tests.grpc_harness import RunningServer
 
 ORDER_JSON = {
     "orderId": "o-1",

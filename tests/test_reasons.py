@@ -11,8 +11,8 @@ from engine.encode import encode
 from engine.pipeline import Engine
 from engine.policy import APPROVE, MODEL
 from engine.schema import conform
-from engine.treeshap import TreeExplainer
 from engine.trees import compile_booster
+from engine.treeshap import TreeExplainer
 from engine.velocity import VelocityState
 from tests.conftest import CAPACITY
 

@@ -1,0 +1,185 @@
+"""A real OrderSight server on 127.0.0.1 in a background thread, and orders to send it.
+
+Used by the gRPC and CLI tests. Nothing is mocked; nothing sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pyarrow as pa
+import pyarrow.ipc
+import pytest
+from ordersight.v1 import risk_pb2 as pb
+from ordersight.v1 import risk_pb2_grpc as pb_grpc
+
+from engine.config import load_settings
+from engine.pipeline import Decisions
+from engine.schema import ORDER_SCHEMA
+from engine.server import Server
+from tests.conftest import CAPACITY
+
+SERVICE = "ordersight.v1.OrderRisk"
+TIMEOUT_S = 120  # bounds a wait for an event that must happen; never waited out when all is well
+
+
+# --- a real server in a background thread ---------------------------------------------------
+
+
+class RunningServer:
+    """`engine.server.Server` on its own event loop in a thread, plus a client channel."""
+
+    def __init__(self, models_dir: Path, **settings: Any) -> None:
+        self.settings = load_settings(
+            env={},
+            models=str(models_dir),
+            host="127.0.0.1",
+            port=0,
+            state_capacity=CAPACITY,
+            **settings,
+        )
+        self.loop_errors: list[dict[str, Any]] = []
+        self.failure: BaseException | None = None
+        self.server: Server | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.port = 0
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ordersight-server", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as exc:  # reported by start() / stop() in the test's thread
+            self.failure = exc
+        finally:
+            self._ready.set()
+
+    async def _main(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.loop.set_exception_handler(lambda _loop, ctx: self.loop_errors.append(ctx))
+        self._stop = asyncio.Event()
+        self.server = Server(self.settings)
+        self.port = await self.server.start()
+        self._ready.set()
+        await self._stop.wait()
+        await self.server.stop()
+
+    def start(self) -> RunningServer:
+        self._thread.start()
+        if not self._ready.wait(TIMEOUT_S) or self.failure is not None:
+            raise RuntimeError(f"server did not start: {self.failure!r}")
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
+        grpc.channel_ready_future(self.channel).result(timeout=TIMEOUT_S)
+        self.stub = pb_grpc.OrderRiskStub(self.channel)
+        return self
+
+    def request_stop(self) -> None:
+        """Begin a graceful stop; safe from any thread, including the server's own."""
+        assert self.loop is not None and self._stop is not None
+        if threading.current_thread() is self._thread:
+            self._stop.set()
+        else:
+            self.loop.call_soon_threadsafe(self._stop.set)
+
+    def join(self) -> None:
+        """Wait for the server to have stopped; fail if anything escaped it."""
+        self._thread.join(TIMEOUT_S)
+        assert not self._thread.is_alive(), "server thread did not stop"
+        assert self.failure is None, f"server crashed: {self.failure!r}"
+        assert not self.loop_errors, f"unhandled errors on the server loop: {self.loop_errors}"
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self.request_stop()
+        self.join()
+        if hasattr(self, "channel"):
+            self.channel.close()
+
+
+# --- orders ----------------------------------------------------------------------------------
+
+
+def order_from_row(row: dict[str, Any]) -> pb.Order:
+    """One history row (flat columns) as the nested protobuf Order; nulls stay unset."""
+
+    def s(v: str | None) -> str:
+        return v or ""
+
+    o = pb.Order(
+        order_id=row["order_id"],
+        customer_id=row["customer_id"],
+        amount_minor=row["amount_minor"],
+        currency=row["currency"],
+        channel=s(row.get("channel")),
+        ip=s(row.get("ip")),
+        ip_country=s(row.get("ip_country")),
+        device_id=s(row.get("device_id")),
+        note=s(row.get("note")),
+    )
+    o.created_at.FromDatetime(row["created_at"])
+    if row.get("account_created_at") is not None:
+        o.customer.account_created_at.FromDatetime(row["account_created_at"])
+    o.customer.key_account = bool(row.get("key_account"))
+    o.customer.email_domain = s(row.get("email_domain"))
+    o.payment.method = s(row.get("payment_method"))
+    o.payment.card_bin = s(row.get("card_bin"))
+    o.payment.card_fingerprint = s(row.get("card_fingerprint"))
+    o.payment.billing_country = s(row.get("billing_country"))
+    o.shipping.country = s(row.get("shipping_country"))
+    o.shipping.postal_code = s(row.get("shipping_postal_code"))
+    o.shipping.address_fingerprint = s(row.get("address_fingerprint"))
+    for item in row.get("items") or []:
+        o.items.add(
+            sku=s(item["sku"]),
+            category=s(item["category"]),
+            quantity=item["quantity"] or 0,
+            unit_price_minor=item["unit_price_minor"] or 0,
+        )
+    return o
+
+
+def orders_of(table: pa.Table) -> list[pb.Order]:
+    return [order_from_row(r) for r in table.to_pylist()]
+
+
+def simple_order(order_id: str = "o-1", **fields: Any) -> pb.Order:
+    o = pb.Order(order_id=order_id, customer_id="c-1", amount_minor=1999, currency="USD")
+    o.created_at.FromSeconds(1_769_947_200)  # 2026-02-01T12:00:00Z
+    for name, value in fields.items():
+        setattr(o, name, value)
+    return o
+
+
+def arrow_ipc(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pyarrow.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def order_columns(table: pa.Table) -> pa.Table:
+    return table.select(ORDER_SCHEMA.names)
+
+
+def unknown_labels(n: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.full(n, -1, np.int8), np.full(n, np.nan)
+
+
+def assert_same_decisions(got: list[pb.Decision], want: Decisions, tol: float) -> None:
+    assert [d.order_id for d in got] == want.order_ids
+    assert [d.action for d in got] == want.action.tolist()
+    assert [d.path for d in got] == want.path.tolist()
+    np.testing.assert_allclose([d.score for d in got], want.score, rtol=0, atol=tol)
+
+
+def rpc_error(call: Callable[[], Any]) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    return info.value
