@@ -16,7 +16,7 @@ from engine.encode import (
     RISKY_CATEGORIES,
     Encoded,
     entity_keys,
-    hash_values,
+    hash_columns,
     minor_exponent,
 )
 from engine.errors import InvalidInput
@@ -162,6 +162,10 @@ def encode_orders(orders: list[pb.Order]) -> tuple[list[str], Encoded]:
             n_units[i] = units
             risky[i] = risky_value / total if total > 0 else 0.0
         note_len[i] = len(o.note)
+    hashed = hash_columns(
+        [strings[name] for name in _STRING_FIELDS],
+        [j + 1 for j in range(len(ENTITY_COLUMNS))] + [0, 0, 0],
+    )
     enc = Encoded(
         n=n,
         t=t,
@@ -169,12 +173,10 @@ def encode_orders(orders: list[pb.Order]) -> tuple[list[str], Encoded]:
         amount_minor=amount_minor,
         account_age_days=age,
         key_account=key_account,
-        keys=entity_keys(
-            [hash_values(strings[name], salt=j + 1) for j, name in enumerate(ENTITY_COLUMNS)]
-        ),
-        billing_country=hash_values(strings["billing_country"]),
-        shipping_country=hash_values(strings["shipping_country"]),
-        ip_country=hash_values(strings["ip_country"]),
+        keys=entity_keys(list(hashed[: len(ENTITY_COLUMNS)])),
+        billing_country=hashed[-3],
+        shipping_country=hashed[-2],
+        ip_country=hashed[-1],
         n_lines=n_lines,
         n_units=n_units,
         risky_share=risky,

@@ -57,6 +57,22 @@ def _hash_strings(offsets, data, valid, salt, out):
 
 
 @njit
+def _hash_salted(offsets, data, salts, out):
+    """`_hash_strings` with one salt per string and no null mask (empty means unknown)."""
+    for i in range(out.shape[0]):
+        start = offsets[i]
+        end = offsets[i + 1]
+        if end == start:
+            out[i] = 0
+            continue
+        h = _FNV_OFFSET ^ salts[i]
+        for j in range(start, end):
+            h = (h ^ np.uint64(data[j])) * _FNV_PRIME
+        h = _mix64(h)
+        out[i] = h if h != 0 else np.uint64(1)
+
+
+@njit
 def _pair_keys(a, b, salt, out):
     for i in range(out.shape[0]):
         if a[i] == 0 or b[i] == 0:
@@ -111,13 +127,23 @@ def hash_strings(arr: pa.Array | pa.ChunkedArray, salt: int = 0) -> np.ndarray:
 
 def hash_values(values: Sequence[str | None], salt: int = 0) -> np.ndarray:
     """`hash_strings` for Python strings, without building an Arrow array (the gRPC path)."""
-    raw = [v.encode() if v else b"" for v in values]
+    return hash_columns([values], [salt])[0]
+
+
+def hash_columns(columns: Sequence[Sequence[str | None]], salts: Sequence[int]) -> np.ndarray:
+    """Hash several equally long columns of Python strings in one kernel call.
+
+    Returns (len(columns), n) keys; the same keys as `hash_strings` on each column.
+    """
+    n = len(columns[0]) if columns else 0
+    raw = [v.encode() if v else b"" for col in columns for v in col]
     offsets = np.zeros(len(raw) + 1, dtype=np.int32)
     np.cumsum([len(b) for b in raw], out=offsets[1:])
     data = np.frombuffer(b"".join(raw), dtype=np.uint8)
+    salt = np.repeat(np.asarray(salts, dtype=np.uint64), n)
     out = np.empty(len(raw), dtype=np.uint64)
-    _hash_strings(offsets, data, np.ones(len(raw), np.bool_), np.uint64(salt), out)
-    return out
+    _hash_salted(offsets, data, salt, out)
+    return out.reshape(len(columns), n)
 
 
 def entity_keys(single: list[np.ndarray]) -> np.ndarray:
