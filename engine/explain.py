@@ -69,6 +69,8 @@ def describe(feature: str, value: float) -> str:
     if missing:
         return f"{who}: unknown"
     if stat.startswith("cnt_"):
+        if value < 0.05:
+            return f"{who}: no earlier orders in the last {stat[4:]}"
         return f"{who}: {value:.1f} orders in the last {stat[4:]} (decayed count)"
     if stat.startswith("amt_"):
         return f"{who}: {value:.2f} spent in the last {stat[4:]} (decayed sum)"
