@@ -65,7 +65,7 @@ def _order_block(enc: Encoded, X: np.ndarray) -> None:
 def compute(enc: Encoded, state: VelocityState) -> np.ndarray:
     """Features of a batch of new orders, in row order; the orders are added to `state`."""
     X = np.empty((enc.n, N_FEATURES), dtype=np.float32)
-    state.score_orders(enc.t, enc.amount, enc.keys, X[:, _V0:])
+    state.score_orders(enc.t, enc.amount, enc.keys, X, _V0)
     _order_block(enc, X)
     return X
 
@@ -101,6 +101,6 @@ def replay(
     """
     X = np.empty((enc.n, N_FEATURES), dtype=np.float32)
     kinds, rows, times = replay_events(enc.t, known_at, labels)
-    state.process(kinds, rows, times, enc.amount, labels, enc.keys, X[:, _V0:])
+    state.process(kinds, rows, times, enc.amount, labels, enc.keys, X, _V0)
     _order_block(enc, X)
     return X

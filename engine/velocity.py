@@ -98,9 +98,9 @@ def _slot(keys, vals, last_cust, key, t, probe):
 
 
 @njit
-def _order_event(row, t, amount, keys_mat, keys, vals, last_cust, probe, decay_tau, out):
+def _order_event(row, t, amount, keys_mat, keys, vals, last_cust, probe, decay_tau, out, col0):
     cust = keys_mat[row, 0]
-    col = 0
+    col = col0
     n_kinds = keys_mat.shape[1]
     for e in range(n_kinds):
         key = keys_mat[row, e]
@@ -178,12 +178,16 @@ def _label_event(row, t, is_fraud, keys_mat, keys, vals, last_cust, probe):
 
 
 @njit
-def _process(kinds, rows, times, amounts, labels, keys_mat, keys, vals, last_cust, probe, tau, out):
+def _process(
+    kinds, rows, times, amounts, labels, keys_mat, keys, vals, last_cust, probe, tau, out, col0
+):
     """Apply events in order: kind 0 = order (writes its features to `out[row]`), 1 = label."""
     for i in range(kinds.shape[0]):
         r = rows[i]
         if kinds[i] == 0:
-            _order_event(r, times[i], amounts[r], keys_mat, keys, vals, last_cust, probe, tau, out)
+            _order_event(
+                r, times[i], amounts[r], keys_mat, keys, vals, last_cust, probe, tau, out, col0
+            )
         else:
             _label_event(r, times[i], float(labels[r]), keys_mat, keys, vals, last_cust, probe)
 
@@ -219,14 +223,24 @@ class VelocityState:
         labels: np.ndarray,
         keys_mat: np.ndarray,
         out: np.ndarray,
+        col0: int = 0,
     ) -> None:
-        """Apply a stream of events; `out` (n_orders, N_FEATURES) receives order features."""
+        """Apply a stream of events; order features go to `out[row, col0:col0 + N_FEATURES]`.
+
+        `out` must be a C-contiguous float32 array, so one compiled kernel serves every
+        batch size (a column slice would be contiguous for one row and strided for two,
+        and each layout compiles anew).
+        """
         if keys_mat.ndim != 2 or keys_mat.shape[1] != len(ENTITY_KINDS):
             raise ValueError(
                 f"keys must be of dimension (N, {len(ENTITY_KINDS)}), is {keys_mat.shape}"
             )
-        if out.shape != (keys_mat.shape[0], N_FEATURES):
-            raise ValueError(f"out must be ({keys_mat.shape[0]}, {N_FEATURES}), is {out.shape}")
+        if out.ndim != 2 or out.shape[0] != keys_mat.shape[0] or out.shape[1] < col0 + N_FEATURES:
+            raise ValueError(
+                f"out must be ({keys_mat.shape[0]}, >= {col0 + N_FEATURES}), is {out.shape}"
+            )
+        if out.dtype != np.float32 or not out.flags.c_contiguous:
+            raise ValueError("out must be a C-contiguous float32 array")
         _process(
             np.ascontiguousarray(kinds, dtype=np.int8),
             np.ascontiguousarray(rows, dtype=np.int64),
@@ -240,16 +254,21 @@ class VelocityState:
             self.probe,
             WINDOWS_S,
             out,
+            col0,
         )
 
     def score_orders(
-        self, t: np.ndarray, amounts: np.ndarray, keys_mat: np.ndarray, out: np.ndarray
+        self,
+        t: np.ndarray,
+        amounts: np.ndarray,
+        keys_mat: np.ndarray,
+        out: np.ndarray,
+        col0: int = 0,
     ) -> None:
         """Order events only, in row order (the serving path)."""
         n = keys_mat.shape[0]
-        self.process(
-            np.zeros(n, np.int8), np.arange(n), t, amounts, np.zeros(n, np.int8), keys_mat, out
-        )
+        zeros = np.zeros(n, np.int8)
+        self.process(zeros, np.arange(n), t, amounts, zeros, keys_mat, out, col0)
 
     def report_labels(self, t: np.ndarray, is_fraud: np.ndarray, keys_mat: np.ndarray) -> None:
         """Label events only (outcomes reported after the fact)."""
