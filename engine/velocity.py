@@ -202,9 +202,13 @@ class VelocityState:
             raise ValueError(f"probe must be in [1, capacity], is {probe}")
         self.capacity = capacity
         self.probe = probe
-        self.keys = np.zeros(capacity, dtype=np.uint64)
-        self.vals = np.zeros((capacity, N_SLOT_VALUES), dtype=np.float64)
-        self.last_cust = np.zeros(capacity, dtype=np.uint64)
+        # Written, not just allocated: np.zeros maps pages lazily, and the first order to
+        # touch a (huge) page would pay for zeroing it, several milliseconds in all.
+        self.keys = np.empty(capacity, dtype=np.uint64)
+        self.vals = np.empty((capacity, N_SLOT_VALUES), dtype=np.float64)
+        self.last_cust = np.empty(capacity, dtype=np.uint64)
+        for a in (self.keys, self.vals, self.last_cust):
+            a.fill(0)
 
     @property
     def nbytes(self) -> int:
