@@ -34,7 +34,7 @@ $(MODELS)/manifest.json: | install
 	$(BIN)/ordersight train --orders $(HISTORY) --out $(MODELS)
 
 run: install models
-	$(BIN)/ordersight serve --models $(MODELS) --port $(PORT)
+	$(BIN)/ordersight serve --models $(MODELS) --port $(PORT) --warm-from $(HISTORY)
 
 test: install
 	$(PY) -m pytest -q

@@ -112,7 +112,10 @@ def load(root: str | Path, policy_overrides: dict[str, Any] | None = None) -> Mo
         t1 = manifest["tier1"]
         with np.load(_file(root, t1, "file")) as data:
             trees = CompiledTrees.from_npz(data)
-        tier1 = TierOne(trees, float(t1["threshold"]), version=f"{version}/tier1")
+        cal = t1["calibration"]
+        tier1 = TierOne(
+            trees, float(t1["threshold"]), (cal["x"], cal["y"]), version=f"{version}/tier1"
+        )
     except (KeyError, ModelLoadError, ValueError, OSError) as exc:
         problems.append(f"tier one unavailable: {exc}")
 

@@ -17,7 +17,13 @@ def _serve(args: argparse.Namespace) -> int:
     from engine.config import load_settings
     from engine.server import Server
 
-    settings = load_settings(args.config, models=args.models, host=args.host, port=args.port)
+    settings = load_settings(
+        args.config,
+        models=args.models,
+        host=args.host,
+        port=args.port,
+        warm_history=args.warm_from,
+    )
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -106,6 +112,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--models", help="artifact folder (default models/default)")
     s.add_argument("--host")
     s.add_argument("--port", type=int)
+    s.add_argument(
+        "--warm-from", help="history (Parquet) replayed into the velocity state at start-up"
+    )
     s.set_defaults(func=_serve)
 
     s = sub.add_parser("simulate", help="write a simulated labelled order history (Parquet)")

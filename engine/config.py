@@ -24,6 +24,15 @@ class Settings:
     """Port the gRPC server listens on (0 picks a free one)."""
     models: str = "models/default"
     """Artifact folder with manifest.json; missing or broken parts fall back to rules."""
+    allow_rules_only: bool = False
+    """Serve with the rule fallback alone when the model folder cannot be used; otherwise
+    such a folder stops start-up (a broken tier two alone never does: its rows fall back)."""
+    warm_history: str = ""
+    """Parquet history replayed into the velocity state at start-up ("" = start empty)."""
+    warm_label_delay_days: float = 7.0
+    """Label delay for `warm_history` rows without label_known_at."""
+    max_future_s: float = 300.0
+    """How far past the server's clock an order's created_at may lie; later is refused."""
     max_batch: int = 256
     """Most orders scored in one micro-batch."""
     max_wait_us: int = 500

@@ -6,10 +6,12 @@ Arrow IPC batches and Parquet histories meet the engine in one shape.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from ordersight.v1 import risk_pb2 as pb
 
 from engine.encode import (
@@ -35,6 +37,10 @@ def _us(ts) -> int:
     return ts.seconds * 1_000_000 + ts.nanos // 1000
 
 
+def _iso(epoch_s: float) -> str:
+    return dt.datetime.fromtimestamp(epoch_s, dt.UTC).isoformat(timespec="seconds")
+
+
 def check_timestamp(ts, name: str) -> None:
     if not (_TS_MIN <= ts.seconds <= _TS_MAX and 0 <= ts.nanos < 1_000_000_000):
         raise InvalidInput(
@@ -42,8 +48,13 @@ def check_timestamp(ts, name: str) -> None:
         )
 
 
-def validate_order(o: pb.Order, prefix: str = "") -> None:
-    """Raise InvalidInput naming the first bad field of one order."""
+def validate_order(o: pb.Order, prefix: str = "", latest: float = float(_TS_MAX)) -> None:
+    """Raise InvalidInput naming the first bad field of one order.
+
+    `latest` (epoch seconds) is the latest acceptable `created_at`: the server passes its
+    clock plus the allowed skew, since an order from the future would distort every
+    velocity feature of its entities.
+    """
     if not o.order_id:
         raise InvalidInput(f"{prefix}order_id: required", f"{prefix}order_id")
     if not o.customer_id:
@@ -51,6 +62,12 @@ def validate_order(o: pb.Order, prefix: str = "") -> None:
     if not o.HasField("created_at"):
         raise InvalidInput(f"{prefix}created_at: required", f"{prefix}created_at")
     check_timestamp(o.created_at, f"{prefix}created_at")
+    if o.created_at.seconds > latest:
+        raise InvalidInput(
+            f"{prefix}created_at: {o.created_at.ToJsonString()} is in the future "
+            f"(latest accepted {_iso(latest)})",
+            f"{prefix}created_at",
+        )
     if o.customer.HasField("account_created_at"):
         check_timestamp(o.customer.account_created_at, f"{prefix}customer.account_created_at")
     if o.amount_minor < 0:
@@ -185,7 +202,7 @@ def encode_orders(orders: list[pb.Order]) -> tuple[list[str], Encoded]:
     return ids, enc
 
 
-def arrow_to_table(payload: bytes) -> pa.Table:
+def arrow_to_table(payload: bytes, latest: float = float(_TS_MAX)) -> pa.Table:
     """An Arrow IPC stream of history-file columns -> checked table."""
     try:
         table = pa.ipc.open_stream(payload).read_all()
@@ -194,37 +211,51 @@ def arrow_to_table(payload: bytes) -> pa.Table:
             f"arrow_ipc: not a readable Arrow IPC stream: {exc}", "arrow_ipc"
         ) from exc
     table = conform(table, where="arrow_ipc")
-    check_values(table, "arrow_ipc")
+    check_values(table, "arrow_ipc", latest)
     return table
 
 
-def check_values(table: pa.Table, where: str) -> None:
-    """The value checks `validate_order` makes, over a whole table."""
-    import pyarrow.compute as pc
+def check_values(table: pa.Table, where: str, latest: float = float(_TS_MAX)) -> None:
+    """The value checks `validate_order` makes, over a whole (conformed) table."""
 
-    def first_bad(mask: pa.ChunkedArray) -> int | None:
+    def first_bad(mask: pa.ChunkedArray | pa.Array) -> int | None:
         idx = pc.indices_nonzero(mask.fill_null(False))
         return int(idx[0].as_py()) if len(idx) else None
 
+    def seconds(name: str) -> pa.ChunkedArray:
+        return pc.divide(table.column(name).cast(pa.int64()), 1_000_000)
+
+    items = table.column("items").combine_chunks().flatten()
+    order_id = table.column("order_id")
     checks = (
-        ("order_id", pc.equal(pc.utf8_length(table.column("order_id")), 0), "must not be empty"),
-        (
-            "customer_id",
-            pc.equal(pc.utf8_length(table.column("customer_id")), 0),
-            "must not be empty",
-        ),
-        ("amount_minor", pc.less(table.column("amount_minor"), 0), "must be >= 0"),
-        (
-            "currency",
-            pc.invert(pc.match_substring_regex(table.column("currency"), r"\A[A-Z]{3}\z")),
-            "must be a 3-letter ISO 4217 code in capitals",
-        ),
-    )
-    for name, mask, what in checks:
+        ("order_id", order_id, pc.equal(pc.utf8_length(order_id), 0), "must not be empty"),
+        ("customer_id", table.column("customer_id"),
+         pc.equal(pc.utf8_length(table.column("customer_id")), 0), "must not be empty"),
+        ("created_at", table.column("created_at"),
+         pc.or_(pc.less(seconds("created_at"), _TS_MIN), pc.greater(seconds("created_at"), latest)),
+         f"must lie between year 1 and {_iso(latest)}"),
+        ("account_created_at", table.column("account_created_at"),
+         pc.or_(pc.less(seconds("account_created_at"), _TS_MIN),
+                pc.greater(seconds("account_created_at"), _TS_MAX)),
+         "must lie between years 1 and 9999"),
+        ("amount_minor", table.column("amount_minor"), pc.less(table.column("amount_minor"), 0),
+         "must be >= 0"),
+        ("currency", table.column("currency"),
+         pc.invert(pc.match_substring_regex(table.column("currency"), r"\A[A-Z]{3}\z")),
+         "must be a 3-letter ISO 4217 code in capitals"),
+        ("items.quantity", items.field("quantity"), pc.less(items.field("quantity"), 0),
+         "must be >= 0"),
+        ("items.unit_price_minor", items.field("unit_price_minor"),
+         pc.less(items.field("unit_price_minor"), 0), "must be >= 0"),
+    )  # fmt: skip
+    for name, values, mask, what in checks:
         row = first_bad(mask)
         if row is not None:
-            value = table.column(name)[row].as_py()
-            raise InvalidInput(f"{where}: column '{name}' row {row}: {what}, is {value!r}", name)
+            where_row = "item" if name.startswith("items.") else "row"
+            raise InvalidInput(
+                f"{where}: column '{name}' {where_row} {row}: {what}, is {values[row].as_py()!r}",
+                name,
+            )
 
 
 def decisions_to_pb(d: Decisions, latency_us: list[int]) -> list[pb.Decision]:

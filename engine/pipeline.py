@@ -60,6 +60,11 @@ class Decisions:
         )
 
 
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-12, 1 - 1e-12)
+    return np.log(p) - np.log1p(-p)
+
+
 def escalation_mask(
     p1: np.ndarray,
     threshold: float,
@@ -176,15 +181,18 @@ class Engine:
         raw = np.zeros(n)
         base = np.zeros(n)
         causes = [""] * n
+        score = np.zeros(n)
         if m.tier1 is not None:
-            score = m.tier1.score(X)
-            escalated = np.flatnonzero(
-                escalation_mask(score, m.tier1.threshold, enc.amount, enc.key_account, m.policy)
+            p_flag = m.tier1.screen(X)
+            escalate = escalation_mask(
+                p_flag, m.tier1.threshold, enc.amount, enc.key_account, m.policy
             )
+            escalated = np.flatnonzero(escalate)
+            screened = ~escalate
+            score[screened] = m.tier1.calibrate(p_flag[screened])
+            raw[screened] = _logit(score[screened])
         else:
-            score = np.zeros(n)
             escalated = np.arange(n)
-        raw[:] = np.log(np.clip(score, 1e-12, None)) - np.log1p(-np.clip(score, None, 1 - 1e-12))
 
         to_model, to_rules, cause = self._route(escalated, deadlines)
         if to_model.size:
@@ -199,6 +207,8 @@ class Engine:
             else:
                 self.cost.observe(to_model.size, time.perf_counter() - t0)
                 score[to_model] = p2
+                raw[to_model] = _logit(p2)
+                base[to_model] = m.tier2.explainer.expected  # type: ignore[union-attr]
                 path[to_model] = MODEL
         fired = None
         if to_rules.size:

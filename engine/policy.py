@@ -24,8 +24,8 @@ class PolicyConfig:
     decline_threshold: float = 0.85
     """Probability at or above which an order is declined."""
     low_confidence_low: float = 0.2
-    """Scores in [low_confidence_low, low_confidence_high) go to a human (LOW_CONFIDENCE)."""
-    low_confidence_high: float = 0.3
+    """Model scores in [low_confidence_low, review_threshold) go to a human (LOW_CONFIDENCE):
+    just under the line, where the model is least sure."""
     high_value: float = 2000.0
     """Orders of at least this amount, in major currency units, are reviewed (HIGH_VALUE).
     No FX conversion is done: the threshold applies to every currency's major unit."""
@@ -42,8 +42,11 @@ class PolicyConfig:
                 "need 0 <= review_threshold <= decline_threshold <= 1, got "
                 f"{self.review_threshold} and {self.decline_threshold}"
             )
-        if self.low_confidence_low > self.low_confidence_high:
-            raise ValueError("low_confidence_low must not exceed low_confidence_high")
+        if not 0.0 <= self.low_confidence_low <= self.review_threshold:
+            raise ValueError(
+                "need 0 <= low_confidence_low <= review_threshold, got "
+                f"{self.low_confidence_low} and {self.review_threshold}"
+            )
         if self.max_reasons < 1:
             raise ValueError(f"max_reasons must be at least 1, is {self.max_reasons}")
 
@@ -65,14 +68,21 @@ def decide(
     amount: np.ndarray,
     key_account: np.ndarray,
 ) -> tuple[np.ndarray, list[list[str]]]:
-    """Action per row and the triggers that forced a human review."""
+    """Action per row and the triggers that forced a human review.
+
+    Orders tier one screened out are approved: only tier two or the rules judge an order,
+    and high-value or key-account orders are never screened out (`escalation_mask`).
+    """
+    judged = path != SCREENED_OUT
     action = np.full(score.shape[0], APPROVE, dtype=np.int8)
-    action[score >= cfg.review_threshold] = REVIEW
-    action[score >= cfg.decline_threshold] = DECLINE
+    action[judged & (score >= cfg.review_threshold)] = REVIEW
+    action[judged & (score >= cfg.decline_threshold)] = DECLINE
     masks = {
-        "HIGH_VALUE": amount >= cfg.high_value,
+        "HIGH_VALUE": judged & (amount >= cfg.high_value),
         "KEY_ACCOUNT": key_account & (action == DECLINE) & (not cfg.key_account_auto_decline),
-        "LOW_CONFIDENCE": (score >= cfg.low_confidence_low) & (score < cfg.low_confidence_high),
+        "LOW_CONFIDENCE": judged
+        & (score >= cfg.low_confidence_low)
+        & (score < cfg.review_threshold),
         "MODEL_UNAVAILABLE": (path == FALLBACK)
         & (action == DECLINE)
         & (not cfg.fallback_can_decline),

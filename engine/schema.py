@@ -117,6 +117,9 @@ def conform(table: pa.Table, *, with_labels: bool = False, where: str = "orders"
     """
     columns = ORDER_COLUMNS + (LABEL_COLUMNS if with_labels else ())
     names = set(table.column_names)
+    if len(names) != len(table.column_names):
+        dup = next(n for n in table.column_names if table.column_names.count(n) > 1)
+        raise InvalidInput(f"{where}: column '{dup}' appears more than once", dup)
     n = table.num_rows
     arrays = []
     for col in columns:
@@ -132,15 +135,11 @@ def conform(table: pa.Table, *, with_labels: bool = False, where: str = "orders"
             )
         if col.name == "items":
             arr = _conform_items(arr, where)
-        elif pa.types.is_timestamp(arr.type) and arr.type.tz is None:
-            # Naive timestamps are read as UTC: the schema stores UTC instants.
-            arr = (
-                arr.cast(pa.timestamp(arr.type.unit))
-                .cast(pa.timestamp(arr.type.unit, tz="UTC"))
-                .cast(col.type)
-            )
         else:
             try:
+                if pa.types.is_timestamp(arr.type) and arr.type.tz is None:
+                    # Naive timestamps are read as UTC: the schema stores UTC instants.
+                    arr = arr.cast(pa.timestamp(arr.type.unit, tz="UTC"))
                 arr = arr.cast(col.type)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
                 raise InvalidInput(

@@ -36,21 +36,44 @@ def _check(X: np.ndarray) -> np.ndarray:
 
 
 class TierOne:
-    """A few shallow trees; escalates rows whose probability reaches `threshold`."""
+    """A few shallow trees that predict whether tier two would flag an order.
+
+    `screen` is that prediction; rows reaching `threshold` are escalated. `score` maps it to
+    a probability of fraud with an isotonic calibration fitted on the validation period's
+    screened-out orders (`calibration` = its knots), which is what a screened-out order's
+    decision reports.
+    """
 
     name = "tier1"
 
-    def __init__(self, trees: CompiledTrees, threshold: float, version: str) -> None:
+    def __init__(
+        self,
+        trees: CompiledTrees,
+        threshold: float,
+        calibration: tuple[np.ndarray, np.ndarray],
+        version: str,
+    ) -> None:
         if trees.n_features != N_FEATURES:
             raise ValueError(
                 f"tier one expects {trees.n_features} features, engine has {N_FEATURES}"
             )
+        x, y = (np.asarray(a, dtype=np.float64) for a in calibration)
+        if x.ndim != 1 or x.shape != y.shape or x.size < 1 or np.any(np.diff(x) < 0):
+            raise ValueError("tier one calibration must be increasing knots x with values y")
         self.trees = trees
         self.threshold = float(threshold)
+        self.calibration = (x, y)
         self.version = version
 
-    def score(self, X: np.ndarray) -> np.ndarray:
+    def screen(self, X: np.ndarray) -> np.ndarray:
+        """Probability that tier two would flag each row."""
         return sigmoid(predict_raw(self.trees, _check(X)))
+
+    def calibrate(self, p_flag: np.ndarray) -> np.ndarray:
+        return np.interp(p_flag, *self.calibration)
+
+    def score(self, X: np.ndarray) -> np.ndarray:
+        return self.calibrate(self.screen(X))
 
 
 class TierTwo:

@@ -9,10 +9,12 @@ the order they were accepted.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import grpc
 import numpy as np
@@ -21,7 +23,7 @@ from grpc_reflection.v1alpha import reflection
 from ordersight.v1 import risk_pb2 as pb
 from ordersight.v1 import risk_pb2_grpc as pb_grpc
 
-from engine import artifacts
+from engine import artifacts, features
 from engine.batcher import MicroBatcher, Pending
 from engine.config import Settings
 from engine.convert import (
@@ -33,22 +35,51 @@ from engine.convert import (
 )
 from engine.encode import encode
 from engine.errors import InvalidInput, ModelLoadError, OrderSightError
-from engine.pipeline import Engine
+from engine.history import read_history
+from engine.pipeline import Decisions, Engine
 from engine.velocity import VelocityState
 
 log = logging.getLogger(__name__)
 SERVICE = pb.DESCRIPTOR.services_by_name["OrderRisk"].full_name
 
 
-async def _abort(context: grpc.aio.ServicerContext, exc: OrderSightError) -> None:
-    await context.abort(exc.code, str(exc))
+def _rpc(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """Map every error to a gRPC status in one place: OrderSightError to its own code, and
+    anything else to INTERNAL (logged), never the UNKNOWN that grpc would send by default."""
+
+    @functools.wraps(method)
+    async def handler(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await method(self, request, context)
+        except OrderSightError as exc:
+            await context.abort(exc.code, str(exc))
+        except Exception as exc:
+            log.exception("%s failed", method.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
+
+    return handler
 
 
 class OrderRiskServicer(pb_grpc.OrderRiskServicer):
-    def __init__(self, engine: Engine, batcher: MicroBatcher, clock=time.monotonic) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        batcher: MicroBatcher,
+        max_future_s: float = 300.0,
+        batch_chunk: int = 8192,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
         self.engine = engine
         self.batcher = batcher
+        self.max_future_s = max_future_s
+        self.batch_chunk = batch_chunk
         self.clock = clock
+        self.wall = wall
+
+    def _latest(self) -> float:
+        """Latest `created_at` accepted: the wall clock plus the allowed skew."""
+        return self.wall() + self.max_future_s
 
     def process(self, batch: Sequence[Pending]) -> list[pb.Decision]:
         """Score one micro-batch (called by the batcher)."""
@@ -65,69 +96,85 @@ class OrderRiskServicer(pb_grpc.OrderRiskServicer):
         remaining = context.time_remaining()
         return None if remaining is None else self.clock() + remaining
 
+    @_rpc
     async def Score(self, request: pb.Order, context: grpc.aio.ServicerContext) -> pb.Decision:
-        try:
-            validate_order(request)
-            return await self.batcher.submit(request, self._deadline(context))
-        except OrderSightError as exc:
-            await _abort(context, exc)
-            raise  # unreachable: abort raises
+        validate_order(request, latest=self._latest())
+        return await self.batcher.submit(request, self._deadline(context))
 
+    @_rpc
     async def ScoreBatch(
         self, request: pb.ScoreBatchRequest, context: grpc.aio.ServicerContext
     ) -> pb.ScoreBatchResponse:
         t0 = self.clock()
-        try:
-            kind = request.WhichOneof("payload")
-            deadline = self._deadline(context)
-            if kind == "orders":
-                orders = list(request.orders.orders)
-                for i, o in enumerate(orders):
-                    validate_order(o, prefix=f"orders.orders[{i}].")
-                ids, enc = encode_orders(orders)
-            elif kind == "arrow_ipc":
-                table = arrow_to_table(request.arrow_ipc)
-                ids, enc = table.column("order_id").to_pylist(), encode(table)
-            else:
-                raise InvalidInput("payload: set either orders or arrow_ipc", "payload")
-            deadlines = None if deadline is None else np.full(enc.n, deadline)
-            decisions = self.engine.score_encoded(ids, enc, deadlines)
-        except OrderSightError as exc:
-            await _abort(context, exc)
-            raise
+        kind = request.WhichOneof("payload")
+        deadline = self._deadline(context)
+        if kind == "orders":
+            orders = list(request.orders.orders)
+            latest = self._latest()
+            for i, o in enumerate(orders):
+                validate_order(o, prefix=f"orders.orders[{i}].", latest=latest)
+            ids, enc = encode_orders(orders)
+        elif kind == "arrow_ipc":
+            table = arrow_to_table(request.arrow_ipc, latest=self._latest())
+            ids, enc = table.column("order_id").to_pylist(), encode(table)
+        else:
+            raise InvalidInput("payload: set either orders or arrow_ipc", "payload")
+        parts = []
+        # In chunks, yielding between them, so health checks and Score calls are served
+        # while a large batch is scored.
+        for lo in range(0, max(enc.n, 1), self.batch_chunk):
+            hi = min(lo + self.batch_chunk, enc.n)
+            deadlines = None if deadline is None else np.full(hi - lo, deadline)
+            parts.append(self.engine.score_encoded(ids[lo:hi], enc.take(slice(lo, hi)), deadlines))
+            if hi < enc.n:
+                await asyncio.sleep(0)
+        decisions = Decisions.concat(parts)
         elapsed = int((self.clock() - t0) * 1e6)
         return pb.ScoreBatchResponse(
             decisions=decisions_to_pb(decisions, [elapsed] * len(decisions))
         )
 
+    @_rpc
     async def ReportOutcomes(
         self, request: pb.ReportOutcomesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ReportOutcomesResponse:
-        try:
-            orders = []
-            for i, oc in enumerate(request.outcomes):
-                validate_order(oc.order, prefix=f"outcomes[{i}].order.")
-                if oc.HasField("known_at"):
-                    check_timestamp(oc.known_at, f"outcomes[{i}].known_at")
-                orders.append(oc.order)
-            _, enc = encode_orders(orders)
-            # Unset known_at: known now, i.e. at the latest order time the engine has seen.
-            now = max(self.engine.latest_order_time, float(enc.t.max(initial=-np.inf)))
-            known = np.array(
-                [
-                    oc.known_at.seconds + oc.known_at.nanos / 1e9
-                    if oc.HasField("known_at")
-                    else now
-                    for oc in request.outcomes
-                ],
-                dtype=np.float64,
-            )
-            is_fraud = np.array([oc.is_fraud for oc in request.outcomes], dtype=np.int8)
-            self.engine.report_outcomes(enc, is_fraud, np.maximum(known, enc.t))
-        except OrderSightError as exc:
-            await _abort(context, exc)
-            raise
+        orders = []
+        latest = self._latest()
+        for i, oc in enumerate(request.outcomes):
+            validate_order(oc.order, prefix=f"outcomes[{i}].order.", latest=latest)
+            if oc.HasField("known_at"):
+                check_timestamp(oc.known_at, f"outcomes[{i}].known_at")
+                if oc.known_at.seconds > latest:
+                    raise InvalidInput(
+                        f"outcomes[{i}].known_at: in the future", f"outcomes[{i}].known_at"
+                    )
+            orders.append(oc.order)
+        if not orders:
+            return pb.ReportOutcomesResponse(accepted=0)
+        _, enc = encode_orders(orders)
+        # Unset known_at: known now, i.e. at the latest order time the engine has seen.
+        now = max(self.engine.latest_order_time, float(enc.t.max()))
+        known = np.array(
+            [
+                oc.known_at.seconds + oc.known_at.nanos / 1e9 if oc.HasField("known_at") else now
+                for oc in request.outcomes
+            ],
+            dtype=np.float64,
+        )
+        is_fraud = np.array([oc.is_fraud for oc in request.outcomes], dtype=np.int8)
+        self.engine.report_outcomes(enc, is_fraud, np.maximum(known, enc.t))
         return pb.ReportOutcomesResponse(accepted=len(orders))
+
+
+def warm_state(engine: Engine, history: str, label_delay_days: float) -> int:
+    """Replay a history into the engine's velocity state (labels as they became known), so
+    a restarted engine does not see every returning customer as new."""
+    hist = read_history(history, label_delay_days)
+    enc = encode(hist.table)
+    features.replay(enc, hist.labels, hist.known_at, engine.state)
+    if enc.n:
+        engine.latest_order_time = max(engine.latest_order_time, float(enc.t.max()))
+    return enc.n
 
 
 class Server:
@@ -138,15 +185,20 @@ class Server:
         try:
             models = artifacts.load(settings.models, settings.policy or None)
         except ModelLoadError as exc:
+            if not settings.allow_rules_only:
+                raise
             log.error("no usable models (%s): serving with the rule fallback only", exc)
             models = artifacts.ModelSet.rules_only()
         state = VelocityState(settings.state_capacity, settings.state_probe)
         self.engine = Engine(models, state)
         self.engine.warm()
+        if settings.warm_history:
+            n = warm_state(self.engine, settings.warm_history, settings.warm_label_delay_days)
+            log.info("velocity state warmed from %s (%d orders)", settings.warm_history, n)
         self.batcher = MicroBatcher(
             lambda b: self.servicer.process(b), settings.max_batch, settings.max_wait_us / 1e6
         )
-        self.servicer = OrderRiskServicer(self.engine, self.batcher)
+        self.servicer = OrderRiskServicer(self.engine, self.batcher, settings.max_future_s)
         self.health: health.aio.HealthServicer | None = None
         self.server: grpc.aio.Server | None = None
         self.port = 0

@@ -6,13 +6,16 @@ keeps exponentially decayed order counts (time constants 10 min, 1 h, 24 h, 7 d,
 amount sums (1 h, 24 h, 30 d): after the update at time t, `cnt_w = sum_i exp(-(t - t_i)/w)`.
 Decayed counters need O(1) memory per entity, where exact sliding windows would need
 every event; they rank velocity the same way and are what the model is trained on.
+An event older than its entity's last event is counted at that last time (its "effective
+time"), so late or future-stamped events can neither vanish nor age the entity.
 
 Known-fraud rates use only labels that the stream has delivered: a label is an event at
 the time it became known (`label_known_at`), applied to the entities of its order. Orders
 read their features *before* they are added, so an order never sees itself.
 
 Memory is bounded by the table's capacity: when the probe window of a new key is full, the
-least recently seen entity in it is evicted (it then counts as new if it comes back).
+entity in it with the fewest recent orders is evicted (it then counts as new if it comes
+back).
 
 One kernel (`_process`) handles both event kinds in stream order. Serving calls it with
 order events only (and label events from `ReportOutcomes`); training and `score-file` call
@@ -70,11 +73,17 @@ N_FEATURES = len(feature_names())
 
 @njit
 def _slot(keys, vals, last_cust, key, t, probe):
-    """Slot of `key`, inserting it (and evicting the stalest slot in its window) if absent."""
+    """Slot of `key`, inserting it if absent.
+
+    When the key's probe window is full, the entity with the smallest 30-day order count
+    (decayed to now) is evicted: one-off entities (a card used once, a bot's throwaway
+    device) go before regular customers, which plain least-recently-seen eviction would
+    drop under a flood of new entities.
+    """
     mask = keys.shape[0] - 1
     start = np.int64(key & np.uint64(mask))
     victim = start
-    victim_t = np.inf
+    victim_score = np.inf
     found = -1
     for p in range(probe):
         s = (start + p) & mask
@@ -84,8 +93,10 @@ def _slot(keys, vals, last_cust, key, t, probe):
         if k == 0:
             found = s
             break
-        if vals[s, _LAST_T] < victim_t:
-            victim_t = vals[s, _LAST_T]
+        age = max(t - vals[s, _LAST_T], 0.0)
+        score = vals[s, _CNT0 + _NW - 1] * np.exp(-age / WINDOWS_S[_NW - 1])
+        if score < victim_score:
+            victim_score = score
             victim = s
     s = found if found >= 0 else victim
     keys[s] = key
@@ -111,26 +122,24 @@ def _order_event(row, t, amount, keys_mat, keys, vals, last_cust, probe, decay_t
             col += width
             continue
         s = _slot(keys, vals, last_cust, key, t, probe)
-        dt = t - vals[s, _LAST_T]
-        # Read the state as of t (an out-of-order event reads it as of the slot's last time).
-        back = dt >= 0.0
+        # An order older than the entity's last event counts at that last time: a late
+        # order must not vanish (weight exp(-lateness/tau)), and one order stamped in the
+        # future cannot make the entity's later orders look old.
+        dt = max(t - vals[s, _LAST_T], 0.0)
+        te = t if dt > 0.0 else vals[s, _LAST_T]
         for w in range(_NW):
-            f = np.exp(-dt / decay_tau[w]) if back else 1.0
-            vals[s, _CNT0 + w] *= f
+            vals[s, _CNT0 + w] *= np.exp(-dt / decay_tau[w])
         for a in range(_NA):
-            w = AMOUNT_WINDOWS[a]
-            f = np.exp(-dt / decay_tau[w]) if back else 1.0
-            vals[s, _AMT0 + a] *= f
-        fs = np.exp(-dt / SWITCH_TAU_S) if back else 1.0
-        vals[s, _SWITCH] *= fs
-        age = (t - vals[s, _FIRST_T]) / 86400.0  # NaN for a new entity
+            vals[s, _AMT0 + a] *= np.exp(-dt / decay_tau[AMOUNT_WINDOWS[a]])
+        vals[s, _SWITCH] *= np.exp(-dt / SWITCH_TAU_S)
+        vals[s, _LAST_T] = te
+        age = (te - vals[s, _FIRST_T]) / 86400.0  # NaN for a new entity
         if e < N_SINGLE:
             for w in range(_NW):
                 out[row, col + w] = vals[s, _CNT0 + w]
             for a in range(_NA):
                 out[row, col + _NW + a] = vals[s, _AMT0 + a]
-            lt = t - vals[s, _LAB_T]
-            fl = np.exp(-lt / LABEL_TAU_S) if lt > 0 else 1.0
+            fl = np.exp(-max(te - vals[s, _LAB_T], 0.0) / LABEL_TAU_S)
             frauds = vals[s, _FRAUD] * fl
             labeled = vals[s, _LABELED] * fl
             out[row, col + _NW + _NA] = age
@@ -144,18 +153,15 @@ def _order_event(row, t, amount, keys_mat, keys, vals, last_cust, probe, decay_t
         col += width
         # Add this order.
         for w in range(_NW):
-            vals[s, _CNT0 + w] += 1.0 if back else np.exp(dt / decay_tau[w])
+            vals[s, _CNT0 + w] += 1.0
         for a in range(_NA):
-            w = AMOUNT_WINDOWS[a]
-            vals[s, _AMT0 + a] += amount if back else amount * np.exp(dt / decay_tau[w])
+            vals[s, _AMT0 + a] += amount
         if e > 0 and e < N_SINGLE and cust != 0:
             if last_cust[s] != 0 and last_cust[s] != cust:
-                vals[s, _SWITCH] += 1.0 if back else np.exp(dt / SWITCH_TAU_S)
+                vals[s, _SWITCH] += 1.0
             last_cust[s] = cust
-        if back:
-            vals[s, _LAST_T] = t
-        if not (vals[s, _FIRST_T] <= t):  # NaN (new) or an earlier order arrived late
-            vals[s, _FIRST_T] = t
+        if np.isnan(vals[s, _FIRST_T]):
+            vals[s, _FIRST_T] = te
 
 
 @njit
@@ -165,16 +171,12 @@ def _label_event(row, t, is_fraud, keys_mat, keys, vals, last_cust, probe):
         if key == 0:
             continue
         s = _slot(keys, vals, last_cust, key, t, probe)
-        lt = t - vals[s, _LAB_T]
-        if lt >= 0.0:
-            f = np.exp(-lt / LABEL_TAU_S)
-            vals[s, _FRAUD] = vals[s, _FRAUD] * f + is_fraud
-            vals[s, _LABELED] = vals[s, _LABELED] * f + 1.0
-            vals[s, _LAB_T] = t
-        else:
-            f = np.exp(lt / LABEL_TAU_S)
-            vals[s, _FRAUD] += is_fraud * f
-            vals[s, _LABELED] += f
+        # As for orders, a label older than the entity's last label counts at that time.
+        lt = max(t - vals[s, _LAB_T], 0.0)
+        f = np.exp(-lt / LABEL_TAU_S)
+        vals[s, _FRAUD] = vals[s, _FRAUD] * f + is_fraud
+        vals[s, _LABELED] = vals[s, _LABELED] * f + 1.0
+        vals[s, _LAB_T] += lt
 
 
 @njit

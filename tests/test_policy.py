@@ -29,7 +29,6 @@ CFG = PolicyConfig(
     review_threshold=0.3,
     decline_threshold=0.8,
     low_confidence_low=0.2,
-    low_confidence_high=0.3,
     high_value=1000.0,
 )
 

@@ -9,7 +9,7 @@ from engine import features
 from engine.artifacts import ModelSet
 from engine.encode import encode
 from engine.pipeline import Engine
-from engine.policy import APPROVE, MODEL
+from engine.policy import APPROVE, MODEL, SCREENED_OUT
 from engine.schema import conform
 from engine.trees import compile_booster
 from engine.treeshap import TreeExplainer
@@ -38,9 +38,12 @@ def test_every_review_and_decline_is_explained(models: ModelSet, history) -> Non
     d = _decisions(models, history)
     flagged = np.flatnonzero(d.action != APPROVE)
     assert flagged.size > 10  # the simulated history has fraud to flag
+    assert not (d.path[flagged] == SCREENED_OUT).any()  # only tier two or the rules flag
     for i in flagged:
         assert d.reasons[i], f"row {i} has no reasons"
         assert all(r.message for r in d.reasons[i])
+        if d.score[i] >= models.policy.review_threshold:  # flagged by its score: say why
+            assert any(r.feature for r in d.reasons[i]), d.reasons[i]
     model_rows = [i for i in flagged if d.path[i] == MODEL]
     assert model_rows
     for i in model_rows:
@@ -48,8 +51,13 @@ def test_every_review_and_decline_is_explained(models: ModelSet, history) -> Non
         assert abs(total - d.raw[i]) < 1e-9
         assert abs(1 / (1 + np.exp(-d.raw[i])) - d.score[i]) < 1e-5
         named = [r for r in d.reasons[i] if r.feature]
-        assert 1 <= len(named) <= models.policy.max_reasons
+        assert len(named) <= models.policy.max_reasons
         assert all(r.contribution > 0 for r in named)
+
+
+def test_raw_score_is_the_scores_log_odds(models: ModelSet, history) -> None:
+    d = _decisions(models, history)
+    np.testing.assert_allclose(1 / (1 + np.exp(-d.raw)), d.score, rtol=0, atol=1e-5)
 
 
 def test_treeshap_matches_lightgbm_on_deep_trees_with_missing_values() -> None:

@@ -24,6 +24,7 @@ from typing import Any
 
 import lightgbm as lgb
 import numpy as np
+from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from tqdm import tqdm
 
@@ -127,7 +128,6 @@ def _thresholds(y: np.ndarray, p2: np.ndarray) -> PolicyConfig:
         review_threshold=review,
         decline_threshold=decline,
         low_confidence_low=review * 0.7,
-        low_confidence_high=review,
     )
 
 
@@ -206,13 +206,18 @@ def train(
         )
         trees = compile_booster(b1.dump_model())
         version = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-        probe = TierOne(trees, 0.0, version)
-        p1_valid = probe.score(X[va])
+        identity = (np.array([0.0, 1.0]), np.array([0.0, 1.0]))
+        p1_valid = TierOne(trees, 0.0, identity, version).screen(X[va])
         must = (y[va] == 1) & (p2_valid >= policy.review_threshold)
         forced = escalation_mask(
             np.zeros(va.sum()), 1.0, enc.amount[va], enc.key_account[va], policy
         )
         thr1, thr1_note = _tier1_threshold(p1_valid, must, forced)
+        # Fraud probability of what tier one screens out, for those orders' decisions.
+        out_va = (p1_valid < thr1) & ~forced
+        iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
+        iso.fit(p1_valid[out_va], y[va][out_va])
+        calibration = {"x": iso.X_thresholds_.tolist(), "y": iso.y_thresholds_.tolist()}
         steps.update()
 
         steps.set_postfix_str("rules")
@@ -246,6 +251,7 @@ def train(
             "tier1": {
                 "file": "tier1.npz",
                 "threshold": thr1,
+                "calibration": calibration,
                 "trees": TIER1_TREES,
                 "params": TIER1_PARAMS,
             },
@@ -301,7 +307,7 @@ def evaluate(
         raise RuntimeError(f"freshly trained models fail to load: {models.problems}")
     policy = models.policy
     p2 = models.tier2.score(X)  # type: ignore[union-attr]
-    p1 = models.tier1.score(X)  # type: ignore[union-attr]
+    p1 = models.tier1.screen(X)  # type: ignore[union-attr]
     p_rules = models.fallback.score(X)
     amount, key = enc_all.amount[mask], enc_all.key_account[mask]
     escalated = escalation_mask(p1, models.tier1.threshold, amount, key, policy)  # type: ignore[union-attr]
@@ -317,7 +323,7 @@ def evaluate(
         "held_out_frauds": int(y.sum()),
         "tier2": binary_metrics(y, p2, REVIEW_RATE),
         "cascade": binary_metrics(y, cascade_score, REVIEW_RATE),
-        "tier1_alone": binary_metrics(y, p1, REVIEW_RATE),
+        "tier1_alone": binary_metrics(y, models.tier1.calibrate(p1), REVIEW_RATE),  # type: ignore[union-attr]
         "rules_alone": binary_metrics(y, p_rules, REVIEW_RATE),
         "review_rate_target": REVIEW_RATE,
         "tier2_flag_rate": review_rate,
