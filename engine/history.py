@@ -46,7 +46,7 @@ def history_from_table(
         raise InvalidInput(f"--label-delay must be >= 0, is {label_delay_days}", "label_delay")
     table = conform(raw, with_labels=True, where=where)
     fraud = table.column("is_fraud")
-    labels = np.asarray(fraud.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int8)
+    labels = np.array(fraud.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int8)
     bad = ~np.isin(labels, (-1, 0, 1))
     if bad.any():
         raise InvalidInput(

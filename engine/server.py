@@ -167,11 +167,14 @@ class OrderRiskServicer(pb_grpc.OrderRiskServicer):
 
 
 def warm_state(engine: Engine, history: str, label_delay_days: float) -> int:
-    """Replay a history into the engine's velocity state (labels as they became known), so
-    a restarted engine does not see every returning customer as new."""
+    """Replay a history into the engine's velocity state, labels as they became known up to
+    its last order, so a restarted engine does not see every returning customer as new."""
     hist = read_history(history, label_delay_days)
     enc = encode(hist.table)
-    features.replay(enc, hist.labels, hist.known_at, engine.state)
+    # Only labels known by the history's last order: later ones arrive via ReportOutcomes.
+    as_of = float(enc.t.max(initial=-np.inf))
+    labels = np.where(hist.known_at <= as_of, hist.labels, -1).astype(np.int8)
+    features.replay(enc, labels, hist.known_at, engine.state)
     if enc.n:
         engine.latest_order_time = max(engine.latest_order_time, float(enc.t.max()))
     return enc.n

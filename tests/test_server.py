@@ -8,14 +8,17 @@ thread ends in an exception, fails the test that started it.
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import grpc
 import numpy as np
 import pyarrow as pa
 import pyarrow.ipc
+import pyarrow.parquet as pq
 import pytest
 from google.protobuf.descriptor_pool import DescriptorPool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -26,11 +29,14 @@ from ordersight.v1 import risk_pb2 as pb
 
 from engine import features
 from engine.artifacts import ModelSet
+from engine.config import load_settings
+from engine.errors import ModelLoadError
 from engine.history import history_from_table
 from engine.pipeline import Engine
 from engine.policy import FALLBACK, SCREENED_OUT
 from engine.replay import replay_history
 from engine.schema import conform
+from engine.server import Server
 from engine.velocity import VelocityState
 from tests.conftest import CAPACITY
 from tests.grpc_harness import (
@@ -225,6 +231,22 @@ def _amount_as_strings(t: pa.Table) -> pa.Table:
     return t.set_column(i, "amount_minor", t.column("amount_minor").cast(pa.string()))
 
 
+def _negative_quantity(t: pa.Table) -> pa.Table:
+    items = t.column("items").to_pylist()
+    items[2] = [{"sku": "x", "category": "books", "quantity": -1, "unit_price_minor": 100}]
+    return t.set_column(t.schema.get_field_index("items"), "items", pa.array(items))
+
+
+def _in_a_year(t: pa.Table) -> pa.Table:
+    future = pa.array([dt.datetime.now(dt.UTC) + dt.timedelta(days=365)] * t.num_rows)
+    return t.set_column(t.schema.get_field_index("created_at"), "created_at", future)
+
+
+def _huge_naive_seconds(t: pa.Table) -> pa.Table:
+    huge = pa.array([10**15] * t.num_rows, pa.int64()).cast(pa.timestamp("s"))
+    return t.set_column(t.schema.get_field_index("created_at"), "created_at", huge)
+
+
 BAD_BATCHES: dict[str, tuple[Callable[[pa.Table], pb.ScoreBatchRequest], str]] = {
     "unreadable arrow": (lambda h: pb.ScoreBatchRequest(arrow_ipc=b"not arrow"), "arrow_ipc"),
     "arrow lacks amount_minor": (
@@ -238,6 +260,24 @@ BAD_BATCHES: dict[str, tuple[Callable[[pa.Table], pb.ScoreBatchRequest], str]] =
         "'amount_minor'",
     ),
     "neither payload": (lambda h: pb.ScoreBatchRequest(), "payload"),
+    "arrow negative item quantity": (
+        lambda h: pb.ScoreBatchRequest(arrow_ipc=_history_arrow(h, _negative_quantity)),
+        "'items.quantity'",
+    ),
+    "arrow order from the future": (
+        lambda h: pb.ScoreBatchRequest(arrow_ipc=_history_arrow(h, _in_a_year)),
+        "'created_at'",
+    ),
+    "arrow duplicated column": (
+        lambda h: pb.ScoreBatchRequest(
+            arrow_ipc=_history_arrow(h, lambda t: t.append_column("currency", t.column("currency")))
+        ),
+        "'currency' appears more than once",
+    ),
+    "arrow naive timestamp out of range": (
+        lambda h: pb.ScoreBatchRequest(arrow_ipc=_history_arrow(h, _huge_naive_seconds)),
+        "'created_at'",
+    ),
     "second order bad": (
         lambda h: pb.ScoreBatchRequest(
             orders=pb.OrderList(orders=[simple_order("o-1"), simple_order("o-2", currency="usd")])
@@ -383,3 +423,50 @@ def test_graceful_stop_finishes_the_call_in_flight(server: RunningServer) -> Non
     server.join()  # stopped, and nothing escaped the server
     err = rpc_error(lambda: server.stub.Score(simple_order("o-after"), timeout=10))
     assert err.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_score_rejects_an_order_from_the_future(server: RunningServer) -> None:
+    o = simple_order("o-future")
+    o.created_at.FromDatetime(dt.datetime.now(dt.UTC) + dt.timedelta(hours=1))
+    err = rpc_error(lambda: server.stub.Score(o))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.details().startswith("created_at:") and "future" in err.details()
+
+
+def test_unusable_model_folder_stops_start_up(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="no manifest.json"):
+        Server(load_settings(env={}, models=str(tmp_path), port=0, state_capacity=CAPACITY))
+    rules = Server(
+        load_settings(
+            env={}, models=str(tmp_path), port=0, state_capacity=CAPACITY, allow_rules_only=True
+        )
+    )
+    assert rules.engine.models.tier2 is None
+
+
+def test_state_warmed_from_history_equals_offline_replay(
+    start_server: Callable[..., RunningServer],
+    history: pa.Table,
+    models: ModelSet,
+    tmp_path: Path,
+) -> None:
+    """A server warmed with a history scores the next orders as a replay of all of them."""
+    past, new = history.slice(0, 4000), history.slice(4000, 300)
+    path = tmp_path / "past.parquet"
+    pq.write_table(past, path)
+    server = start_server(warm_history=str(path))
+    got = [server.stub.Score(o) for o in orders_of(new)]
+
+    both = pa.concat_tables([past, new])
+    h = history_from_table(both)
+    # Labels known after the warm history ends, and the new orders' own, are not known yet.
+    past_end = past.column("created_at").to_numpy().max().astype("int64") / 1e6
+    h.labels[h.known_at > past_end] = -1
+    h.labels[4000:] = -1
+    engine = Engine(models, VelocityState(CAPACITY))
+    want = replay_history(engine, h.table, h.labels, h.known_at)
+    assert [d.order_id for d in got] == want.order_ids[4000:]
+    np.testing.assert_allclose([d.score for d in got], want.score[4000:], rtol=0, atol=1e-9)
+    cold = start_server()
+    cold_scores = [cold.stub.Score(o).score for o in orders_of(new)]
+    assert not np.allclose(cold_scores, want.score[4000:])  # warming changed something
