@@ -39,6 +39,13 @@ run: install models
 test: install
 	$(PY) -m pytest -q
 
+# Side-by-side benchmarks (about 10 minutes); results in benchmarks/results/, nothing committed.
+bench: install models
+	$(PY) -m benchmarks.run
+
+bench-micro: install models
+	$(PY) -m pytest benchmarks/test_micro.py -q --benchmark-only -p no:cacheprovider
+
 lint: install
 	$(BIN)/ruff check engine training tests benchmarks
 	$(BIN)/ruff format --check engine training tests benchmarks
@@ -49,4 +56,4 @@ format: install
 	$(BIN)/ruff check --fix engine training tests benchmarks
 
 clean:
-	rm -rf $(VENV) proto/ordersight/v1/*_pb2*.py* .pytest_cache
+	rm -rf $(VENV) proto/ordersight/v1/*_pb2*.py* .pytest_cache benchmarks/.venv-mlserver

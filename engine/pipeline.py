@@ -60,6 +60,9 @@ class Decisions:
         )
 
 
+_NO_REASONS: list[Reason] = []
+
+
 def _logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(p, 1e-12, 1 - 1e-12)
     return np.log(p) - np.log1p(-p)
@@ -174,7 +177,11 @@ class Engine:
         enc: Encoded,
         X: np.ndarray,
         deadlines: np.ndarray | None = None,
+        explain: bool = True,
     ) -> Decisions:
+        """Decisions for rows whose features are computed. `explain=False` skips the reason
+        codes (and leaves `raw` as the model's log-odds): for replays that only need the
+        action, score and path."""
         m = self.models
         n = enc.n
         path = np.full(n, SCREENED_OUT, dtype=np.int8)
@@ -222,21 +229,24 @@ class Engine:
                 causes[i] = c
 
         action, triggers = decide(m.policy, score, path, enc.amount, enc.key_account)
-        reasons: list[list[Reason]] = [[] for _ in range(n)]
+        # Approved orders share one empty list (never mutated): building a list per order
+        # would cost more than scoring it on a large replay.
+        reasons: list[list[Reason]] = [_NO_REASONS] * n
         flagged = action != APPROVE
-        explain = np.flatnonzero(flagged & (path == MODEL))
-        if explain.size:
-            contrib = m.tier2.contributions(X[explain])  # type: ignore[union-attr]
-            raw[explain] = contrib.sum(axis=1)
-            base[explain] = contrib[:, -1]
-            for k, i in enumerate(explain):
-                reasons[i] = model_reasons(contrib[k], X[i], m.policy.max_reasons)
-        if fired is not None:
-            for k, i in enumerate(to_rules):
-                if flagged[i]:
-                    reasons[i] = rule_reasons(fired[k], m.fallback.weights)
-        for i in np.flatnonzero(flagged):
-            reasons[i] = reasons[i] + [trigger_reason(t) for t in triggers[i]]
+        if explain:
+            to_explain = np.flatnonzero(flagged & (path == MODEL))
+            if to_explain.size:
+                contrib = m.tier2.contributions(X[to_explain])  # type: ignore[union-attr]
+                raw[to_explain] = contrib.sum(axis=1)
+                base[to_explain] = contrib[:, -1]
+                for k, i in enumerate(to_explain):
+                    reasons[i] = model_reasons(contrib[k], X[i], m.policy.max_reasons)
+            if fired is not None:
+                for k, i in enumerate(to_rules):
+                    if flagged[i]:
+                        reasons[i] = rule_reasons(fired[k], m.fallback.weights)
+            for i in np.flatnonzero(flagged):
+                reasons[i] = reasons[i] + [trigger_reason(t) for t in triggers[i]]
         return Decisions(
             order_ids, action, score, raw, base, path, reasons, triggers, causes, m.version
         )

@@ -12,7 +12,7 @@ SCREENED_OUT, MODEL, FALLBACK = 1, 2, 3
 ACTION_NAMES = {APPROVE: "APPROVE", REVIEW: "REVIEW", DECLINE: "DECLINE"}
 PATH_NAMES = {SCREENED_OUT: "SCREENED_OUT", MODEL: "MODEL", FALLBACK: "FALLBACK"}
 
-TRIGGERS = ("HIGH_VALUE", "KEY_ACCOUNT", "LOW_CONFIDENCE", "MODEL_UNAVAILABLE")
+_NO_TRIGGERS: list[str] = []
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ def decide(
     for m in masks.values():
         any_trigger |= m
     action[any_trigger] = REVIEW
-    triggers: list[list[str]] = [[] for _ in range(score.shape[0])]
+    triggers: list[list[str]] = [_NO_TRIGGERS] * score.shape[0]  # shared, never mutated
     for i in np.flatnonzero(any_trigger):
         triggers[i] = [name for name, m in masks.items() if m[i]]
     return action, triggers

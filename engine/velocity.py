@@ -34,7 +34,8 @@ WINDOWS_S = np.array([600.0, 3600.0, 86400.0, 7 * 86400.0, 30 * 86400.0])
 WINDOW_NAMES = ("10m", "1h", "24h", "7d", "30d")
 AMOUNT_WINDOWS = np.array([1, 2, 4], dtype=np.int64)  # indices into WINDOWS_S
 LABEL_TAU_S = 90 * 86400.0
-SWITCH_TAU_S = 30 * 86400.0
+_SWITCH_WINDOW = 4  # customer changes decay like the 30-day count
+SWITCH_TAU_S = float(WINDOWS_S[_SWITCH_WINDOW])
 
 # Slot value columns.
 _LAST_T, _FIRST_T, _CNT0 = 0, 1, 2
@@ -109,7 +110,9 @@ def _slot(keys, vals, last_cust, key, t, probe):
 
 
 @njit
-def _order_event(row, t, amount, keys_mat, keys, vals, last_cust, probe, decay_tau, out, col0):
+def _order_event(
+    row, t, amount, keys_mat, keys, vals, last_cust, probe, decay_tau, decay, out, col0
+):
     cust = keys_mat[row, 0]
     col = col0
     n_kinds = keys_mat.shape[1]
@@ -127,11 +130,15 @@ def _order_event(row, t, amount, keys_mat, keys, vals, last_cust, probe, decay_t
         # future cannot make the entity's later orders look old.
         dt = max(t - vals[s, _LAST_T], 0.0)
         te = t if dt > 0.0 else vals[s, _LAST_T]
-        for w in range(_NW):
-            vals[s, _CNT0 + w] *= np.exp(-dt / decay_tau[w])
-        for a in range(_NA):
-            vals[s, _AMT0 + a] *= np.exp(-dt / decay_tau[AMOUNT_WINDOWS[a]])
-        vals[s, _SWITCH] *= np.exp(-dt / SWITCH_TAU_S)
+        if dt > 0.0:
+            # One exp per window: amount sums and customer changes reuse the count windows'
+            # decay factors (their time constants are among them).
+            for w in range(_NW):
+                decay[w] = np.exp(-dt / decay_tau[w])
+                vals[s, _CNT0 + w] *= decay[w]
+            for a in range(_NA):
+                vals[s, _AMT0 + a] *= decay[AMOUNT_WINDOWS[a]]
+            vals[s, _SWITCH] *= decay[_SWITCH_WINDOW]
         vals[s, _LAST_T] = te
         age = (te - vals[s, _FIRST_T]) / 86400.0  # NaN for a new entity
         if e < N_SINGLE:
@@ -184,11 +191,23 @@ def _process(
     kinds, rows, times, amounts, labels, keys_mat, keys, vals, last_cust, probe, tau, out, col0
 ):
     """Apply events in order: kind 0 = order (writes its features to `out[row]`), 1 = label."""
+    decay = np.empty(tau.shape[0])
     for i in range(kinds.shape[0]):
         r = rows[i]
         if kinds[i] == 0:
             _order_event(
-                r, times[i], amounts[r], keys_mat, keys, vals, last_cust, probe, tau, out, col0
+                r,
+                times[i],
+                amounts[r],
+                keys_mat,
+                keys,
+                vals,
+                last_cust,
+                probe,
+                tau,
+                decay,
+                out,
+                col0,
             )
         else:
             _label_event(r, times[i], float(labels[r]), keys_mat, keys, vals, last_cust, probe)

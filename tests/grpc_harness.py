@@ -20,6 +20,7 @@ from ordersight.v1 import risk_pb2 as pb
 from ordersight.v1 import risk_pb2_grpc as pb_grpc
 
 from engine.config import load_settings
+from engine.convert import orders_from_table
 from engine.pipeline import Decisions
 from engine.schema import ORDER_SCHEMA
 from engine.server import Server
@@ -106,47 +107,8 @@ class RunningServer:
 # --- orders ----------------------------------------------------------------------------------
 
 
-def order_from_row(row: dict[str, Any]) -> pb.Order:
-    """One history row (flat columns) as the nested protobuf Order; nulls stay unset."""
-
-    def s(v: str | None) -> str:
-        return v or ""
-
-    o = pb.Order(
-        order_id=row["order_id"],
-        customer_id=row["customer_id"],
-        amount_minor=row["amount_minor"],
-        currency=row["currency"],
-        channel=s(row.get("channel")),
-        ip=s(row.get("ip")),
-        ip_country=s(row.get("ip_country")),
-        device_id=s(row.get("device_id")),
-        note=s(row.get("note")),
-    )
-    o.created_at.FromDatetime(row["created_at"])
-    if row.get("account_created_at") is not None:
-        o.customer.account_created_at.FromDatetime(row["account_created_at"])
-    o.customer.key_account = bool(row.get("key_account"))
-    o.customer.email_domain = s(row.get("email_domain"))
-    o.payment.method = s(row.get("payment_method"))
-    o.payment.card_bin = s(row.get("card_bin"))
-    o.payment.card_fingerprint = s(row.get("card_fingerprint"))
-    o.payment.billing_country = s(row.get("billing_country"))
-    o.shipping.country = s(row.get("shipping_country"))
-    o.shipping.postal_code = s(row.get("shipping_postal_code"))
-    o.shipping.address_fingerprint = s(row.get("address_fingerprint"))
-    for item in row.get("items") or []:
-        o.items.add(
-            sku=s(item["sku"]),
-            category=s(item["category"]),
-            quantity=item["quantity"] or 0,
-            unit_price_minor=item["unit_price_minor"] or 0,
-        )
-    return o
-
-
 def orders_of(table: pa.Table) -> list[pb.Order]:
-    return [order_from_row(r) for r in table.to_pylist()]
+    return orders_from_table(table)
 
 
 def simple_order(order_id: str = "o-1", **fields: Any) -> pb.Order:

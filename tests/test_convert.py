@@ -7,10 +7,10 @@ import dataclasses
 import numpy as np
 import pyarrow as pa
 
-from engine.convert import encode_orders, orders_to_table
+from engine.convert import encode_orders, order_from_row, orders_to_table
 from engine.encode import encode
 from engine.schema import conform
-from tests.grpc_harness import order_from_row, orders_of, simple_order
+from tests.grpc_harness import orders_of, simple_order
 
 
 def test_direct_encoding_equals_arrow_encoding(history: pa.Table) -> None:

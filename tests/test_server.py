@@ -30,6 +30,7 @@ from ordersight.v1 import risk_pb2 as pb
 from engine import features
 from engine.artifacts import ModelSet
 from engine.config import load_settings
+from engine.convert import order_from_row
 from engine.errors import ModelLoadError
 from engine.history import history_from_table
 from engine.pipeline import Engine
@@ -46,7 +47,6 @@ from tests.grpc_harness import (
     arrow_ipc,
     assert_same_decisions,
     order_columns,
-    order_from_row,
     orders_of,
     rpc_error,
     simple_order,

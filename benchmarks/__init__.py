@@ -1,0 +1,1 @@
+"""Benchmarks: OrderSight against the gRPC floor, MLServer and tree runtimes (`make bench`)."""

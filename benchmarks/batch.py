@@ -1,0 +1,62 @@
+"""Bulk throughput: ScoreBatch over gRPC (repeated Order and Arrow IPC) and `score-file`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pyarrow as pa
+import pyarrow.ipc
+from ordersight.v1 import risk_pb2 as pb
+from ordersight.v1 import risk_pb2_grpc as pb_grpc
+
+from engine.convert import orders_from_table
+from engine.replay import score_file
+from engine.schema import ORDER_SCHEMA
+
+SIZES = (1_000, 10_000, 100_000)
+
+
+def _ipc(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pyarrow.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def score_batch(target: str, history: pa.Table, repeats: int = 3) -> list[dict[str, Any]]:
+    """Orders/s of one ScoreBatch call, client-side wall time (serialisation included)."""
+    options = [
+        ("grpc.max_send_message_length", 512 << 20),
+        ("grpc.max_receive_message_length", 512 << 20),
+    ]
+    rows = []
+    with grpc.insecure_channel(target, options=options) as channel:
+        stub = pb_grpc.OrderRiskStub(channel)
+        for n in SIZES:
+            table = history.slice(history.num_rows - n, n).select(ORDER_SCHEMA.names)
+            requests = {
+                "orders": pb.ScoreBatchRequest(
+                    orders=pb.OrderList(orders=orders_from_table(table))
+                ),
+                "arrow_ipc": pb.ScoreBatchRequest(arrow_ipc=_ipc(table)),
+            }
+            for kind, request in requests.items():
+                best = float("inf")
+                for _ in range(repeats):
+                    t0 = time.perf_counter()
+                    response = stub.ScoreBatch(request, timeout=300)
+                    best = min(best, time.perf_counter() - t0)
+                    if len(response.decisions) != n:
+                        raise RuntimeError(f"ScoreBatch returned {len(response.decisions)} of {n}")
+                rows.append({"rpc": f"ScoreBatch/{kind}", "orders": n, "orders_per_s": n / best})
+    return rows
+
+
+def score_file_rate(models: Path, history_path: Path, out: Path) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    n = score_file(models, history_path, out)
+    dt = time.perf_counter() - t0
+    return {"rpc": "score-file", "orders": n, "orders_per_s": n / dt, "seconds": dt}

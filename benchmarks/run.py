@@ -1,0 +1,389 @@
+"""`make bench`: OrderSight against the gRPC floor, MLServer and the tree runtimes, in one run.
+
+Starts three servers on 127.0.0.1 (OrderSight with its default models and a warmed velocity
+state, a bare grpc.aio echo server, MLServer with mlserver-lightgbm serving the same tier-two
+model), drives each with the same multi-process load generator, then measures ScoreBatch,
+score-file, the in-process stages and the tier-two runtimes. Writes results.json,
+results.md and latency_throughput.png to benchmarks/results/ and commits nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pyarrow.parquet as pq
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from benchmarks import batch, mlserver, stages
+from benchmarks.loadgen import Load, run
+from engine import features
+from engine.convert import orders_from_table
+from engine.encode import encode
+from engine.history import read_history
+from engine.velocity import VelocityState
+
+ROOT = Path(__file__).resolve().parent.parent
+SCORE = "/ordersight.v1.OrderRisk/Score"
+CONCURRENCY = (1, 16, 64, 256)
+RATES = (500, 1000, 2000)
+PORTS = {"ordersight": 50151, "echo": 50152, "mlserver": 50153}
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    packages = ("numpy", "numba", "onnxruntime", "lightgbm", "grpcio", "pyarrow", "lleaves")
+    versions = {}
+    for p in packages:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[p] = metadata.version(p)
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "packages": versions,
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _wait_serving(target: str, proc: subprocess.Popen, deadline_s: float = 120.0) -> None:
+    end = time.monotonic() + deadline_s
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode}; see its log")
+            try:
+                r = stub.Check(health_pb2.HealthCheckRequest(), timeout=2, wait_for_ready=True)
+                if r.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                if time.monotonic() > end:
+                    raise
+            if time.monotonic() > end:
+                raise TimeoutError(f"{target} not serving after {deadline_s}s")
+
+
+def _wait_port(target: str, deadline_s: float = 60.0) -> None:
+    with grpc.insecure_channel(target) as channel:
+        grpc.channel_ready_future(channel).result(timeout=deadline_s)
+
+
+@contextlib.contextmanager
+def _process(cmd: list[str], log: Path) -> Iterator[subprocess.Popen]:
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
+        )
+        try:
+            yield proc
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def sweep(
+    name: str, target: str, method: str, requests: list[bytes], seconds: float, log: Any
+) -> list[dict[str, Any]]:
+    rows = []
+    loads = [
+        Load(target, method, concurrency=c, duration_s=seconds, procs=1 if c == 1 else 2)
+        for c in CONCURRENCY
+    ]
+    loads += [Load(target, method, rate=r, duration_s=seconds, procs=2) for r in RATES]
+    for load in loads:
+        r = {"target": name, **run(load, requests)}
+        log(
+            f"  {name:10s} c={r['concurrency']} rate={r['rate']}: {r['calls_per_s']:,.0f}/s "
+            f"p50 {r['p50_ms']:.2f} p99 {r['p99_ms']:.2f} ms, client {r['client_cpu_cores']:.2f}"
+            " cores"
+        )
+        rows.append(r)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--models", default=str(ROOT / "models/default"))
+    p.add_argument("--history", default=str(ROOT / "models/default-history.parquet"))
+    p.add_argument("--out", default=str(ROOT / "benchmarks/results"))
+    p.add_argument("--seconds", type=float, default=5.0, help="per load point")
+    p.add_argument("--skip-mlserver", action="store_true")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    models, history_path = Path(args.models), Path(args.history)
+    logs = out / "logs"
+    logs.mkdir(exist_ok=True)
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+
+    results: dict[str, Any] = {"machine": machine(), "command": "make bench"}
+    history = pq.read_table(history_path)
+    tail = history.slice(history.num_rows - 20_000, 20_000)
+    requests = [o.SerializeToString() for o in orders_from_table(tail)]
+    # MLServer gets the same orders' tier-two features, as the engine computes them.
+    hist = read_history(history_path)
+    X_all = features.replay(encode(hist.table), hist.labels, hist.known_at, VelocityState())
+    X_tail = X_all[-20_000:]
+
+    log("Score, closed and open loop:")
+    loads: list[dict[str, Any]] = []
+    py = sys.executable
+    serve = [
+        py,
+        "-m",
+        "engine.cli",
+        "serve",
+        "--models",
+        str(models),
+        "--port",
+        str(PORTS["ordersight"]),
+        "--warm-from",
+        str(history_path),
+    ]
+    with _process(serve, logs / "ordersight.log") as proc:
+        target = f"127.0.0.1:{PORTS['ordersight']}"
+        _wait_serving(target, proc)
+        loads += sweep("ordersight", target, SCORE, requests, args.seconds, log)
+        log("ScoreBatch:")
+        results["bulk"] = batch.score_batch(target, history)
+        for r in results["bulk"]:
+            log(f"  {r['rpc']:22s} {r['orders']:>7,}: {r['orders_per_s']:,.0f} orders/s")
+    echo = [py, "-m", "benchmarks.echo_server", "--port", str(PORTS["echo"])]
+    with _process(echo, logs / "echo.log"):
+        target = f"127.0.0.1:{PORTS['echo']}"
+        _wait_port(target)
+        loads += sweep("echo", target, SCORE, requests, args.seconds, log)
+    if not args.skip_mlserver:
+        results["mlserver"] = _mlserver(models, X_tail, args.seconds, logs, loads, log)
+    results["score"] = loads
+
+    log("score-file:")
+    results["bulk"].append(batch.score_file_rate(models, history_path, logs / "scored.parquet"))
+    log(f"  {results['bulk'][-1]['orders_per_s']:,.0f} orders/s")
+    log("In-process stages:")
+    results["stages"] = stages.stage_costs(models, orders_from_table(history.slice(0, 4096)))
+    results["tier2_runtimes"] = stages.tier2_runtimes(models, X_tail[:4096], logs / "lleaves.so")
+    results["targets"] = targets(results)
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    (out / "results.md").write_text(markdown(results))
+    plot(results, out / "latency_throughput.png")
+    log((out / "results.md").read_text())
+    return 0
+
+
+def _mlserver(
+    models: Path, X: np.ndarray, seconds: float, logs: Path, loads: list[dict[str, Any]], log: Any
+) -> dict[str, Any]:
+    python = mlserver.ensure_venv(ROOT)
+    requests = mlserver.infer_requests(python, X[:5000], "tier2")
+    target = f"127.0.0.1:{PORTS['mlserver']}"
+    tried = []
+    for workers, size, wait_s in mlserver.CONFIGS:
+        repo = mlserver.write_model_repo(
+            models / "tier2.lgb.txt",
+            logs / f"mlserver-{workers}-{size}",
+            parallel_workers=workers,
+            max_batch_size=size,
+            max_batch_time_s=wait_s,
+            grpc_port=PORTS["mlserver"],
+            http_port=PORTS["mlserver"] + 10,
+            metrics_port=PORTS["mlserver"] + 20,
+        )
+        proc = mlserver.start(python, repo)
+        try:
+            r = run(
+                Load(target, mlserver.INFER_METHOD, concurrency=64, duration_s=seconds, procs=2),
+                requests,
+            )
+        finally:
+            mlserver.stop(proc)
+        config = {"parallel_workers": workers, "max_batch_size": size, "max_batch_time_s": wait_s}
+        tried.append({**config, **r})
+        log(f"  mlserver {config}: {r['calls_per_s']:,.0f}/s at c=64")
+    best = mlserver.best_config(tried)
+    repo = mlserver.write_model_repo(
+        models / "tier2.lgb.txt",
+        logs / "mlserver-best",
+        parallel_workers=best["parallel_workers"],
+        max_batch_size=best["max_batch_size"],
+        max_batch_time_s=best["max_batch_time_s"],
+        grpc_port=PORTS["mlserver"],
+        http_port=PORTS["mlserver"] + 10,
+        metrics_port=PORTS["mlserver"] + 20,
+    )
+    proc = mlserver.start(python, repo)
+    try:
+        loads += sweep("mlserver", target, mlserver.INFER_METHOD, requests, seconds, log)
+    finally:
+        mlserver.stop(proc)
+    return {"tried": tried, "best": best}
+
+
+def _point(results: dict[str, Any], target: str, concurrency: int) -> dict[str, Any] | None:
+    for r in results.get("score", []):
+        if r["target"] == target and r["concurrency"] == concurrency:
+            return r
+    return None
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's targets, each with its measured figure and met / missed."""
+    rows: list[dict[str, Any]] = []
+
+    def add(name: str, figure: float | None, goal: str, met: bool | None) -> None:
+        rows.append({"target": name, "figure": figure, "goal": goal, "met": met})
+
+    os64, echo64, ml64 = (_point(results, t, 64) for t in ("ordersight", "echo", "mlserver"))
+    os1, echo1 = _point(results, "ordersight", 1), _point(results, "echo", 1)
+    if os64 and echo64:
+        ratio = os64["calls_per_s"] / echo64["calls_per_s"]
+        add("Score c=64 vs echo floor (calls/s ratio)", ratio, ">= 0.80", ratio >= 0.8)
+    if os64 and ml64:
+        ratio = os64["calls_per_s"] / ml64["calls_per_s"]
+        add("Score c=64 vs MLServer best (calls/s ratio)", ratio, ">= 2.0", ratio >= 2.0)
+    if os1 and echo1:
+        gap = os1["p99_ms"] - echo1["p99_ms"]
+        add("Score c=1 p99 minus echo p99 (ms)", gap, "<= 0.2", gap <= 0.2)
+    for r in results.get("bulk", []):
+        if r["rpc"] == "ScoreBatch/arrow_ipc" and r["orders"] == max(batch.SIZES):
+            v = r["orders_per_s"]
+            add("ScoreBatch Arrow IPC 100k (orders/s)", v, ">= 300,000", v >= 300_000)
+        if r["rpc"] == "ScoreBatch/orders" and r["orders"] == max(batch.SIZES):
+            v = r["orders_per_s"]
+            add("ScoreBatch repeated Order 100k (orders/s)", v, ">= 50,000", v >= 50_000)
+        if r["rpc"] == "score-file":
+            v = r["orders_per_s"]
+            add("score-file replay (orders/s)", v, ">= 300,000", v >= 300_000)
+    big = [s for s in results.get("stages", []) if s["batch"] == max(stages.BATCHES)]
+    if big:
+        v = 1e9 / big[0]["tier1"]
+        add("Tier one alone, one core (orders/s)", v, ">= 5,000,000", v >= 5_000_000)
+    return rows
+
+
+def markdown(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    lines = [
+        "# OrderSight benchmarks",
+        "",
+        f"Command: `{results['command']}` on {m['date']}. Machine: {m['cpu']}, {m['cores']} "
+        f"cores, Python {m['python']}; " + ", ".join(f"{k} {v}" for k, v in m["packages"].items()),
+        "",
+        "Load generator and servers share this machine's cores: the generator's own CPU use "
+        "is in the last column.",
+        "",
+        "## Targets",
+        "",
+        "| target | figure | goal | met |",
+        "|---|---|---|---|",
+    ]
+    for t in results["targets"]:
+        fig = t["figure"]
+        shown = f"{fig:,.0f}" if fig is not None and abs(fig) >= 1000 else f"{fig:.3f}"
+        lines.append(f"| {t['target']} | {shown} | {t['goal']} | {'yes' if t['met'] else 'no'} |")
+    lines += [
+        "",
+        "## Score over gRPC",
+        "",
+        "| server | concurrency | rate | calls/s | p50 ms | p95 ms | p99 ms | p99.9 ms "
+        "| client cores |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results["score"]:
+        lines.append(
+            f"| {r['target']} | {r['concurrency'] or ''} | {r['rate'] or ''} | "
+            f"{r['calls_per_s']:,.0f} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | "
+            f"{r['p99_ms']:.2f} | {r['p999_ms']:.2f} | {r['client_cpu_cores']:.2f} |"
+        )
+    if "mlserver" in results:
+        lines += ["", "MLServer configurations tried at concurrency 64 (best used above):", ""]
+        for t in results["mlserver"]["tried"]:
+            lines.append(
+                f"- parallel_workers={t['parallel_workers']}, max_batch_size="
+                f"{t['max_batch_size']}, max_batch_time={t['max_batch_time_s']}s: "
+                f"{t['calls_per_s']:,.0f} calls/s, p99 {t['p99_ms']:.2f} ms"
+            )
+    lines += ["", "## Bulk", "", "| path | orders | orders/s |", "|---|---|---|"]
+    for r in results["bulk"]:
+        lines.append(f"| {r['rpc']} | {r['orders']:,} | {r['orders_per_s']:,.0f} |")
+    lines += ["", "## In-process stages (ns per order)", ""]
+    cols = [k for k in results["stages"][0] if k != "batch"]
+    lines += ["| batch | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for s in results["stages"]:
+        lines.append(f"| {s['batch']} | " + " | ".join(f"{s[c]:,.0f}" for c in cols) + " |")
+    rt = results["tier2_runtimes"]
+    names = [k for k in rt[1] if k != "batch"]
+    lines += [
+        "",
+        "## Tier two runtimes, same model, one thread (ns per row)",
+        "",
+        "| batch | " + " | ".join(names) + " |",
+        "|---" * (len(names) + 1) + "|",
+    ]
+    for r in rt[1:]:
+        lines.append(f"| {r['batch']} | " + " | ".join(f"{r[n]:,.0f}" for n in names) + " |")
+    lines += [
+        "",
+        "Largest difference from LightGBM's own predictions: "
+        + ", ".join(f"{k} {v:.1e}" for k, v in rt[0]["max_abs_diff_vs_lightgbm"].items()),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for target in ("ordersight", "echo", "mlserver"):
+        pts = sorted(
+            (r for r in results["score"] if r["target"] == target), key=lambda r: r["calls_per_s"]
+        )
+        if not pts:
+            continue
+        x = [r["calls_per_s"] for r in pts]
+        line = ax.plot(x, [r["p50_ms"] for r in pts], "o-", label=f"{target} p50")[0]
+        ax.plot(x, [r["p99_ms"] for r in pts], "s--", color=line.get_color(), label=f"{target} p99")
+    ax.set(
+        xlabel="calls/s",
+        ylabel="latency (ms)",
+        yscale="log",
+        title="Score: latency against throughput (closed and open loop)",
+    )
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

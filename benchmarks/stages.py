@@ -1,0 +1,95 @@
+"""In-process cost of each stage of the hot path, in ns per order, at batch sizes 1, 64, 4096.
+
+Stages: decode (protobuf orders to arrays), features (with velocity state), tier one, tier two,
+reasons (TreeSHAP and messages, per explained order), policy, encode (decisions to
+protobuf); plus the whole `Engine` call. Tier two is also compared with the runtimes one
+would use instead on the same model: LightGBM's own `Booster.predict` and lleaves (an LLVM
+compiler for LightGBM), all on one thread.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+from ordersight.v1 import risk_pb2 as pb
+
+from benchmarks.timing import per_call_s
+from engine import artifacts, features
+from engine.convert import decisions_to_pb, encode_orders
+from engine.explain import model_reasons
+from engine.pipeline import Engine
+from engine.policy import MODEL, decide
+from engine.velocity import VelocityState
+
+BATCHES = (1, 64, 4096)
+
+
+def stage_costs(models_dir: Path, orders: list[pb.Order]) -> list[dict[str, Any]]:
+    m = artifacts.load(models_dir)
+    if m.tier1 is None or m.tier2 is None:
+        raise RuntimeError(f"{models_dir}: benchmarks need both tiers, problems: {m.problems}")
+    tier1, tier2 = m.tier1, m.tier2
+    rows = []
+    for n in BATCHES:
+        batch = orders[:n]
+        ids, enc = encode_orders(batch)
+        state = VelocityState(1 << 20)
+        X = features.compute(enc, state)
+        engine = Engine(m, VelocityState(1 << 20))
+        d = engine.score_encoded(ids, enc)
+        p2 = tier2.score(X)
+        contrib = tier2.contributions(X)
+        path = np.full(n, MODEL, np.int8)
+        latency = [0] * n
+        costs = {
+            "decode": per_call_s(lambda b=batch: encode_orders(b)),
+            "features": per_call_s(lambda e=enc, s=state: features.compute(e, s)),
+            "tier1": per_call_s(lambda x=X: tier1.screen(x)),
+            "tier2": per_call_s(lambda x=X: tier2.score(x)),
+            "reasons": per_call_s(
+                lambda x=X, c=contrib: (
+                    tier2.contributions(x),
+                    [model_reasons(c[i], x[i], m.policy.max_reasons) for i in range(len(x))],
+                )
+            ),
+            "policy": per_call_s(
+                lambda p=p2, pa=path, e=enc: decide(m.policy, p, pa, e.amount, e.key_account)
+            ),
+            "encode": per_call_s(lambda dd=d, lat=latency: decisions_to_pb(dd, lat)),
+            "engine_total": per_call_s(lambda g=engine, i=ids, e=enc: g.score_encoded(i, e)),
+        }
+        rows.append({"batch": n, **{k: v / n * 1e9 for k, v in costs.items()}})
+    return rows
+
+
+def tier2_runtimes(models_dir: Path, X: np.ndarray, lleaves_cache: Path) -> list[dict[str, Any]]:
+    """ns per row of onnxruntime, Booster.predict and lleaves on the same tier-two model."""
+    m = artifacts.load(models_dir)
+    if m.tier2 is None:
+        raise RuntimeError(f"{models_dir}: no usable tier two: {m.problems}")
+    booster = lgb.Booster(model_file=str(models_dir / "tier2.lgb.txt"))
+    runtimes: dict[str, Any] = {
+        "onnxruntime": m.tier2.score,
+        "lightgbm": lambda x: booster.predict(x, num_threads=1),
+    }
+    try:
+        import lleaves
+
+        ll = lleaves.Model(model_file=str(models_dir / "tier2.lgb.txt"))
+        ll.compile(cache=str(lleaves_cache))
+        runtimes["lleaves"] = lambda x: ll.predict(x.astype(np.float64), n_jobs=1)
+    except ImportError:
+        pass
+    ref = booster.predict(X)
+    rows = []
+    for n in BATCHES:
+        Xn = np.ascontiguousarray(np.resize(X, (n, X.shape[1])))
+        row: dict[str, Any] = {"batch": n}
+        for name, fn in runtimes.items():
+            row[name] = per_call_s(lambda f=fn, x=Xn: f(x)) / n * 1e9
+        rows.append(row)
+    agree = {name: float(np.max(np.abs(np.asarray(fn(X)) - ref))) for name, fn in runtimes.items()}
+    return [{"max_abs_diff_vs_lightgbm": agree}, *rows]

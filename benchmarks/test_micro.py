@@ -1,0 +1,67 @@
+"""Kernel micro-benchmarks (pytest-benchmark): `make bench-micro`, never part of `make test`.
+
+They use the default models (`make models`) and the last orders of the default history.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from engine import artifacts, features
+from engine.convert import encode_orders, orders_from_table
+from engine.encode import encode, hash_strings
+from engine.velocity import VelocityState
+
+ROOT = Path(__file__).resolve().parent.parent
+N = 4096
+
+
+@pytest.fixture(scope="module")
+def models():
+    m = artifacts.load(ROOT / "models/default")
+    if m.tier1 is None or m.tier2 is None:
+        pytest.fail(f"default models incomplete: {m.problems}")
+    return m
+
+
+@pytest.fixture(scope="module")
+def table():
+    t = pq.read_table(ROOT / "models/default-history.parquet")
+    return t.slice(t.num_rows - N, N)
+
+
+@pytest.fixture(scope="module")
+def X(table):
+    return features.compute(encode(table), VelocityState(1 << 16))
+
+
+def test_hash_strings(benchmark, table) -> None:
+    benchmark(hash_strings, table.column("customer_id"))
+
+
+def test_encode_protobuf_64(benchmark, table) -> None:
+    orders = orders_from_table(table.slice(0, 64))
+    benchmark(encode_orders, orders)
+
+
+def test_velocity_features(benchmark, table) -> None:
+    enc = encode(table)
+    state = VelocityState(1 << 16)
+    benchmark(features.compute, enc, state)
+
+
+def test_tier_one(benchmark, models, X) -> None:
+    benchmark(models.tier1.screen, X)
+
+
+def test_tier_two_onnx(benchmark, models, X) -> None:
+    benchmark(models.tier2.score, X[:64])
+
+
+def test_treeshap_one_row(benchmark, models, X) -> None:
+    out = benchmark(models.tier2.contributions, X[:1])
+    np.testing.assert_allclose(out.sum(axis=1), models.tier2.booster.predict(X[:1], raw_score=True))
