@@ -41,6 +41,7 @@ test: install
 
 # Side-by-side benchmarks (about 10 minutes); results in benchmarks/results/, nothing committed.
 bench: install models
+	$(PY) -m pip install -q -e '.[dev,bench]'
 	$(PY) -m benchmarks.run
 
 bench-micro: install models

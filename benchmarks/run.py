@@ -51,7 +51,7 @@ def machine() -> dict[str, Any]:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    packages = ("numpy", "numba", "onnxruntime", "lightgbm", "grpcio", "pyarrow", "lleaves")
+    packages = ("numpy", "numba", "onnxruntime", "lightgbm", "grpcio", "pyarrow", "tl2cgen")
     versions = {}
     for p in packages:
         with contextlib.suppress(metadata.PackageNotFoundError):
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"  {results['bulk'][-1]['orders_per_s']:,.0f} orders/s")
     log("In-process stages:")
     results["stages"] = stages.stage_costs(models, orders_from_table(history.slice(0, 4096)))
-    results["tier2_runtimes"] = stages.tier2_runtimes(models, X_tail[:4096], logs / "lleaves.so")
+    results["tier2_runtimes"] = stages.tier2_runtimes(models, X_tail[:4096], logs / "tier2_tl2.so")
     results["targets"] = targets(results)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "results.md").write_text(markdown(results))

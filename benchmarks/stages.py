@@ -3,8 +3,8 @@
 Stages: decode (protobuf orders to arrays), features (with velocity state), tier one, tier two,
 reasons (TreeSHAP and messages, per explained order), policy, encode (decisions to
 protobuf); plus the whole `Engine` call. Tier two is also compared with the runtimes one
-would use instead on the same model: LightGBM's own `Booster.predict` and lleaves (an LLVM
-compiler for LightGBM), all on one thread.
+would use instead on the same model: LightGBM's own `Booster.predict` and Treelite's
+compiler TL2cgen (the model as C code), all on one thread.
 """
 
 from __future__ import annotations
@@ -65,8 +65,8 @@ def stage_costs(models_dir: Path, orders: list[pb.Order]) -> list[dict[str, Any]
     return rows
 
 
-def tier2_runtimes(models_dir: Path, X: np.ndarray, lleaves_cache: Path) -> list[dict[str, Any]]:
-    """ns per row of onnxruntime, Booster.predict and lleaves on the same tier-two model."""
+def tier2_runtimes(models_dir: Path, X: np.ndarray, lib: Path) -> list[dict[str, Any]]:
+    """ns per row of onnxruntime, Booster.predict and TL2cgen on the same tier-two model."""
     m = artifacts.load(models_dir)
     if m.tier2 is None:
         raise RuntimeError(f"{models_dir}: no usable tier two: {m.problems}")
@@ -75,14 +75,15 @@ def tier2_runtimes(models_dir: Path, X: np.ndarray, lleaves_cache: Path) -> list
         "onnxruntime": m.tier2.score,
         "lightgbm": lambda x: booster.predict(x, num_threads=1),
     }
-    try:
-        import lleaves
+    # Treelite's compiler (TL2cgen) turns the same model into C, built with gcc. (lleaves,
+    # the LLVM compiler, needs an llvmlite older than the one numba requires.)
+    import tl2cgen
+    import treelite
 
-        ll = lleaves.Model(model_file=str(models_dir / "tier2.lgb.txt"))
-        ll.compile(cache=str(lleaves_cache))
-        runtimes["lleaves"] = lambda x: ll.predict(x.astype(np.float64), n_jobs=1)
-    except ImportError:
-        pass
+    model = treelite.frontend.load_lightgbm_model(str(models_dir / "tier2.lgb.txt"))
+    tl2cgen.export_lib(model, toolchain="gcc", libpath=str(lib), params={"parallel_comp": 2})
+    predictor = tl2cgen.Predictor(str(lib), nthread=1)
+    runtimes["tl2cgen"] = lambda x: predictor.predict(tl2cgen.DMatrix(x)).reshape(-1)
     ref = booster.predict(X)
     rows = []
     for n in BATCHES:

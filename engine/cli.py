@@ -103,6 +103,50 @@ def _score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _detect(args: argparse.Namespace) -> int:
+    from engine.anomaly import detect_csv
+
+    n = detect_csv(args.csv, args.out, timestamp_col=args.timestamp_col, value_col=args.value_col)
+    print(f"wrote {n} rows to {args.out}")
+    return 0
+
+
+def _alerts(args: argparse.Namespace) -> int:
+    import grpc
+    from google.protobuf import json_format
+    from ordersight.v1 import risk_pb2 as pb
+    from ordersight.v1 import risk_pb2_grpc as pb_grpc
+
+    def show(a: pb.Alert) -> None:
+        state = f"resolved {a.end.ToJsonString()}" if a.HasField("end") else "open"
+        print(
+            f"{a.severity.upper():8s} {a.kind:5s} {a.series}  since {a.start.ToJsonString()} "
+            f"({state}): {a.explanation}",
+            flush=True,
+        )
+        if args.json:
+            print(json_format.MessageToJson(a, indent=None), flush=True)
+
+    with grpc.insecure_channel(args.addr) as channel:
+        stub = pb_grpc.OrderRiskStub(channel)
+        try:
+            if args.follow:
+                for a in stub.WatchAlerts(pb.WatchAlertsRequest(include_active=True)):
+                    show(a)
+            else:
+                alerts = stub.ListAlerts(pb.ListAlertsRequest(), timeout=args.timeout).alerts
+                for a in alerts:
+                    show(a)
+                if not alerts:
+                    print("no open alerts")
+        except grpc.RpcError as exc:
+            print(f"{exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            return 0
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ordersight", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -150,6 +194,20 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--label-delay", type=float, default=7.0)
     s.add_argument("--state-capacity", type=int, default=1 << 20)
     s.set_defaults(func=_score_file)
+
+    s = sub.add_parser("detect", help="anomaly scores for a time series in a CSV file")
+    s.add_argument("--csv", required=True)
+    s.add_argument("--timestamp-col", default="timestamp")
+    s.add_argument("--value-col", default="value")
+    s.add_argument("--out", required=True, help="CSV: timestamp, value, anomaly_score, alert")
+    s.set_defaults(func=_detect)
+
+    s = sub.add_parser("alerts", help="list (or --follow) a running engine's operational alerts")
+    s.add_argument("--addr", default="127.0.0.1:50051")
+    s.add_argument("--follow", action="store_true", help="stream alerts as they change")
+    s.add_argument("--json", action="store_true", help="also print each alert as JSON")
+    s.add_argument("--timeout", type=float, default=5.0)
+    s.set_defaults(func=_alerts)
 
     s = sub.add_parser("score", help="score orders from a JSON file against a running engine")
     s.add_argument("--addr", default="127.0.0.1:50051")

@@ -33,6 +33,10 @@ class Settings:
     """Label delay for `warm_history` rows without label_known_at."""
     max_future_s: float = 300.0
     """How far past the server's clock an order's created_at may lie; later is refused."""
+    alert_bucket_s: float = 300.0
+    """Bucket of the operational anomaly detector (orders, declines, errors per channel)."""
+    metrics_port: int = 0
+    """Port of the Prometheus /metrics endpoint on `host` (0 = off)."""
     max_batch: int = 256
     """Most orders scored in one micro-batch."""
     max_wait_us: int = 500

@@ -13,8 +13,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from google.protobuf.timestamp_pb2 import Timestamp
 from ordersight.v1 import risk_pb2 as pb
 
+from engine.anomaly import Alert
 from engine.encode import (
     RISKY_CATEGORIES,
     Encoded,
@@ -330,3 +332,24 @@ def decisions_to_pb(d: Decisions, latency_us: list[int]) -> list[pb.Decision]:
             )
         )
     return out
+
+
+def _ts(epoch_s: float) -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(int(round(epoch_s * 1e9)))
+    return ts
+
+
+def alert_to_pb(a: Alert) -> pb.Alert:
+    return pb.Alert(
+        series=a.series,
+        kind=a.kind,
+        severity=a.severity,
+        start=_ts(a.start),
+        at=_ts(a.at),
+        expected=a.expected,
+        actual=a.actual,
+        score=a.score,
+        explanation=a.explanation,
+        end=_ts(a.end) if a.end is not None else None,
+    )

@@ -13,7 +13,7 @@ import functools
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -22,11 +22,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from ordersight.v1 import risk_pb2 as pb
 from ordersight.v1 import risk_pb2_grpc as pb_grpc
+from prometheus_client import start_http_server
 
 from engine import artifacts, features
+from engine.anomaly import StreamMonitor
 from engine.batcher import MicroBatcher, Pending
 from engine.config import Settings
 from engine.convert import (
+    alert_to_pb,
     arrow_to_table,
     check_timestamp,
     decisions_to_pb,
@@ -36,6 +39,7 @@ from engine.convert import (
 from engine.encode import encode
 from engine.errors import InvalidInput, ModelLoadError, OrderSightError
 from engine.history import read_history
+from engine.monitoring import AlertHub
 from engine.pipeline import Decisions, Engine
 from engine.velocity import VelocityState
 
@@ -65,6 +69,7 @@ class OrderRiskServicer(pb_grpc.OrderRiskServicer):
         self,
         engine: Engine,
         batcher: MicroBatcher,
+        hub: AlertHub,
         max_future_s: float = 300.0,
         batch_chunk: int = 8192,
         clock: Callable[[], float] = time.monotonic,
@@ -72,6 +77,7 @@ class OrderRiskServicer(pb_grpc.OrderRiskServicer):
     ) -> None:
         self.engine = engine
         self.batcher = batcher
+        self.hub = hub
         self.max_future_s = max_future_s
         self.batch_chunk = batch_chunk
         self.clock = clock
@@ -89,8 +95,15 @@ class OrderRiskServicer(pb_grpc.OrderRiskServicer):
         )
         decisions = self.engine.score_encoded(ids, enc, deadlines)
         now = self.clock()
-        latency = [int((now - p.arrival) * 1e6) for p in batch]
-        return decisions_to_pb(decisions, latency)
+        waited = [now - p.arrival for p in batch]
+        self.hub.on_decisions(
+            enc.t,
+            [p.payload.channel or None for p in batch],
+            decisions.action,
+            decisions.path,
+            waited,
+        )
+        return decisions_to_pb(decisions, [int(w * 1e6) for w in waited])
 
     def _deadline(self, context: grpc.aio.ServicerContext) -> float | None:
         remaining = context.time_remaining()
@@ -114,9 +127,11 @@ class OrderRiskServicer(pb_grpc.OrderRiskServicer):
             for i, o in enumerate(orders):
                 validate_order(o, prefix=f"orders.orders[{i}].", latest=latest)
             ids, enc = encode_orders(orders)
+            channels = [o.channel or None for o in orders]
         elif kind == "arrow_ipc":
             table = arrow_to_table(request.arrow_ipc, latest=self._latest())
             ids, enc = table.column("order_id").to_pylist(), encode(table)
+            channels = table.column("channel").to_pylist()
         else:
             raise InvalidInput("payload: set either orders or arrow_ipc", "payload")
         parts = []
@@ -129,6 +144,7 @@ class OrderRiskServicer(pb_grpc.OrderRiskServicer):
             if hi < enc.n:
                 await asyncio.sleep(0)
         decisions = Decisions.concat(parts)
+        self.hub.on_decisions(enc.t, channels, decisions.action, decisions.path)
         elapsed = int((self.clock() - t0) * 1e6)
         return pb.ScoreBatchResponse(
             decisions=decisions_to_pb(decisions, [elapsed] * len(decisions))
@@ -164,6 +180,48 @@ class OrderRiskServicer(pb_grpc.OrderRiskServicer):
         is_fraud = np.array([oc.is_fraud for oc in request.outcomes], dtype=np.int8)
         self.engine.report_outcomes(enc, is_fraud, np.maximum(known, enc.t))
         return pb.ReportOutcomesResponse(accepted=len(orders))
+
+    @_rpc
+    async def ReportEvent(
+        self, request: pb.ReportEventRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReportEventResponse:
+        latest = self._latest()
+        t = np.empty(len(request.events))
+        for i, ev in enumerate(request.events):
+            if not ev.code:
+                raise InvalidInput(f"events[{i}].code: required", f"events[{i}].code")
+            if not ev.HasField("time"):
+                raise InvalidInput(f"events[{i}].time: required", f"events[{i}].time")
+            check_timestamp(ev.time, f"events[{i}].time")
+            if ev.time.seconds > latest:
+                raise InvalidInput(f"events[{i}].time: in the future", f"events[{i}].time")
+            t[i] = ev.time.seconds + ev.time.nanos / 1e9
+        if t.size:
+            self.hub.on_events(
+                t, [ev.channel or "" for ev in request.events], [ev.code for ev in request.events]
+            )
+        return pb.ReportEventResponse(accepted=t.size)
+
+    @_rpc
+    async def ListAlerts(
+        self, request: pb.ListAlertsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListAlertsResponse:
+        return pb.ListAlertsResponse(
+            alerts=[alert_to_pb(a) for a in self.hub.monitor.active_alerts()]
+        )
+
+    async def WatchAlerts(
+        self, request: pb.WatchAlertsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.Alert]:
+        queue = self.hub.subscribe()
+        try:
+            if request.include_active:
+                for a in self.hub.monitor.active_alerts():
+                    yield alert_to_pb(a)
+            while True:
+                yield alert_to_pb(await queue.get())
+        finally:
+            self.hub.unsubscribe(queue)
 
 
 def warm_state(engine: Engine, history: str, label_delay_days: float) -> int:
@@ -201,10 +259,15 @@ class Server:
         self.batcher = MicroBatcher(
             lambda b: self.servicer.process(b), settings.max_batch, settings.max_wait_us / 1e6
         )
-        self.servicer = OrderRiskServicer(self.engine, self.batcher, settings.max_future_s)
+        self.hub = AlertHub(StreamMonitor(settings.alert_bucket_s))
+        self.servicer = OrderRiskServicer(
+            self.engine, self.batcher, self.hub, settings.max_future_s
+        )
         self.health: health.aio.HealthServicer | None = None
         self.server: grpc.aio.Server | None = None
         self.port = 0
+        self._ticker: asyncio.Task | None = None
+        self._metrics: Any = None
 
     async def start(self) -> int:
         self.health = health.aio.HealthServicer()
@@ -230,6 +293,11 @@ class Server:
             raise OSError(f"cannot listen on {self.settings.host}:{self.settings.port}")
         self.batcher.start()
         await self.server.start()
+        self._ticker = asyncio.get_running_loop().create_task(self._tick(), name="alert-ticker")
+        if self.settings.metrics_port:
+            self._metrics, _ = start_http_server(
+                self.settings.metrics_port, self.settings.host, registry=self.hub.registry
+            )
         serving = health_pb2.HealthCheckResponse.SERVING
         await self.health.set("", serving)
         await self.health.set(SERVICE, serving)
@@ -250,7 +318,18 @@ class Server:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.settings.grace_s)
         await self.batcher.stop()
+        if self._ticker is not None:
+            self._ticker.cancel()
+        if self._metrics is not None:
+            self._metrics.shutdown()
         self.server = None
+
+    async def _tick(self) -> None:
+        """Let the alert monitor see time pass when live traffic stops (AlertHub.tick)."""
+        period = min(self.settings.alert_bucket_s / 5, 10.0)
+        while True:
+            await asyncio.sleep(period)
+            self.hub.tick()
 
     async def serve_forever(self) -> None:
         await self.start()
