@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime as dt
 from datetime import timedelta, timezone
 
@@ -125,9 +125,15 @@ class StreamMonitor:
 
     Time is EVENT time (epoch seconds, float) passed in by the caller; buckets close when
     `advance(t)` moves past them. Events for an already closed bucket are dropped and counted
-    in `dropped_late`; events more than `max_lead_s` ahead of the oldest open bucket in
-    `dropped_early`; events of new series while every row is pinned by the same call in
-    `dropped_full`. Not thread-safe: feed and advance it from one thread (or under one lock).
+    in `dropped_late` (so advance to a little before now); events more than `max_lead_s`
+    ahead of the oldest open bucket in `dropped_early`; events of new series while every row
+    is pinned by the same call in `dropped_full`. Not thread-safe: feed and advance it from
+    one thread (or under one lock).
+
+    `bucket_s`: 5 min trades detection delay (an alert needs 1-3 buckets) against noise per
+    bucket. `utc_offset_s`: the business's clock, which daily and weekly cycles follow (a
+    fixed offset). `threshold`: the CUSUM threshold in sd; higher means fewer, later alerts.
+    `critical_score`: the score at which an alert escalates to critical.
     """
 
     def __init__(
@@ -144,11 +150,11 @@ class StreamMonitor:
             raise InvalidInput(f"bucket_s must be in (0, {DAY / 4:.0f}], is {bucket_s}", "bucket_s")
         if max_series < 1:
             raise InvalidInput(f"max_series must be >= 1, is {max_series}", "max_series")
-        if threshold <= 0.0 or not 0.5 < critical_score < 1.0:
+        if threshold <= 0.0:
+            raise InvalidInput(f"threshold must be > 0, is {threshold}", "threshold")
+        if not 0.5 < critical_score < 1.0:
             raise InvalidInput(
-                f"need threshold > 0 and 0.5 < critical_score < 1, got {threshold} and "
-                f"{critical_score}",
-                "threshold",
+                f"critical_score must be in (0.5, 1), is {critical_score}", "critical_score"
             )
         self.bucket_s = float(bucket_s)
         self.utc_offset_s = float(utc_offset_s)
@@ -369,12 +375,7 @@ class StreamMonitor:
         return alerts
 
     def _update(
-        self,
-        row: int,
-        a: Alert,
-        at: float,
-        o: np.ndarray | None = None,
-        end: float | None = None,
+        self, row: int, a: Alert, at: float, o: np.ndarray | None = None, end: float | None = None
     ) -> Alert:
         """`a` with the numbers of output `o` (default: the current state) and an explanation."""
         if o is None:
@@ -400,16 +401,9 @@ class StreamMonitor:
         text += f" for a {day} at this hour"
         if end is not None:
             text = f"resolved at {dt.fromtimestamp(end, self._tz):%H:%M}: {text}"
-        return replace(
-            a,
-            severity="critical" if sev > 0 else "warning",
-            at=at,
-            expected=float(expected),
-            actual=float(actual),
-            score=float(score),
-            explanation=text,
-            end=end,
-        )
+        severity = "critical" if sev > 0 else "warning"
+        numbers = (float(expected), float(actual), float(score))
+        return Alert(a.series, a.kind, severity, a.start, at, *numbers, text, end)
 
 
 def detect_series(timestamps: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

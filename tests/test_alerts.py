@@ -10,9 +10,9 @@ from collections.abc import Callable
 import grpc
 import numpy as np
 import pytest
+from ordersight.v1 import risk_pb2 as pb
 
 from engine.cli import main
-from ordersight.v1 import risk_pb2 as pb
 from tests.grpc_harness import TIMEOUT_S, RunningServer, rpc_error
 
 MONDAY = dt.datetime(2026, 1, 5, tzinfo=dt.UTC).timestamp()
