@@ -42,6 +42,9 @@ def score_batch(target: str, history: pa.Table, repeats: int = 3) -> list[dict[s
                     orders=pb.OrderList(orders=orders_from_table(table))
                 ),
                 "arrow_ipc": pb.ScoreBatchRequest(arrow_ipc=_ipc(table)),
+                "arrow_ipc+arrow_response": pb.ScoreBatchRequest(
+                    arrow_ipc=_ipc(table), arrow_response=True
+                ),
             }
             for kind, request in requests.items():
                 best = float("inf")
@@ -49,8 +52,9 @@ def score_batch(target: str, history: pa.Table, repeats: int = 3) -> list[dict[s
                     t0 = time.perf_counter()
                     response = stub.ScoreBatch(request, timeout=300)
                     best = min(best, time.perf_counter() - t0)
-                    if len(response.decisions) != n:
-                        raise RuntimeError(f"ScoreBatch returned {len(response.decisions)} of {n}")
+                    got = len(response.decisions) or n * bool(response.decisions_arrow_ipc)
+                    if got != n:
+                        raise RuntimeError(f"ScoreBatch returned {got} of {n} decisions")
                 rows.append({"rpc": f"ScoreBatch/{kind}", "orders": n, "orders_per_s": n / best})
     return rows
 

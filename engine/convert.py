@@ -276,25 +276,54 @@ def check_values(table: pa.Table, where: str, latest: float = float(_TS_MAX)) ->
     order_id = table.column("order_id")
     checks = (
         ("order_id", order_id, pc.equal(pc.utf8_length(order_id), 0), "must not be empty"),
-        ("customer_id", table.column("customer_id"),
-         pc.equal(pc.utf8_length(table.column("customer_id")), 0), "must not be empty"),
-        ("created_at", table.column("created_at"),
-         pc.or_(pc.less(seconds("created_at"), _TS_MIN), pc.greater(seconds("created_at"), latest)),
-         f"must lie between year 1 and {_iso(latest)}"),
-        ("account_created_at", table.column("account_created_at"),
-         pc.or_(pc.less(seconds("account_created_at"), _TS_MIN),
-                pc.greater(seconds("account_created_at"), _TS_MAX)),
-         "must lie between years 1 and 9999"),
-        ("amount_minor", table.column("amount_minor"), pc.less(table.column("amount_minor"), 0),
-         "must be >= 0"),
-        ("currency", table.column("currency"),
-         pc.invert(pc.match_substring_regex(table.column("currency"), r"\A[A-Z]{3}\z")),
-         "must be a 3-letter ISO 4217 code in capitals"),
-        ("items.quantity", items.field("quantity"), pc.less(items.field("quantity"), 0),
-         "must be >= 0"),
-        ("items.unit_price_minor", items.field("unit_price_minor"),
-         pc.less(items.field("unit_price_minor"), 0), "must be >= 0"),
-    )  # fmt: skip
+        (
+            "customer_id",
+            table.column("customer_id"),
+            pc.equal(pc.utf8_length(table.column("customer_id")), 0),
+            "must not be empty",
+        ),
+        (
+            "created_at",
+            table.column("created_at"),
+            pc.or_(
+                pc.less(seconds("created_at"), _TS_MIN), pc.greater(seconds("created_at"), latest)
+            ),
+            f"must lie between year 1 and {_iso(latest)}",
+        ),
+        (
+            "account_created_at",
+            table.column("account_created_at"),
+            pc.or_(
+                pc.less(seconds("account_created_at"), _TS_MIN),
+                pc.greater(seconds("account_created_at"), _TS_MAX),
+            ),
+            "must lie between years 1 and 9999",
+        ),
+        (
+            "amount_minor",
+            table.column("amount_minor"),
+            pc.less(table.column("amount_minor"), 0),
+            "must be >= 0",
+        ),
+        (
+            "currency",
+            table.column("currency"),
+            pc.invert(pc.match_substring_regex(table.column("currency"), r"\A[A-Z]{3}\z")),
+            "must be a 3-letter ISO 4217 code in capitals",
+        ),
+        (
+            "items.quantity",
+            items.field("quantity"),
+            pc.less(items.field("quantity"), 0),
+            "must be >= 0",
+        ),
+        (
+            "items.unit_price_minor",
+            items.field("unit_price_minor"),
+            pc.less(items.field("unit_price_minor"), 0),
+            "must be >= 0",
+        ),
+    )
     for name, values, mask, what in checks:
         row = first_bad(mask)
         if row is not None:
@@ -353,3 +382,57 @@ def alert_to_pb(a: Alert) -> pb.Alert:
         explanation=a.explanation,
         end=_ts(a.end) if a.end is not None else None,
     )
+
+
+_ACTIONS = pa.array(["ACTION_UNSPECIFIED", "APPROVE", "REVIEW", "DECLINE"])
+_PATHS = pa.array(["PATH_UNSPECIFIED", "SCREENED_OUT", "MODEL", "FALLBACK"])
+_REASON = pa.struct(
+    [
+        ("code", pa.string()),
+        ("feature", pa.string()),
+        ("contribution", pa.float64()),
+        ("message", pa.string()),
+    ]
+)
+
+
+def _lists(rows: list[list[Any]], values: pa.Array) -> pa.Array:
+    lengths = np.fromiter((len(r) for r in rows), dtype=np.int32, count=len(rows))
+    offsets = np.zeros(len(rows) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    return pa.ListArray.from_arrays(pa.array(offsets), values)
+
+
+def decisions_to_arrow(d: Decisions, latency_us: int) -> bytes:
+    """Decisions as one Arrow IPC stream, the Decision fields as columns, in row order."""
+    flat = [r for rs in d.reasons for r in rs]
+    reasons = pa.StructArray.from_arrays(
+        [
+            pa.array([r.code for r in flat], pa.string()),
+            pa.array([r.feature for r in flat], pa.string()),
+            pa.array([r.contribution for r in flat], pa.float64()),
+            pa.array([r.message for r in flat], pa.string()),
+        ],
+        fields=list(_REASON),
+    )
+    triggers = pa.array([t for ts in d.triggers for t in ts], pa.string())
+    n = len(d)
+    table = pa.table(
+        {
+            "order_id": pa.array(d.order_ids, pa.string()),
+            "action": pa.DictionaryArray.from_arrays(pa.array(d.action, pa.int8()), _ACTIONS),
+            "score": pa.array(d.score, pa.float64()),
+            "path": pa.DictionaryArray.from_arrays(pa.array(d.path, pa.int8()), _PATHS),
+            "reasons": _lists(d.reasons, reasons),
+            "review_triggers": _lists(d.triggers, triggers),
+            "model_version": pa.array([d.model_version] * n, pa.string()),
+            "latency_us": pa.array(np.full(n, latency_us, np.int64)),
+            "raw_score": pa.array(d.raw, pa.float64()),
+            "base_value": pa.array(d.base, pa.float64()),
+            "fallback_cause": pa.array(d.causes, pa.string()),
+        }
+    )
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()

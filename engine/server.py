@@ -32,6 +32,7 @@ from engine.convert import (
     alert_to_pb,
     arrow_to_table,
     check_timestamp,
+    decisions_to_arrow,
     decisions_to_pb,
     encode_orders,
     validate_order,
@@ -146,6 +147,8 @@ class OrderRiskServicer(pb_grpc.OrderRiskServicer):
         decisions = Decisions.concat(parts)
         self.hub.on_decisions(enc.t, channels, decisions.action, decisions.path)
         elapsed = int((self.clock() - t0) * 1e6)
+        if request.arrow_response:
+            return pb.ScoreBatchResponse(decisions_arrow_ipc=decisions_to_arrow(decisions, elapsed))
         return pb.ScoreBatchResponse(
             decisions=decisions_to_pb(decisions, [elapsed] * len(decisions))
         )

@@ -470,3 +470,26 @@ def test_state_warmed_from_history_equals_offline_replay(
     cold = start_server()
     cold_scores = [cold.stub.Score(o).score for o in orders_of(new)]
     assert not np.allclose(cold_scores, want.score[4000:])  # warming changed something
+
+
+def test_arrow_response_carries_the_same_decisions(
+    start_server: Callable[..., RunningServer], history: pa.Table
+) -> None:
+    rows = order_columns(history.slice(0, 3000))
+    plain = start_server().stub.ScoreBatch(pb.ScoreBatchRequest(arrow_ipc=arrow_ipc(rows)))
+    columnar = start_server().stub.ScoreBatch(
+        pb.ScoreBatchRequest(arrow_ipc=arrow_ipc(rows), arrow_response=True)
+    )
+    assert not columnar.decisions
+    table = pyarrow.ipc.open_stream(columnar.decisions_arrow_ipc).read_all()
+    got = table.to_pylist()
+    want = list(plain.decisions)
+    assert [g["order_id"] for g in got] == [d.order_id for d in want]
+    assert [g["action"] for g in got] == [pb.Action.Name(d.action) for d in want]
+    assert [g["path"] for g in got] == [pb.Path.Name(d.path) for d in want]
+    np.testing.assert_allclose([g["score"] for g in got], [d.score for d in want], atol=1e-12)
+    assert [[r["code"] for r in g["reasons"]] for g in got] == [
+        [r.code for r in d.reasons] for d in want
+    ]
+    assert [g["review_triggers"] for g in got] == [list(d.review_triggers) for d in want]
+    assert any(g["reasons"] for g in got)  # the batch has flagged orders to compare
