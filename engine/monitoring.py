@@ -1,9 +1,11 @@
 """Live monitoring: feeds the anomaly detector, fans its alerts out, keeps Prometheus metrics.
 
 Knows nothing of gRPC. The server hands it every micro-batch's decisions and every batch of
-checkout error events; `AlertHub` counts them in `engine.anomaly.StreamMonitor` (event time),
-advances it to the newest event time it has seen, and pushes new or changed alerts to the
-queues of `WatchAlerts` subscribers. When traffic is live (event time within
+checkout error events; `AlertHub` buffers them and hands them to
+`engine.anomaly.StreamMonitor` (event time) whenever a bucket may have closed, advances the
+monitor to the newest event time it has seen, and pushes new or changed alerts to the queues
+of `WatchAlerts` subscribers. Buffering keeps the monitor's per-call cost off the per-order
+hot path: alerts are only evaluated when a bucket closes anyway. When traffic is live (event time within
 `live_window_s` of the wall clock), `tick` also advances the monitor by the wall clock, so a
 stream that stops altogether is seen as a drop rather than as silence that never ends.
 """
@@ -23,6 +25,7 @@ from engine.policy import ACTION_NAMES, DECLINE, FALLBACK, PATH_NAMES, SCREENED_
 
 log = logging.getLogger(__name__)
 QUEUE_SIZE = 1000  # alerts buffered per watcher; the oldest are dropped beyond that
+FLUSH_ROWS = 4096  # observations buffered before the monitor counts them
 
 
 class AlertHub:
@@ -40,6 +43,11 @@ class AlertHub:
         self.latest = -np.inf  # newest event time seen
         self._watchers: set[asyncio.Queue[Alert]] = set()
         self._bucket = -1
+        self._orders: list[
+            tuple[np.ndarray, list[str | None], np.ndarray, np.ndarray, np.ndarray]
+        ] = []
+        self._events: list[tuple[np.ndarray, list[str], list[str]]] = []
+        self._buffered = 0
         r = self.registry
         self.decisions = Counter(
             "ordersight_decisions", "Decisions made", ["action", "path"], registry=r
@@ -55,13 +63,17 @@ class AlertHub:
             "ordersight_alerts_open", "Open operational alerts", ["severity"], registry=r
         )
         self.expected = Gauge(
-            "ordersight_series_expected", "Expected value of a watched series", ["series"],
+            "ordersight_series_expected",
+            "Expected value of a watched series",
+            ["series"],
             registry=r,
-        )  # fmt: skip
+        )
         self.actual = Gauge(
-            "ordersight_series_actual", "Last closed bucket of a watched series", ["series"],
+            "ordersight_series_actual",
+            "Last closed bucket of a watched series",
+            ["series"],
             registry=r,
-        )  # fmt: skip
+        )
 
     def on_decisions(
         self,
@@ -71,20 +83,25 @@ class AlertHub:
         path: np.ndarray,
         latency_s: Sequence[float] = (),
     ) -> None:
-        pairs, counts = np.unique(action.astype(np.int64) * 8 + path, return_counts=True)
-        for pair, count in zip(pairs.tolist(), counts.tolist(), strict=True):
-            self.decisions.labels(ACTION_NAMES[pair // 8], PATH_NAMES[pair % 8]).inc(count)
+        if len(t) == 1:
+            self.decisions.labels(ACTION_NAMES[int(action[0])], PATH_NAMES[int(path[0])]).inc()
+        elif len(t):
+            pairs, counts = np.unique(action.astype(np.int64) * 8 + path, return_counts=True)
+            for pair, count in zip(pairs.tolist(), counts.tolist(), strict=True):
+                self.decisions.labels(ACTION_NAMES[pair // 8], PATH_NAMES[pair % 8]).inc(count)
         for s in latency_s:
             self.latency.observe(s)
-        self.monitor.observe_orders(
-            t, list(channels), action == DECLINE, path != SCREENED_OUT, path == FALLBACK
+        self._orders.append(
+            (t, list(channels), action == DECLINE, path != SCREENED_OUT, path == FALLBACK)
         )
-        self._advance(float(np.max(t)) if len(t) else self.latest)
+        self._buffered += len(t)
+        self._seen(t)
 
     def on_events(self, t: np.ndarray, channels: Sequence[str], codes: Sequence[str]) -> None:
         self.events.inc(len(t))
-        self.monitor.observe_events(t, list(channels), list(codes))
-        self._advance(float(np.max(t)) if len(t) else self.latest)
+        self._events.append((t, list(channels), list(codes)))
+        self._buffered += len(t)
+        self._seen(t)
 
     def tick(self) -> None:
         """Advance by the wall clock when the traffic is live (see the module docstring)."""
@@ -100,7 +117,42 @@ class AlertHub:
     def unsubscribe(self, q: asyncio.Queue[Alert]) -> None:
         self._watchers.discard(q)
 
+    def _seen(self, t: np.ndarray) -> None:
+        """Note the newest event time; hand the buffer to the monitor when a bucket may
+        close (alerts are only evaluated then) or the buffer is large."""
+        if len(t):
+            self.latest = max(self.latest, float(np.max(t)))
+        if (
+            self._buffered >= FLUSH_ROWS
+            or int(self.latest // self.monitor.bucket_s) != self._bucket
+        ):
+            self._advance(self.latest)
+
+    def _flush(self) -> None:
+        if self._orders:
+            t, ch, declined, escalated, fallback = (
+                list(x) for x in zip(*self._orders, strict=True)
+            )
+            self.monitor.observe_orders(
+                np.concatenate(t),
+                [c for part in ch for c in part],
+                np.concatenate(declined),
+                np.concatenate(escalated),
+                np.concatenate(fallback),
+            )
+        if self._events:
+            t, ch, codes = (list(x) for x in zip(*self._events, strict=True))
+            self.monitor.observe_events(
+                np.concatenate(t),
+                [c for part in ch for c in part],
+                [c for part in codes for c in part],
+            )
+        self._orders.clear()
+        self._events.clear()
+        self._buffered = 0
+
     def _advance(self, t: float) -> None:
+        self._flush()
         if not np.isfinite(t):
             return
         self.latest = max(self.latest, t)
