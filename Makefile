@@ -11,7 +11,7 @@ HISTORY ?= models/default-history.parquet
 SIM_DAYS ?= 56
 PORT ?= 50051
 
-.PHONY: install proto models run test lint format bench bench-micro clean
+.PHONY: install proto models run test lint format bench bench-micro bench-anomaly clean
 
 install: $(STAMP) $(PROTO_PY)
 
@@ -43,6 +43,10 @@ test: install
 bench: install models
 	$(PY) -m pip install -q -e '.[dev,bench]'
 	$(PY) -m benchmarks.run
+
+# Anomaly detection: the engine's detector against a static threshold and a 3-sigma band.
+bench-anomaly: install
+	$(PY) -m benchmarks.anomaly_eval
 
 bench-micro: install models
 	$(PY) -m pytest benchmarks/test_micro.py -q --benchmark-only -p no:cacheprovider

@@ -44,10 +44,16 @@ def _iso(epoch_s: float) -> str:
     return dt.datetime.fromtimestamp(epoch_s, dt.UTC).isoformat(timespec="seconds")
 
 
-def check_timestamp(ts, name: str) -> None:
+def check_timestamp(ts: Timestamp, name: str, latest: float = float(_TS_MAX)) -> None:
+    """A timestamp in Timestamp's own range and no later than `latest` (epoch seconds)."""
     if not (_TS_MIN <= ts.seconds <= _TS_MAX and 0 <= ts.nanos < 1_000_000_000):
         raise InvalidInput(
             f"{name}: not a valid timestamp (seconds {ts.seconds}, nanos {ts.nanos})", name
+        )
+    if ts.seconds > latest:
+        raise InvalidInput(
+            f"{name}: {ts.ToJsonString()} is in the future (latest accepted {_iso(latest)})",
+            name,
         )
 
 
@@ -64,13 +70,7 @@ def validate_order(o: pb.Order, prefix: str = "", latest: float = float(_TS_MAX)
         raise InvalidInput(f"{prefix}customer_id: required", f"{prefix}customer_id")
     if not o.HasField("created_at"):
         raise InvalidInput(f"{prefix}created_at: required", f"{prefix}created_at")
-    check_timestamp(o.created_at, f"{prefix}created_at")
-    if o.created_at.seconds > latest:
-        raise InvalidInput(
-            f"{prefix}created_at: {o.created_at.ToJsonString()} is in the future "
-            f"(latest accepted {_iso(latest)})",
-            f"{prefix}created_at",
-        )
+    check_timestamp(o.created_at, f"{prefix}created_at", latest)
     if o.customer.HasField("account_created_at"):
         check_timestamp(o.customer.account_created_at, f"{prefix}customer.account_created_at")
     if o.amount_minor < 0:

@@ -41,28 +41,12 @@ def _mix64(x):
 
 
 @njit
-def _hash_strings(offsets, data, valid, salt, out):
-    """FNV-1a over each string's bytes; 0 marks null or empty (unknown)."""
+def _hash_strings(offsets, data, valid, salts, out):
+    """FNV-1a over each string's bytes, salted per string; 0 marks null or empty (unknown)."""
     for i in range(out.shape[0]):
         start = offsets[i]
         end = offsets[i + 1]
         if not valid[i] or end == start:
-            out[i] = 0
-            continue
-        h = _FNV_OFFSET ^ salt
-        for j in range(start, end):
-            h = (h ^ np.uint64(data[j])) * _FNV_PRIME
-        h = _mix64(h)
-        out[i] = h if h != 0 else np.uint64(1)
-
-
-@njit
-def _hash_salted(offsets, data, salts, out):
-    """`_hash_strings` with one salt per string and no null mask (empty means unknown)."""
-    for i in range(out.shape[0]):
-        start = offsets[i]
-        end = offsets[i + 1]
-        if end == start:
             out[i] = 0
             continue
         h = _FNV_OFFSET ^ salts[i]
@@ -121,7 +105,7 @@ def hash_strings(arr: pa.Array | pa.ChunkedArray, salt: int = 0) -> np.ndarray:
         if arr.null_count == 0
         else np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), dtype=np.bool_)
     )
-    _hash_strings(offsets, data, valid, np.uint64(salt), out)
+    _hash_strings(offsets, data, valid, np.full(n, salt, dtype=np.uint64), out)
     return out
 
 
@@ -142,7 +126,7 @@ def hash_columns(columns: Sequence[Sequence[str | None]], salts: Sequence[int]) 
     data = np.frombuffer(b"".join(raw), dtype=np.uint8)
     salt = np.repeat(np.asarray(salts, dtype=np.uint64), n)
     out = np.empty(len(raw), dtype=np.uint64)
-    _hash_salted(offsets, data, salt, out)
+    _hash_strings(offsets, data, np.ones(len(raw), np.bool_), salt, out)
     return out.reshape(len(columns), n)
 
 

@@ -5,9 +5,11 @@ checkout error events; `AlertHub` buffers them and hands them to
 `engine.anomaly.StreamMonitor` (event time) whenever a bucket may have closed, advances the
 monitor to the newest event time it has seen, and pushes new or changed alerts to the queues
 of `WatchAlerts` subscribers. Buffering keeps the monitor's per-call cost off the per-order
-hot path: alerts are only evaluated when a bucket closes anyway. When traffic is live (event time within
-`live_window_s` of the wall clock), `tick` also advances the monitor by the wall clock, so a
-stream that stops altogether is seen as a drop rather than as silence that never ends.
+hot path: alerts are only evaluated when a bucket closes anyway. The monitor runs `GRACE_S`
+behind the newest event, so a straggler from another checkout host still lands in its
+bucket. When traffic is live (event time within `live_window_s` of the wall clock), `tick`
+also advances the monitor by the wall clock, so a stream that stops altogether is seen as a
+drop rather than as silence that never ends.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from engine.policy import ACTION_NAMES, DECLINE, FALLBACK, PATH_NAMES, SCREENED_
 log = logging.getLogger(__name__)
 QUEUE_SIZE = 1000  # alerts buffered per watcher; the oldest are dropped beyond that
 FLUSH_ROWS = 4096  # observations buffered before the monitor counts them
+GRACE_S = 30.0  # how far the monitor's clock trails the newest event
 
 
 class AlertHub:
@@ -109,6 +112,17 @@ class AlertHub:
         if now - self.latest <= self.live_window_s:
             self._advance(now - self.monitor.bucket_s)
 
+    def warm(self) -> None:
+        """Compile the detector's kernels on a scratch monitor, so no request pays for it."""
+        scratch = StreamMonitor(self.monitor.bucket_s, max_series=4)
+        t = np.array([0.0, 1.0])
+        scratch.observe_orders(
+            t, ["a", "b"], np.zeros(2, bool), np.zeros(2, bool), np.zeros(2, bool)
+        )
+        scratch.observe_events(t, ["a", "b"], ["E", "E"])
+        scratch.advance(3 * self.monitor.bucket_s)
+        scratch.series_snapshot()
+
     def subscribe(self) -> asyncio.Queue[Alert]:
         q: asyncio.Queue[Alert] = asyncio.Queue(QUEUE_SIZE)
         self._watchers.add(q)
@@ -157,7 +171,7 @@ class AlertHub:
             return
         self.latest = max(self.latest, t)
         bucket = int(self.latest // self.monitor.bucket_s)
-        alerts = self.monitor.advance(self.latest)
+        alerts = self.monitor.advance(self.latest - GRACE_S)
         if bucket == self._bucket and not alerts:
             return  # no bucket closed: nothing new to report
         self._bucket = bucket

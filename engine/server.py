@@ -162,11 +162,7 @@ class OrderRiskServicer(pb_grpc.OrderRiskServicer):
         for i, oc in enumerate(request.outcomes):
             validate_order(oc.order, prefix=f"outcomes[{i}].order.", latest=latest)
             if oc.HasField("known_at"):
-                check_timestamp(oc.known_at, f"outcomes[{i}].known_at")
-                if oc.known_at.seconds > latest:
-                    raise InvalidInput(
-                        f"outcomes[{i}].known_at: in the future", f"outcomes[{i}].known_at"
-                    )
+                check_timestamp(oc.known_at, f"outcomes[{i}].known_at", latest)
             orders.append(oc.order)
         if not orders:
             return pb.ReportOutcomesResponse(accepted=0)
@@ -195,9 +191,7 @@ class OrderRiskServicer(pb_grpc.OrderRiskServicer):
                 raise InvalidInput(f"events[{i}].code: required", f"events[{i}].code")
             if not ev.HasField("time"):
                 raise InvalidInput(f"events[{i}].time: required", f"events[{i}].time")
-            check_timestamp(ev.time, f"events[{i}].time")
-            if ev.time.seconds > latest:
-                raise InvalidInput(f"events[{i}].time: in the future", f"events[{i}].time")
+            check_timestamp(ev.time, f"events[{i}].time", latest)
             t[i] = ev.time.seconds + ev.time.nanos / 1e9
         if t.size:
             self.hub.on_events(
@@ -263,6 +257,7 @@ class Server:
             lambda b: self.servicer.process(b), settings.max_batch, settings.max_wait_us / 1e6
         )
         self.hub = AlertHub(StreamMonitor(settings.alert_bucket_s))
+        self.hub.warm()
         self.servicer = OrderRiskServicer(
             self.engine, self.batcher, self.hub, settings.max_future_s
         )

@@ -62,6 +62,9 @@ def test_error_storm_is_streamed_listed_and_shown(
     watcher.start()
     started.wait(TIMEOUT_S)
     storm = _events(rng, t, 4, 120.0) + _events(rng, t + 4 * BUCKET, 1, 3.0)
+    closer = pb.CheckoutEvent(channel="app", code="PAYMENT_TIMEOUT")
+    closer.time.FromSeconds(int(t + 5 * BUCKET + 120))  # moves time past the storm's buckets
+    storm.append(closer)
     server.stub.ReportEvent(pb.ReportEventRequest(events=storm))
     alert = received.get(timeout=TIMEOUT_S)
     stream.cancel()
