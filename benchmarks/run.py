@@ -240,6 +240,8 @@ def _mlserver(
     )
     proc = mlserver.start(python, repo)
     try:
+        # Its answers must be the model's before its speed means anything.
+        mlserver.verify(python, target, models / "tier2.lgb.txt", X[:32], requests[:32])
         loads += sweep("mlserver", target, mlserver.INFER_METHOD, requests, seconds, log)
     finally:
         mlserver.stop(proc)
