@@ -97,39 +97,59 @@ def _shap(
     threshold,
     default_left,
     missing,
-    path_len,
-    path_node,
-    path_left,
-    path_slot,
+    left,
+    right,
+    root,
+    node_slot,
     n_unique,
     unique_feat,
     offsets,
     table,
     expected,
     out,
+    stack_node,
+    stack_mask,
 ):
-    n_nodes = feature.shape[0]
-    left_of = np.empty(n_nodes, np.bool_)
+    """Walk each tree once per row, carrying the bit pattern of satisfied path features.
+
+    A node's feature has the same slot on every path through it (slots number a path's
+    distinct features in order of first use), so the pattern can be built top-down: the
+    child the row does not take clears that slot's bit. Each leaf then costs one table row.
+    """
     n_features = X.shape[1]
     for r in range(X.shape[0]):
-        for node in range(n_nodes):
-            left_of[node] = _goes_left(
-                np.float64(X[r, feature[node]]), node, threshold, default_left, missing
-            )
         for j in range(n_features):
             out[r, j] = 0.0
         out[r, n_features] = expected
-        for leaf in range(path_len.shape[0]):
-            d = n_unique[leaf]
-            if d == 0:
-                continue
-            satisfied = (1 << d) - 1
-            for k in range(path_len[leaf]):
-                if left_of[path_node[leaf, k]] != path_left[leaf, k]:
-                    satisfied &= ~(1 << path_slot[leaf, k])
-            base = offsets[leaf] + satisfied * d
-            for j in range(d):
-                out[r, unique_feat[leaf, j]] += table[base + j]
+        for t in range(root.shape[0]):
+            if root[t] < 0:
+                continue  # a single-leaf tree only moves the base value
+            top = 0
+            stack_node[0] = root[t]
+            stack_mask[0] = -1
+            while top >= 0:
+                node = stack_node[top]
+                mask = stack_mask[top]
+                top -= 1
+                if node < 0:
+                    leaf = ~node
+                    d = n_unique[leaf]
+                    base = offsets[leaf] + (mask & ((1 << d) - 1)) * d
+                    for j in range(d):
+                        out[r, unique_feat[leaf, j]] += table[base + j]
+                    continue
+                bit = np.int64(1) << node_slot[node]
+                if _goes_left(
+                    np.float64(X[r, feature[node]]), node, threshold, default_left, missing
+                ):
+                    hot, cold = left[node], right[node]
+                else:
+                    hot, cold = right[node], left[node]
+                stack_node[top + 1] = cold
+                stack_mask[top + 1] = mask & ~bit
+                stack_node[top + 2] = hot
+                stack_mask[top + 2] = mask
+                top += 2
 
 
 def _leaf_paths(trees: CompiledTrees):
@@ -155,6 +175,7 @@ def _leaf_paths(trees: CompiledTrees):
     n_unique = np.zeros(n_leaves, np.int64)
     unique_feat = np.zeros((n_leaves, depth), np.int64)
     unique_zero = np.ones((n_leaves, depth), np.float64)
+    node_slot = np.zeros(trees.feature.size, np.int64)
     for leaf, path in enumerate(paths):
         slots: dict[int, int] = {}
         path_len[leaf] = len(path)
@@ -166,8 +187,9 @@ def _leaf_paths(trees: CompiledTrees):
             unique_feat[leaf, slot] = f
             unique_zero[leaf, slot] *= cover / trees.node_cover[node]
             path_node[leaf, k], path_left[leaf, k], path_slot[leaf, k] = node, left, slot
+            node_slot[node] = slot
         n_unique[leaf] = len(slots)
-    return path_len, path_node, path_left, path_slot, n_unique, unique_feat, unique_zero
+    return path_len, path_slot, n_unique, unique_feat, unique_zero, node_slot
 
 
 def expected_value(trees: CompiledTrees) -> float:
@@ -196,15 +218,10 @@ class TreeExplainer:
         if trees.node_cover.size != trees.feature.size or not (trees.node_cover > 0).all():
             raise ValueError("trees lack node covers: recompile from a LightGBM model dump")
         self.trees = trees
-        (
-            self.path_len,
-            self.path_node,
-            self.path_left,
-            self.path_slot,
-            self.n_unique,
-            self.unique_feat,
-            unique_zero,
-        ) = _leaf_paths(trees)
+        path_len, path_slot, self.n_unique, self.unique_feat, unique_zero, self.node_slot = (
+            _leaf_paths(trees)
+        )
+        self.max_depth = int(path_len.max(initial=0))
         if self.n_unique.max(initial=0) > self.MAX_DEPTH:
             raise ValueError(
                 f"trees must have at most {self.MAX_DEPTH} distinct features on a path, "
@@ -215,8 +232,8 @@ class TreeExplainer:
         self.table = np.zeros(int(sizes.sum()))
         _leaf_tables(
             trees.leaf_value,
-            self.path_len,
-            self.path_slot,
+            path_len,
+            path_slot,
             self.n_unique,
             unique_zero,
             self.offsets,
@@ -229,21 +246,24 @@ class TreeExplainer:
         if X.ndim != 2 or X.shape[1] != t.n_features:
             raise ValueError(f"Data must be of dimension (N, {t.n_features}), is {X.shape}")
         out = np.empty((X.shape[0], t.n_features + 1))
+        stack = 2 * self.max_depth + 3
         _shap(
             np.ascontiguousarray(X),
             t.feature,
             t.threshold,
             t.default_left,
             t.missing,
-            self.path_len,
-            self.path_node,
-            self.path_left,
-            self.path_slot,
+            t.left,
+            t.right,
+            t.root,
+            self.node_slot,
             self.n_unique,
             self.unique_feat,
             self.offsets,
             self.table,
             self.expected,
             out,
+            np.empty(stack, np.int64),
+            np.empty(stack, np.int64),
         )
         return out
