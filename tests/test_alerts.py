@@ -97,3 +97,23 @@ def test_event_from_the_future_is_refused(server: RunningServer) -> None:
     ev.time.FromDatetime(dt.datetime.now(dt.UTC) + dt.timedelta(hours=2))
     err = rpc_error(lambda: server.stub.ReportEvent(pb.ReportEventRequest(events=[ev])))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "future" in err.details()
+
+
+def test_metrics_endpoint_counts_decisions(start_server: Callable[..., RunningServer]) -> None:
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:  # a free port for the metrics endpoint
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = start_server(metrics_port=port)
+    order = pb.Order(
+        order_id="o-m", customer_id="c-m", amount_minor=1500, currency="USD", channel="web"
+    )
+    order.created_at.FromSeconds(int(MONDAY))
+    decision = server.stub.Score(order)
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=TIMEOUT_S).read()
+    text = body.decode()
+    action, path = pb.Action.Name(decision.action), pb.Path.Name(decision.path)
+    assert f'ordersight_decisions_total{{action="{action}",path="{path}"}} 1.0' in text
+    assert "ordersight_engine_latency_seconds_count 1.0" in text

@@ -399,3 +399,17 @@ def test_detect_csv_errors_name_the_column(
         detect_csv(str(src), str(tmp_path / "out.csv"))
     assert exc.value.field == column
     assert f"'{column}'" in str(exc.value)
+
+
+def test_detect_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from engine.cli import main
+
+    t, v, shift = _hourly_counts(np.random.default_rng(4))
+    stamps = pa.array((t * 1e6).astype("int64"), pa.timestamp("us")).cast(pa.string())
+    src, out = tmp_path / "in.csv", tmp_path / "out.csv"
+    pacsv.write_csv(pa.table({"ts": stamps, "orders": v}), src)
+    args = ["detect", "--csv", str(src), "--timestamp-col", "ts", "--value-col", "orders"]
+    assert main([*args, "--out", str(out)]) == 0
+    assert pacsv.read_csv(out).column("alert").to_numpy()[shift:].any()
+    assert main(["detect", "--csv", str(src), "--out", str(out)]) == 2  # default names absent
+    assert "column 'timestamp'" in capsys.readouterr().err

@@ -70,3 +70,18 @@ def test_infinite_thresholds() -> None:
     trees = compile_booster(b.dump_model())
     Xt = np.array([[0.0, np.inf], [0.0, -np.inf], [np.inf, np.nan]])
     np.testing.assert_allclose(predict_raw(trees, Xt), b.predict(Xt, raw_score=True), atol=1e-9)
+
+
+def test_float32_rows_on_and_beside_thresholds(booster: lgb.Booster, trees: CompiledTrees) -> None:
+    """float32 rows compare with thresholds rounded down to float32: still LightGBM's answer."""
+    with np.errstate(over="ignore"):
+        t32 = trees.threshold.astype(np.float32)
+    rows = []
+    for step in (0.0, -np.inf, np.inf):
+        X = np.zeros((t32.size, N_FEATURES), np.float32)
+        X[np.arange(t32.size), trees.feature] = np.nextafter(t32, np.float32(step)) if step else t32
+        rows.append(X)
+    X = np.concatenate(rows)
+    np.testing.assert_allclose(
+        predict_raw(trees, X), booster.predict(X.astype(np.float64), raw_score=True), atol=1e-9
+    )
