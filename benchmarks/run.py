@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     results["bulk"].append(batch.score_file_rate(models, history_path, logs / "scored.parquet"))
     log(f"  {results['bulk'][-1]['orders_per_s']:,.0f} orders/s")
     log("In-process stages:")
-    results["stages"] = stages.stage_costs(models, orders_from_table(history.slice(0, 4096)))
+    results["stages"] = stages.stage_costs(models, history_path)
     results["tier2_runtimes"] = stages.tier2_runtimes(models, X_tail[:4096], logs / "tier2_tl2.so")
     results["targets"] = targets(results)
     (out / "results.json").write_text(json.dumps(results, indent=2))
