@@ -1,11 +1,9 @@
 """Micro-batcher: gathers concurrent calls into one engine call.
 
 A batch is dispatched when it reaches `max_batch`, when `max_wait` has passed since its first
-call, or as soon as waiting brings no new call. An idle engine serves a lone request at once
-(it waits only for calls already runnable); a busy one (the call arrived right after the
-previous batch was answered) polls the socket in short steps while calls keep
-arriving, because under load gRPC holds the next calls until the event loop polls. The clock
-is injected (monotonic seconds).
+call, or as soon as a yield to the event loop brings no new call: an idle engine serves a
+lone request at once, and batches grow only while calls really arrive together (typically
+while the previous batch was being scored). The clock is injected (monotonic seconds).
 """
 
 from __future__ import annotations
@@ -17,8 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.errors import Unavailable
-
-_POLL_S = 200e-6  # longest single wait for more calls while busy
 
 
 @dataclass
@@ -49,7 +45,6 @@ class MicroBatcher:
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
         self._closing = False
-        self._idle_since = -float("inf")  # when the last batch was answered
         self.batches = 0
         self.items = 0
 
@@ -83,21 +78,15 @@ class MicroBatcher:
                 await self._wakeup.wait()
                 continue
             start = self.clock()
-            # Busy: this call came right after the last batch ended, so others are likely
-            # waiting in gRPC's queue. Only a real poll of the socket (a sleep, not a bare
-            # yield) lets them in; gather them for up to max_wait. Idle: dispatch as soon as
-            # a plain yield brings nobody else, so a lone call never waits.
-            busy = start - self._idle_since < self.max_wait_s
             seen = len(self._queue)
             while seen < self.max_batch and self.clock() - start < self.max_wait_s:
-                await asyncio.sleep(min(self.max_wait_s / 4, _POLL_S) if busy else 0)
+                await asyncio.sleep(0)  # let calls that are ready reach the queue
                 if len(self._queue) == seen:
                     break
                 seen = len(self._queue)
             batch = self._queue[: self.max_batch]
             del self._queue[: self.max_batch]
             self._dispatch(batch)
-            self._idle_since = self.clock()
 
     def _dispatch(self, batch: list[Pending]) -> None:
         live = [p for p in batch if not p.future.cancelled()]

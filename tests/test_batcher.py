@@ -55,13 +55,13 @@ def test_concurrent_calls_share_batches_within_max_batch() -> None:
 
 
 class TickingClock:
-    """Every reading is a second after the previous one: max_wait is over at once."""
+    """Every reading is one millisecond after the previous one."""
 
     def __init__(self) -> None:
         self.now = 0.0
 
     def __call__(self) -> float:
-        self.now += 1.0
+        self.now += 0.001
         return self.now
 
 
