@@ -360,28 +360,37 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
+    """p50 and p99 against calls/s: closed loop as lines (concurrency 1 to 256), open loop
+    (fixed rates) as separate markers."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for target in ("ordersight", "echo", "mlserver"):
-        pts = sorted(
-            (r for r in results["score"] if r["target"] == target), key=lambda r: r["calls_per_s"]
-        )
-        if not pts:
-            continue
-        x = [r["calls_per_s"] for r in pts]
-        line = ax.plot(x, [r["p50_ms"] for r in pts], "o-", label=f"{target} p50")[0]
-        ax.plot(x, [r["p99_ms"] for r in pts], "s--", color=line.get_color(), label=f"{target} p99")
-    ax.set(
-        xlabel="calls/s",
-        ylabel="latency (ms)",
-        yscale="log",
-        title="Score: latency against throughput (closed and open loop)",
-    )
-    ax.legend(fontsize=8)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
+    for ax, q in zip(axes, ("p50", "p99"), strict=True):
+        for target in ("ordersight", "echo", "mlserver"):
+            closed = [r for r in results["score"] if r["target"] == target and r["concurrency"]]
+            opened = [r for r in results["score"] if r["target"] == target and r["rate"]]
+            if not closed:
+                continue
+            closed.sort(key=lambda r: r["concurrency"])
+            line = ax.plot(
+                [r["calls_per_s"] for r in closed],
+                [r[f"{q}_ms"] for r in closed],
+                "o-",
+                label=f"{target}, closed loop (c=1..256)",
+            )[0]
+            ax.plot(
+                [r["calls_per_s"] for r in opened],
+                [r[f"{q}_ms"] for r in opened],
+                "x",
+                ms=9,
+                color=line.get_color(),
+                label=f"{target}, open loop",
+            )
+        ax.set(xlabel="calls/s", ylabel=f"{q} latency (ms)", yscale="log", title=f"Score: {q}")
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
