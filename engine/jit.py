@@ -1,7 +1,8 @@
 """Numba options for every kernel, decided once.
 
 `cache=True` keeps compiled machine code on disk so a restart does not recompile;
-`nogil=True` lets the gRPC threads run while a kernel works; `error_model="numpy"` keeps
+`nogil=True` lets other threads (gRPC's own pollers, a caller's thread pool) run while a
+kernel works; `error_model="numpy"` keeps
 division semantics identical to the NumPy reference implementations in the tests.
 Kernels are warmed when a model is loaded (`engine.pipeline.Engine.warm`), so no request
 pays for compilation.

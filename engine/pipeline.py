@@ -110,11 +110,6 @@ class Engine:
         self.cost = _CostModel()
         self.latest_order_time = -np.inf  # event time of the newest order scored
 
-    def swap(self, models: ModelSet) -> ModelSet:
-        """Replace the models in one step (the new set is already loaded and verified)."""
-        old, self.models = self.models, models
-        return old
-
     def warm(self) -> None:
         """Run every kernel once and time tier two, so no request pays for compilation."""
         from engine.encode import hash_columns
