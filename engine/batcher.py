@@ -9,8 +9,9 @@ while the previous batch was being scored). The clock is injected (monotonic sec
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +29,7 @@ class Pending:
 class MicroBatcher:
     def __init__(
         self,
-        process: Callable[[Sequence[Pending]], Sequence[Any]],
+        process: Callable[[Sequence[Pending]], Sequence[Any] | Awaitable[Sequence[Any]]],
         max_batch: int = 256,
         max_wait_s: float = 0.0005,
         clock: Callable[[], float] = time.monotonic,
@@ -86,9 +87,9 @@ class MicroBatcher:
                 seen = len(self._queue)
             batch = self._queue[: self.max_batch]
             del self._queue[: self.max_batch]
-            self._dispatch(batch)
+            await self._dispatch(batch)
 
-    def _dispatch(self, batch: list[Pending]) -> None:
+    async def _dispatch(self, batch: list[Pending]) -> None:
         live = [p for p in batch if not p.future.cancelled()]
         if not live:
             return
@@ -96,6 +97,8 @@ class MicroBatcher:
         self.items += len(live)
         try:
             results = self.process(live)
+            if inspect.isawaitable(results):  # e.g. scored on the engine's own thread
+                results = await results
         except Exception as exc:  # every caller gets the error; the batcher goes on
             for p in live:
                 if not p.future.done():

@@ -37,6 +37,10 @@ class Settings:
     """Bucket of the operational anomaly detector (orders, declines, errors per channel)."""
     metrics_port: int = 0
     """Port of the Prometheus /metrics endpoint on `host` (0 = off)."""
+    engine_thread: bool = True
+    """Score on a dedicated thread, so the event loop keeps taking calls (and micro-batches
+    form) while a batch is scored; Numba and onnxruntime release the GIL. False scores on
+    the event loop itself: lower latency for a lone caller, no batching under load."""
     max_batch: int = 256
     """Most orders scored in one micro-batch."""
     max_wait_us: int = 500

@@ -14,6 +14,7 @@ import logging
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
@@ -72,6 +73,7 @@ class OrderRiskServicer(pb_grpc.OrderRiskServicer):
         batcher: MicroBatcher,
         hub: AlertHub,
         max_future_s: float = 300.0,
+        engine_thread: ThreadPoolExecutor | None = None,
         batch_chunk: int = 8192,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
@@ -80,6 +82,7 @@ class OrderRiskServicer(pb_grpc.OrderRiskServicer):
         self.batcher = batcher
         self.hub = hub
         self.max_future_s = max_future_s
+        self.engine_thread = engine_thread
         self.batch_chunk = batch_chunk
         self.clock = clock
         self.wall = wall
@@ -88,8 +91,13 @@ class OrderRiskServicer(pb_grpc.OrderRiskServicer):
         """Latest `created_at` accepted: the wall clock plus the allowed skew."""
         return self.wall() + self.max_future_s
 
-    def process(self, batch: Sequence[Pending]) -> list[pb.Decision]:
-        """Score one micro-batch (called by the batcher)."""
+    async def process(self, batch: Sequence[Pending]) -> list[pb.Decision]:
+        """Score one micro-batch (called by the batcher) on the engine's thread."""
+        decisions, t, channels, action, path, waited = await self._on_engine(self._score, batch)
+        self.hub.on_decisions(t, channels, action, path, waited)
+        return decisions
+
+    def _score(self, batch: Sequence[Pending]) -> tuple[Any, ...]:
         ids, enc = encode_orders([p.payload for p in batch])
         deadlines = np.array(
             [np.inf if p.deadline is None else p.deadline for p in batch], dtype=np.float64
@@ -97,14 +105,15 @@ class OrderRiskServicer(pb_grpc.OrderRiskServicer):
         decisions = self.engine.score_encoded(ids, enc, deadlines)
         now = self.clock()
         waited = [now - p.arrival for p in batch]
-        self.hub.on_decisions(
-            enc.t,
-            [p.payload.channel or None for p in batch],
-            decisions.action,
-            decisions.path,
-            waited,
-        )
-        return decisions_to_pb(decisions, [int(w * 1e6) for w in waited])
+        channels = [p.payload.channel or None for p in batch]
+        pbs = decisions_to_pb(decisions, [int(w * 1e6) for w in waited])
+        return pbs, enc.t, channels, decisions.action, decisions.path, waited
+
+    async def _on_engine(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run engine work on its single thread (or inline): one call at a time, in order."""
+        if self.engine_thread is None:
+            return fn(*args)
+        return await asyncio.get_running_loop().run_in_executor(self.engine_thread, fn, *args)
 
     def _deadline(self, context: grpc.aio.ServicerContext) -> float | None:
         remaining = context.time_remaining()
@@ -177,7 +186,7 @@ class OrderRiskServicer(pb_grpc.OrderRiskServicer):
             dtype=np.float64,
         )
         is_fraud = np.array([oc.is_fraud for oc in request.outcomes], dtype=np.int8)
-        self.engine.report_outcomes(enc, is_fraud, np.maximum(known, enc.t))
+        await self._on_engine(self.engine.report_outcomes, enc, is_fraud, np.maximum(known, enc.t))
         return pb.ReportOutcomesResponse(accepted=len(orders))
 
     @_rpc
@@ -258,8 +267,11 @@ class Server:
         )
         self.hub = AlertHub(StreamMonitor(settings.alert_bucket_s))
         self.hub.warm()
+        self._engine_thread = (
+            ThreadPoolExecutor(1, thread_name_prefix="engine") if settings.engine_thread else None
+        )
         self.servicer = OrderRiskServicer(
-            self.engine, self.batcher, self.hub, settings.max_future_s
+            self.engine, self.batcher, self.hub, settings.max_future_s, self._engine_thread
         )
         self.health: health.aio.HealthServicer | None = None
         self.server: grpc.aio.Server | None = None
@@ -320,6 +332,8 @@ class Server:
             self._ticker.cancel()
         if self._metrics is not None:
             self._metrics.shutdown()
+        if self._engine_thread is not None:
+            self._engine_thread.shutdown(wait=True)
         self.server = None
 
     async def _tick(self) -> None:
