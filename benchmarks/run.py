@@ -190,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     log("In-process stages:")
     results["stages"] = stages.stage_costs(models, history_path)
     results["tier2_runtimes"] = stages.tier2_runtimes(models, X_tail[:4096], logs / "tier2_tl2.so")
+    results["explain_runtimes"] = stages.explain_runtimes(models, X_tail)
     results["targets"] = targets(results)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "results.md").write_text(markdown(results))
@@ -356,6 +357,21 @@ def markdown(results: dict[str, Any]) -> str:
         "Largest difference from LightGBM's own predictions: "
         + ", ".join(f"{k} {v:.1e}" for k, v in rt[0]["max_abs_diff_vs_lightgbm"].items()),
     ]
+    lines += [
+        "",
+        "## Reason codes: TreeSHAP per row (µs)",
+        "",
+        "| batch | engine tables | LightGBM pred_contrib |",
+        "|---|---|---|",
+    ]
+    for r in results.get("explain_runtimes", []):
+        lines.append(
+            f"| {r['batch']} | {r['engine_treeshap_us']:,.1f} | "
+            f"{r['lightgbm_pred_contrib_us']:,.1f} |"
+        )
+    if results.get("explain_runtimes"):
+        diff = results["explain_runtimes"][0]["max_abs_diff"]
+        lines += ["", f"Largest difference between the two: {diff:.1e}"]
     return "\n".join(lines) + "\n"
 
 

@@ -109,3 +109,31 @@ def tier2_runtimes(models_dir: Path, X: np.ndarray, lib: Path) -> list[dict[str,
         rows.append(row)
     agree = {name: float(np.max(np.abs(np.asarray(fn(X)) - ref))) for name, fn in runtimes.items()}
     return [{"max_abs_diff_vs_lightgbm": agree}, *rows]
+
+
+def explain_runtimes(models_dir: Path, X: np.ndarray) -> list[dict[str, Any]]:
+    """µs per row of the engine's TreeSHAP tables against LightGBM's `pred_contrib`."""
+    m = artifacts.load(models_dir)
+    if m.tier2 is None:
+        raise RuntimeError(f"{models_dir}: no usable tier two: {m.problems}")
+    explainer = m.tier2.explainer
+    booster = lgb.Booster(model_file=str(models_dir / "tier2.lgb.txt"))
+    diff = float(
+        np.max(np.abs(explainer.shap_values(X[:256]) - booster.predict(X[:256], pred_contrib=True)))
+    )
+    rows = []
+    for n in (1, 64):
+        Xn = np.ascontiguousarray(X[:n])
+        rows.append(
+            {
+                "batch": n,
+                "engine_treeshap_us": per_call_s(lambda x=Xn: explainer.shap_values(x)) / n * 1e6,
+                "lightgbm_pred_contrib_us": per_call_s(
+                    lambda x=Xn: booster.predict(x, pred_contrib=True, num_threads=1)
+                )
+                / n
+                * 1e6,
+                "max_abs_diff": diff,
+            }
+        )
+    return rows
