@@ -179,7 +179,8 @@ class Encoded:
         return Encoded(n=len(kw["t"]), **kw)
 
 
-def _ts_seconds(arr: pa.ChunkedArray) -> np.ndarray:
+def epoch_seconds(arr: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A timestamp column as float64 epoch seconds (nulls must be filled first)."""
     us = arr.cast(pa.int64()).to_numpy(zero_copy_only=False)
     return np.asarray(us, dtype=np.float64) / 1e6
 
@@ -195,7 +196,7 @@ def _minor_exponent(currency: pa.ChunkedArray) -> np.ndarray:
 def encode(table: pa.Table) -> Encoded:
     """Encode a table already checked by `engine.schema.conform`."""
     n = table.num_rows
-    t = _ts_seconds(table.column("created_at"))
+    t = epoch_seconds(table.column("created_at"))
     amount_minor = np.asarray(table.column("amount_minor").to_numpy(), dtype=np.int64)
     amount = amount_minor / np.power(10.0, _minor_exponent(table.column("currency")))
 
@@ -203,7 +204,7 @@ def encode(table: pa.Table) -> Encoded:
     age = np.full(n, np.nan)
     if acct.null_count < n:
         valid = acct.is_valid().to_numpy(zero_copy_only=False)
-        acct_s = _ts_seconds(acct.fill_null(0))
+        acct_s = epoch_seconds(acct.fill_null(0))
         age[valid] = (t[valid] - acct_s[valid]) / 86400.0
     key_account = np.asarray(
         table.column("key_account").fill_null(False).to_numpy(zero_copy_only=False), dtype=np.bool_

@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from engine.encode import epoch_seconds
 from engine.errors import InvalidInput
 from engine.schema import conform
 
@@ -20,11 +21,7 @@ class History:
     table: pa.Table  # conformed, with label columns
     labels: np.ndarray  # int8: 1 fraud, 0 legitimate, -1 unknown
     known_at: np.ndarray  # float64 epoch seconds; NaN where the label is never known
-
-    @property
-    def t(self) -> np.ndarray:
-        us = self.table.column("created_at").cast(pa.int64()).to_numpy()
-        return np.asarray(us, dtype=np.float64) / 1e6
+    t: np.ndarray  # float64 epoch seconds of created_at
 
 
 def read_history(path: str | Path, label_delay_days: float = 7.0) -> History:
@@ -54,12 +51,12 @@ def history_from_table(
             f"is {int(labels[bad][0])}",
             "is_fraud",
         )
-    t = np.asarray(table.column("created_at").cast(pa.int64()).to_numpy(), np.float64) / 1e6
+    t = epoch_seconds(table.column("created_at"))
     kat = table.column("label_known_at")
     known_at = t + label_delay_days * DAY_S
     if kat.null_count < len(kat):
         valid = np.asarray(kat.is_valid().to_numpy(zero_copy_only=False), dtype=np.bool_)
-        ks = np.asarray(kat.cast(pa.int64()).fill_null(0).to_numpy(), np.float64) / 1e6
+        ks = epoch_seconds(kat.fill_null(0))
         known_at[valid] = ks[valid]
     known_at[labels < 0] = np.nan
-    return History(table, labels, known_at)
+    return History(table, labels, known_at, t)

@@ -65,7 +65,6 @@ LABEL_COLUMNS: tuple[Column, ...] = (
 
 ORDER_SCHEMA = pa.schema([pa.field(c.name, c.type) for c in ORDER_COLUMNS])
 HISTORY_SCHEMA = pa.schema([pa.field(c.name, c.type) for c in ORDER_COLUMNS + LABEL_COLUMNS])
-REQUIRED = tuple(c.name for c in ORDER_COLUMNS if c.required)
 
 # Entity columns that get velocity state, in the order their features appear.
 ENTITY_COLUMNS: tuple[str, ...] = (

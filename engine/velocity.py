@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.encode import ENTITY_KINDS, PAIRS
+from engine.encode import ENTITY_KINDS
 from engine.jit import njit
 from engine.schema import ENTITY_COLUMNS
 
@@ -49,7 +49,6 @@ _SWITCH = _FRAUD + 3
 N_SLOT_VALUES = _SWITCH + 1
 
 N_SINGLE = len(ENTITY_COLUMNS)
-N_PAIR = len(PAIRS)
 # Features of a single entity: counts per window, amount sums, age, known frauds, fraud
 # rate, and (all but the customer) how often the customer using it changed.
 _SINGLE_FEATS = _NW + _NA + 3
@@ -234,10 +233,6 @@ class VelocityState:
     @property
     def nbytes(self) -> int:
         return self.keys.nbytes + self.vals.nbytes + self.last_cust.nbytes
-
-    @property
-    def occupied(self) -> int:
-        return int(np.count_nonzero(self.keys))
 
     def process(
         self,

@@ -35,7 +35,7 @@ from engine.features import FEATURE_NAMES, replay
 from engine.history import DAY_S, History, read_history
 from engine.pipeline import Engine, escalation_mask
 from engine.policy import MODEL, PolicyConfig
-from engine.scorers import RULES, TierOne, rule_matrix
+from engine.scorers import RULES, TierOne, TierTwo, rule_matrix
 from engine.trees import compile_booster
 from engine.velocity import VelocityState
 from training.export import to_onnx
@@ -233,8 +233,6 @@ def train(
         np.savez(out / "tier1.npz", **trees.to_npz())  # type: ignore[arg-type]
         rng = np.random.default_rng(seed)
         sample = rng.choice(np.flatnonzero(te), size=min(512, int(te.sum())), replace=False)
-        from engine.scorers import TierTwo
-
         t2 = TierTwo(onnx_bytes, booster.model_to_string(), version)
         expected = t2.score(X[sample])
         lgb_err = float(np.max(np.abs(expected - booster.predict(X[sample]))))
