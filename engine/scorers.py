@@ -79,8 +79,8 @@ class TierOne:
 class TierTwo:
     """LightGBM exported to ONNX, run by onnxruntime on one intra-op thread.
 
-    One thread per session: the engine parallelises across processes, and onnxruntime's
-    thread pool costs more than it gains on micro-batches of a few escalated rows. The
+    One intra-op thread: the machine's other core runs the gRPC event loop, and the
+    escalated rows of a micro-batch are few (a multi-threaded session was not measured). The
     LightGBM text model is kept beside the ONNX graph only for explanations: its trees are
     compiled for `engine.treeshap`, which runs on the few rows that are reviewed or declined.
     """

@@ -5,7 +5,7 @@ customer+device and customer+card) has one slot in an open-addressing hash table
 keeps exponentially decayed order counts (time constants 10 min, 1 h, 24 h, 7 d, 30 d) and
 amount sums (1 h, 24 h, 30 d): after the update at time t, `cnt_w = sum_i exp(-(t - t_i)/w)`.
 Decayed counters need O(1) memory per entity, where exact sliding windows would need
-every event; they rank velocity the same way and are what the model is trained on.
+every event. They are what the model is trained on, so serving needs nothing else.
 An event older than its entity's last event is counted at that last time (its "effective
 time"), so late or future-stamped events can neither vanish nor age the entity.
 
