@@ -89,10 +89,17 @@ def _wait_port(target: str, deadline_s: float = 60.0) -> None:
 
 
 @contextlib.contextmanager
-def _process(cmd: list[str], log: Path) -> Iterator[subprocess.Popen]:
+def _process(
+    cmd: list[str], log: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen]:
     with log.open("w") as out:
         proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
         )
         try:
             yield proc
@@ -106,8 +113,27 @@ def _process(cmd: list[str], log: Path) -> Iterator[subprocess.Popen]:
                 proc.wait()
 
 
+def _batch_stats(metrics_url: str | None) -> tuple[float, float]:
+    """(sum, count) of the server's ordersight_batch_size histogram."""
+    if metrics_url is None:
+        return 0.0, 0.0
+    import urllib.request
+
+    text = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
+    values = dict(
+        line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("ordersight_batch")
+    )
+    return float(values["ordersight_batch_size_sum"]), float(values["ordersight_batch_size_count"])
+
+
 def sweep(
-    name: str, target: str, method: str, requests: list[bytes], seconds: float, log: Any
+    name: str,
+    target: str,
+    method: str,
+    requests: list[bytes],
+    seconds: float,
+    log: Any,
+    metrics_url: str | None = None,
 ) -> list[dict[str, Any]]:
     rows = []
     loads = [
@@ -116,7 +142,11 @@ def sweep(
     ]
     loads += [Load(target, method, rate=r, duration_s=seconds, procs=2) for r in RATES]
     for load in loads:
+        s0, n0 = _batch_stats(metrics_url)
         r = {"target": name, **run(load, requests)}
+        s1, n1 = _batch_stats(metrics_url)
+        if n1 > n0:  # Score calls per micro-batch during this load point
+            r["mean_batch"] = (s1 - s0) / (n1 - n0)
         log(
             f"  {name:10s} c={r['concurrency']} rate={r['rate']}: {r['calls_per_s']:,.0f}/s "
             f"p50 {r['p50_ms']:.2f} p99 {r['p99_ms']:.2f} ms, client {r['client_cpu_cores']:.2f}"
@@ -167,10 +197,13 @@ def main(argv: list[str] | None = None) -> int:
         "--warm-from",
         str(history_path),
     ]
-    with _process(serve, logs / "ordersight.log") as proc:
+    metrics_port = PORTS["ordersight"] + 30
+    env = {"ORDERSIGHT_METRICS_PORT": str(metrics_port)}
+    with _process(serve, logs / "ordersight.log", env) as proc:
         target = f"127.0.0.1:{PORTS['ordersight']}"
         _wait_serving(target, proc)
-        loads += sweep("ordersight", target, SCORE, requests, args.seconds, log)
+        metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+        loads += sweep("ordersight", target, SCORE, requests, args.seconds, log, metrics_url)
         log("ScoreBatch:")
         results["bulk"] = batch.score_batch(target, history)
         for r in results["bulk"]:
@@ -316,14 +349,15 @@ def markdown(results: dict[str, Any]) -> str:
         "## Score over gRPC",
         "",
         "| server | concurrency | rate | calls/s | p50 ms | p95 ms | p99 ms | p99.9 ms "
-        "| client cores |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| client cores | calls per micro-batch |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["score"]:
         lines.append(
             f"| {r['target']} | {r['concurrency'] or ''} | {r['rate'] or ''} | "
             f"{r['calls_per_s']:,.0f} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | "
-            f"{r['p99_ms']:.2f} | {r['p999_ms']:.2f} | {r['client_cpu_cores']:.2f} |"
+            f"{r['p99_ms']:.2f} | {r['p999_ms']:.2f} | {r['client_cpu_cores']:.2f} | "
+            + (f"{r['mean_batch']:.2f} |" if "mean_batch" in r else " |")
         )
     if "mlserver" in results:
         lines += ["", "MLServer configurations tried at concurrency 64 (best used above):", ""]

@@ -61,6 +61,12 @@ class AlertHub:
             buckets=(1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 5e-2, 0.1, 1.0),
             registry=r,
         )
+        self.batch_size = Histogram(
+            "ordersight_batch_size",
+            "Score calls per micro-batch",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=r,
+        )
         self.events = Counter("ordersight_checkout_events", "Checkout error events", registry=r)
         self.alerts_open = Gauge(
             "ordersight_alerts_open", "Open operational alerts", ["severity"], registry=r
@@ -92,6 +98,8 @@ class AlertHub:
             pairs, counts = np.unique(action.astype(np.int64) * 8 + path, return_counts=True)
             for pair, count in zip(pairs.tolist(), counts.tolist(), strict=True):
                 self.decisions.labels(ACTION_NAMES[pair // 8], PATH_NAMES[pair % 8]).inc(count)
+        if latency_s:  # a micro-batch of Score calls
+            self.batch_size.observe(len(latency_s))
         for s in latency_s:
             self.latency.observe(s)
         self._orders.append(

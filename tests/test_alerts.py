@@ -117,3 +117,4 @@ def test_metrics_endpoint_counts_decisions(start_server: Callable[..., RunningSe
     action, path = pb.Action.Name(decision.action), pb.Path.Name(decision.path)
     assert f'ordersight_decisions_total{{action="{action}",path="{path}"}} 1.0' in text
     assert "ordersight_engine_latency_seconds_count 1.0" in text
+    assert "ordersight_batch_size_sum 1.0" in text
