@@ -24,6 +24,8 @@ it with the whole history merged in time order. That is the training/serving par
 
 from __future__ import annotations
 
+import mmap
+
 import numpy as np
 
 from engine.encode import ENTITY_KINDS
@@ -37,8 +39,11 @@ LABEL_TAU_S = 90 * 86400.0
 _SWITCH_WINDOW = 4  # customer changes decay like the 30-day count
 SWITCH_TAU_S = float(WINDOWS_S[_SWITCH_WINDOW])
 
-# Slot value columns.
-_LAST_T, _FIRST_T, _CNT0 = 0, 1, 2
+# A slot is one row of 16 eight-byte words (128 bytes, two cache lines): the key and the
+# entity's last customer as uint64, then the values as float64, so finding an entity and
+# updating it touch the same two lines. Value columns (in the float64 view):
+_KEY, _CUST = 0, 1  # in the uint64 view
+_LAST_T, _FIRST_T, _CNT0 = 2, 3, 4
 _NW = len(WINDOWS_S)
 _AMT0 = _CNT0 + _NW
 _NA = len(AMOUNT_WINDOWS)
@@ -46,7 +51,10 @@ _FRAUD = _AMT0 + _NA
 _LABELED = _FRAUD + 1
 _LAB_T = _FRAUD + 2
 _SWITCH = _FRAUD + 3
-N_SLOT_VALUES = _SWITCH + 1
+SLOT_WORDS = _SWITCH + 1
+assert SLOT_WORDS == 16
+_HUGE_PAGE = 2 << 20
+_PREFETCH = 8  # orders whose slots are fetched together ahead of their updates
 
 N_SINGLE = len(ENTITY_COLUMNS)
 # Features of a single entity: counts per window, amount sums, age, known frauds, fraud
@@ -72,7 +80,7 @@ N_FEATURES = len(feature_names())
 
 
 @njit
-def _slot(keys, vals, last_cust, key, t, probe):
+def _slot(words, vals, key, t, probe):
     """Slot of `key`, inserting it if absent.
 
     When the key's probe window is full, the entity with the smallest 30-day order count
@@ -80,14 +88,14 @@ def _slot(keys, vals, last_cust, key, t, probe):
     device) go before regular customers, which plain least-recently-seen eviction would
     drop under a flood of new entities.
     """
-    mask = keys.shape[0] - 1
+    mask = words.shape[0] - 1
     start = np.int64(key & np.uint64(mask))
     victim = start
     victim_score = np.inf
     found = -1
     for p in range(probe):
         s = (start + p) & mask
-        k = keys[s]
+        k = words[s, _KEY]
         if k == key:
             return s
         if k == 0:
@@ -99,19 +107,17 @@ def _slot(keys, vals, last_cust, key, t, probe):
             victim_score = score
             victim = s
     s = found if found >= 0 else victim
-    keys[s] = key
     vals[s, :] = 0.0
+    words[s, _KEY] = key
+    words[s, _CUST] = 0
     vals[s, _LAST_T] = t
     vals[s, _FIRST_T] = np.nan  # marks "no order seen yet"
     vals[s, _LAB_T] = t
-    last_cust[s] = 0
     return s
 
 
 @njit
-def _order_event(
-    row, t, amount, keys_mat, keys, vals, last_cust, probe, decay_tau, decay, out, col0
-):
+def _order_event(row, t, amount, keys_mat, words, vals, probe, decay_tau, decay, out, col0):
     cust = keys_mat[row, 0]
     col = col0
     n_kinds = keys_mat.shape[1]
@@ -123,7 +129,7 @@ def _order_event(
                 out[row, col + c] = np.nan
             col += width
             continue
-        s = _slot(keys, vals, last_cust, key, t, probe)
+        s = _slot(words, vals, key, t, probe)
         # An order older than the entity's last event counts at that last time: a late
         # order must not vanish (weight exp(-lateness/tau)), and one order stamped in the
         # future cannot make the entity's later orders look old.
@@ -163,20 +169,20 @@ def _order_event(
         for a in range(_NA):
             vals[s, _AMT0 + a] += amount
         if e > 0 and e < N_SINGLE and cust != 0:
-            if last_cust[s] != 0 and last_cust[s] != cust:
+            if words[s, _CUST] != 0 and words[s, _CUST] != cust:
                 vals[s, _SWITCH] += 1.0
-            last_cust[s] = cust
+            words[s, _CUST] = cust
         if np.isnan(vals[s, _FIRST_T]):
             vals[s, _FIRST_T] = te
 
 
 @njit
-def _label_event(row, t, is_fraud, keys_mat, keys, vals, last_cust, probe):
+def _label_event(row, t, is_fraud, keys_mat, words, vals, probe):
     for e in range(N_SINGLE):
         key = keys_mat[row, e]
         if key == 0:
             continue
-        s = _slot(keys, vals, last_cust, key, t, probe)
+        s = _slot(words, vals, key, t, probe)
         # As for orders, a label older than the entity's last label counts at that time.
         lt = max(t - vals[s, _LAB_T], 0.0)
         f = np.exp(-lt / LABEL_TAU_S)
@@ -186,30 +192,58 @@ def _label_event(row, t, is_fraud, keys_mat, keys, vals, last_cust, probe):
 
 
 @njit
-def _process(
-    kinds, rows, times, amounts, labels, keys_mat, keys, vals, last_cust, probe, tau, out, col0
-):
+def _fetch_ahead(kinds, rows, keys_mat, words, lo, hi):
+    """Load the home slots of orders lo..hi-1 before they are updated: the loads are
+    independent, so their cache (and TLB) misses overlap instead of coming one by one."""
+    mask = words.shape[0] - 1
+    acc = np.uint64(0)
+    for i in range(lo, hi):
+        if kinds[i] != 0:
+            continue
+        r = rows[i]
+        for e in range(keys_mat.shape[1]):
+            key = keys_mat[r, e]
+            if key != 0:
+                s = np.int64(key & np.uint64(mask))
+                acc ^= words[s, _KEY] ^ words[s, SLOT_WORDS - 1]
+    return acc
+
+
+@njit
+def _process(kinds, rows, times, amounts, labels, keys_mat, words, probe, tau, out, col0):
     """Apply events in order: kind 0 = order (writes its features to `out[row]`), 1 = label."""
+    vals = words.view(np.float64)
     decay = np.empty(tau.shape[0])
-    for i in range(kinds.shape[0]):
+    touched = np.uint64(0)
+    n = kinds.shape[0]
+    for i in range(n):
+        if i % _PREFETCH == 0:
+            touched ^= _fetch_ahead(kinds, rows, keys_mat, words, i, min(i + _PREFETCH, n))
         r = rows[i]
         if kinds[i] == 0:
             _order_event(
-                r,
-                times[i],
-                amounts[r],
-                keys_mat,
-                keys,
-                vals,
-                last_cust,
-                probe,
-                tau,
-                decay,
-                out,
-                col0,
+                r, times[i], amounts[r], keys_mat, words, vals, probe, tau, decay, out, col0
             )
         else:
-            _label_event(r, times[i], float(labels[r]), keys_mat, keys, vals, last_cust, probe)
+            _label_event(r, times[i], float(labels[r]), keys_mat, words, vals, probe)
+    return touched
+
+
+def _huge_zeros(shape: tuple[int, int]) -> np.ndarray:
+    """A zeroed uint64 array on anonymous memory advised to use transparent huge pages.
+
+    Every order touches eight random slots of a table of 128 MB or more: with 4 KiB pages
+    each touch is also a TLB miss, with 2 MiB pages the whole table's translations fit in the
+    TLB. Where the kernel has no THP (or it is off) the advice is ignored.
+    """
+    nbytes = int(np.prod(shape)) * 8
+    buf = mmap.mmap(-1, max(nbytes, 1))
+    if nbytes >= _HUGE_PAGE and hasattr(mmap, "MADV_HUGEPAGE"):
+        try:
+            buf.madvise(mmap.MADV_HUGEPAGE)
+        except OSError:
+            pass
+    return np.frombuffer(buf, dtype=np.uint64, count=int(np.prod(shape))).reshape(shape)
 
 
 class VelocityState:
@@ -224,15 +258,12 @@ class VelocityState:
         self.probe = probe
         # Written, not just allocated: np.zeros maps pages lazily, and the first order to
         # touch a (huge) page would pay for zeroing it, several milliseconds in all.
-        self.keys = np.empty(capacity, dtype=np.uint64)
-        self.vals = np.empty((capacity, N_SLOT_VALUES), dtype=np.float64)
-        self.last_cust = np.empty(capacity, dtype=np.uint64)
-        for a in (self.keys, self.vals, self.last_cust):
-            a.fill(0)
+        self.words = _huge_zeros((capacity, SLOT_WORDS))
+        self.words.fill(0)
 
     @property
     def nbytes(self) -> int:
-        return self.keys.nbytes + self.vals.nbytes + self.last_cust.nbytes
+        return int(self.words.nbytes)
 
     def process(
         self,
@@ -268,9 +299,7 @@ class VelocityState:
             np.ascontiguousarray(amounts, dtype=np.float64),
             np.ascontiguousarray(labels, dtype=np.int8),
             np.ascontiguousarray(keys_mat, dtype=np.uint64),
-            self.keys,
-            self.vals,
-            self.last_cust,
+            self.words,
             self.probe,
             WINDOWS_S,
             out,
