@@ -11,6 +11,8 @@ tier one, tier two and the explanations all see the same float32 values.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 from engine.encode import Encoded
@@ -100,7 +102,48 @@ def replay(
     (NaN where the label never became known).
     """
     X = np.empty((enc.n, N_FEATURES), dtype=np.float32)
-    kinds, rows, times = replay_events(enc.t, known_at, labels)
-    state.process(kinds, rows, times, enc.amount, labels, enc.keys, X, _V0)
-    _order_block(enc, X)
+    for _ in replay_chunks(enc, labels, known_at, state, X, max(enc.n, 1)):
+        pass
     return X
+
+
+def replay_chunks(
+    enc: Encoded,
+    labels: np.ndarray,
+    known_at: np.ndarray,
+    state: VelocityState,
+    X: np.ndarray,
+    chunk: int,
+) -> Iterator[tuple[int, int]]:
+    """`replay` into `X` (n, N_FEATURES) float32, yielding (lo, hi) as soon as rows lo..hi-1
+    have their features, so a caller can score a chunk while the next one is replayed.
+
+    The event stream is the same as `replay`'s, cut where a chunk's last order event falls;
+    label events after the last order are applied too, so `state` ends the same.
+    """
+    kinds, rows, times = replay_events(enc.t, known_at, labels)
+    pos = np.empty(enc.n, dtype=np.int64)
+    is_order = np.flatnonzero(kinds == 0)
+    pos[rows[is_order]] = is_order
+    start = 0
+    for lo in range(0, enc.n, chunk):
+        hi = min(lo + chunk, enc.n)
+        end = max(start, int(pos[lo:hi].max()) + 1)
+        if end > start:
+            state.process(
+                kinds[start:end],
+                rows[start:end],
+                times[start:end],
+                enc.amount,
+                labels,
+                enc.keys,
+                X,
+                _V0,
+            )
+        start = end
+        _order_block(enc.take(slice(lo, hi)), X[lo:hi])
+        yield lo, hi
+    if start < kinds.shape[0]:
+        state.process(
+            kinds[start:], rows[start:], times[start:], enc.amount, labels, enc.keys, X, _V0
+        )
