@@ -58,6 +58,11 @@ def test_tier_one(benchmark, models, X) -> None:
     benchmark(models.tier1.screen, X)
 
 
+@pytest.mark.parametrize("n", [1, 64])
+def test_tier_one_small_batch(benchmark, models, X, n) -> None:
+    benchmark(models.tier1.screen, np.ascontiguousarray(X[:n]))
+
+
 def test_tier_two_onnx(benchmark, models, X) -> None:
     benchmark(models.tier2.score, X[:64])
 
