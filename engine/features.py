@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from engine.encode import Encoded
+from engine.jit import njit, njit_inline
 from engine.velocity import VelocityState, feature_names
 
 ORDER_FEATURES: tuple[str, ...] = (
@@ -39,29 +40,53 @@ _CUST_CNT_30D = FEATURE_NAMES.index("customer_id.cnt_30d")
 _CUST_AMT_30D = FEATURE_NAMES.index("customer_id.amt_30d")
 
 
-def _mismatch(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    out = (a != b).astype(np.float32)
-    out[(a == 0) | (b == 0)] = np.nan
-    return out
+@njit
+def _order_columns(
+    t, amount, age, key_account, billing, shipping, ip, n_lines, n_units, risky, note_len, X
+):
+    """The ORDER_FEATURES columns of X, row by row, in float64 and stored as float32.
+
+    A country mismatch is 1.0 or 0.0, NaN when either side is unknown (hash 0)."""
+    for i in range(X.shape[0]):
+        X[i, 0] = amount[i]
+        cnt = np.float64(X[i, _CUST_CNT_30D])
+        amt = np.float64(X[i, _CUST_AMT_30D])
+        X[i, 1] = amount[i] / (amt / cnt) if cnt > 0.05 else np.nan
+        X[i, 2] = age[i]
+        X[i, 3] = key_account[i]
+        X[i, 4] = _mismatch(billing[i], shipping[i])
+        X[i, 5] = _mismatch(ip[i], billing[i])
+        X[i, 6] = _mismatch(ip[i], shipping[i])
+        X[i, 7] = n_lines[i]
+        X[i, 8] = n_units[i]
+        X[i, 9] = risky[i]
+        X[i, 10] = (t[i] % 86400.0) / 3600.0
+        X[i, 11] = note_len[i]
+
+
+@njit_inline
+def _mismatch(a, b):
+    if a == 0 or b == 0:
+        return np.nan
+    return 1.0 if a != b else 0.0
 
 
 def _order_block(enc: Encoded, X: np.ndarray) -> None:
     """Per-order features (no state); velocity columns must already be filled."""
-    X[:, 0] = enc.amount
-    cnt = X[:, _CUST_CNT_30D].astype(np.float64)
-    amt = X[:, _CUST_AMT_30D].astype(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        X[:, 1] = np.where(cnt > 0.05, enc.amount / (amt / cnt), np.nan)
-    X[:, 2] = enc.account_age_days
-    X[:, 3] = enc.key_account
-    X[:, 4] = _mismatch(enc.billing_country, enc.shipping_country)
-    X[:, 5] = _mismatch(enc.ip_country, enc.billing_country)
-    X[:, 6] = _mismatch(enc.ip_country, enc.shipping_country)
-    X[:, 7] = enc.n_lines
-    X[:, 8] = enc.n_units
-    X[:, 9] = enc.risky_share
-    X[:, 10] = (enc.t % 86400.0) / 3600.0
-    X[:, 11] = enc.note_len
+    _order_columns(
+        enc.t,
+        enc.amount,
+        enc.account_age_days,
+        enc.key_account,
+        enc.billing_country,
+        enc.shipping_country,
+        enc.ip_country,
+        enc.n_lines,
+        enc.n_units,
+        enc.risky_share,
+        enc.note_len,
+        X,
+    )
 
 
 def compute(enc: Encoded, state: VelocityState) -> np.ndarray:

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from engine.jit import njit
+
 APPROVE, REVIEW, DECLINE = 1, 2, 3
 SCREENED_OUT, MODEL, FALLBACK = 1, 2, 3
 ACTION_NAMES = {APPROVE: "APPROVE", REVIEW: "REVIEW", DECLINE: "DECLINE"}
@@ -61,6 +63,35 @@ class PolicyConfig:
         return cls(**merged)
 
 
+TRIGGERS = ("HIGH_VALUE", "KEY_ACCOUNT", "LOW_CONFIDENCE", "MODEL_UNAVAILABLE")
+_HIGH_VALUE, _KEY_ACCOUNT, _LOW_CONFIDENCE, _MODEL_UNAVAILABLE = (1 << k for k in range(4))
+
+
+@njit
+def _decide(
+    score, path, amount, key_account, review, decline, low, high_value, key_decline, fb_decline,
+    action, fired,
+):  # fmt: skip
+    for i in range(score.shape[0]):
+        judged = path[i] != SCREENED_OUT
+        a = APPROVE
+        if judged and score[i] >= decline:
+            a = DECLINE
+        elif judged and score[i] >= review:
+            a = REVIEW
+        f = 0
+        if judged and amount[i] >= high_value:
+            f |= _HIGH_VALUE
+        if key_account[i] and a == DECLINE and not key_decline:
+            f |= _KEY_ACCOUNT
+        if judged and low <= score[i] < review:
+            f |= _LOW_CONFIDENCE
+        if path[i] == FALLBACK and a == DECLINE and not fb_decline:
+            f |= _MODEL_UNAVAILABLE
+        action[i] = REVIEW if f else a
+        fired[i] = f
+
+
 def decide(
     cfg: PolicyConfig,
     score: np.ndarray,
@@ -72,26 +103,27 @@ def decide(
 
     Orders tier one screened out are approved: only tier two or the rules judge an order,
     and high-value or key-account orders are never screened out (`escalation_mask`).
+    A trigger turns any action into REVIEW: HIGH_VALUE and LOW_CONFIDENCE for every judged
+    order, KEY_ACCOUNT and MODEL_UNAVAILABLE for declines the config does not let through.
     """
-    judged = path != SCREENED_OUT
-    action = np.full(score.shape[0], APPROVE, dtype=np.int8)
-    action[judged & (score >= cfg.review_threshold)] = REVIEW
-    action[judged & (score >= cfg.decline_threshold)] = DECLINE
-    masks = {
-        "HIGH_VALUE": judged & (amount >= cfg.high_value),
-        "KEY_ACCOUNT": key_account & (action == DECLINE) & (not cfg.key_account_auto_decline),
-        "LOW_CONFIDENCE": judged
-        & (score >= cfg.low_confidence_low)
-        & (score < cfg.review_threshold),
-        "MODEL_UNAVAILABLE": (path == FALLBACK)
-        & (action == DECLINE)
-        & (not cfg.fallback_can_decline),
-    }
-    any_trigger = np.zeros(score.shape[0], dtype=np.bool_)
-    for m in masks.values():
-        any_trigger |= m
-    action[any_trigger] = REVIEW
-    triggers: list[list[str]] = [_NO_TRIGGERS] * score.shape[0]  # shared, never mutated
-    for i in np.flatnonzero(any_trigger):
-        triggers[i] = [name for name, m in masks.items() if m[i]]
+    n = score.shape[0]
+    action = np.empty(n, dtype=np.int8)
+    fired = np.empty(n, dtype=np.int8)
+    _decide(
+        np.ascontiguousarray(score, dtype=np.float64),
+        np.ascontiguousarray(path, dtype=np.int8),
+        np.ascontiguousarray(amount, dtype=np.float64),
+        np.ascontiguousarray(key_account, dtype=np.bool_),
+        float(cfg.review_threshold),
+        float(cfg.decline_threshold),
+        float(cfg.low_confidence_low),
+        float(cfg.high_value),
+        bool(cfg.key_account_auto_decline),
+        bool(cfg.fallback_can_decline),
+        action,
+        fired,
+    )
+    triggers: list[list[str]] = [_NO_TRIGGERS] * n  # shared, never mutated
+    for i in np.flatnonzero(fired).tolist():
+        triggers[i] = [name for k, name in enumerate(TRIGGERS) if fired[i] >> k & 1]
     return action, triggers
