@@ -9,7 +9,8 @@ Fallback reasons are the fired rules with their weights, which sum the same way.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -17,8 +18,7 @@ from engine.features import FEATURE_NAMES
 from engine.scorers import RULES
 
 
-@dataclass(frozen=True)
-class Reason:
+class Reason(NamedTuple):
     code: str
     feature: str
     contribution: float
@@ -58,48 +58,77 @@ def code_of(feature: str) -> str:
 def describe(feature: str, value: float) -> str:
     """One line about a feature's value, for a reviewer."""
     missing = value is None or (isinstance(value, float) and math.isnan(value))
+    return _describer(feature)(math.nan if missing else float(value))
+
+
+def _describer(feature: str) -> Callable[[float], str]:
+    """`describe` for one feature, its wording chosen once; takes NaN for unknown."""
     if feature in _ORDER:
-        if missing:
-            return f"{feature.replace('_', ' ')}: unknown"
-        return _ORDER[feature].format(v=value, b="yes" if value >= 0.5 else "no")
+        template, unknown = _ORDER[feature], f"{feature.replace('_', ' ')}: unknown"
+        return lambda v: unknown if v != v else template.format(v=v, b="yes" if v >= 0.5 else "no")
     entity, _, stat = feature.partition(".")
     who = _ENTITY.get(entity, entity)
     if stat == "age_days":
-        return f"{who}: never seen before" if missing else f"{who}: first seen {value:.1f} days ago"
-    if missing:
-        return f"{who}: unknown"
+        return lambda v: (
+            f"{who}: never seen before" if v != v else f"{who}: first seen {v:.1f} days ago"
+        )
+    unknown = f"{who}: unknown"
+    window = stat[4:]
     if stat.startswith("cnt_"):
-        if value < 0.05:
-            return f"{who}: no earlier orders in the last {stat[4:]}"
-        return f"{who}: {value:.1f} orders in the last {stat[4:]} (decayed count)"
+        none = f"{who}: no earlier orders in the last {window}"
+        return lambda v: (
+            unknown
+            if v != v
+            else none
+            if v < 0.05
+            else f"{who}: {v:.1f} orders in the last {window} (decayed count)"
+        )
     if stat.startswith("amt_"):
-        return f"{who}: {value:.2f} spent in the last {stat[4:]} (decayed sum)"
+        return lambda v: (
+            unknown if v != v else f"{who}: {v:.2f} spent in the last {window} (decayed sum)"
+        )
     if stat == "known_frauds":
-        return f"{who}: {value:.1f} confirmed frauds linked (decayed)"
+        return lambda v: unknown if v != v else f"{who}: {v:.1f} confirmed frauds linked (decayed)"
     if stat == "fraud_rate":
-        return f"{who}: {value:.0%} of its labelled orders were fraud"
+        return lambda v: unknown if v != v else f"{who}: {v:.0%} of its labelled orders were fraud"
     if stat == "customer_changes_30d":
-        return f"{who}: passed between customers {value:.1f} times in 30 days"
-    return f"{feature} = {value:g}"
+        return lambda v: (
+            unknown if v != v else f"{who}: passed between customers {v:.1f} times in 30 days"
+        )
+    return lambda v: unknown if v != v else f"{feature} = {v:g}"
+
+
+_CODES = [code_of(f) for f in FEATURE_NAMES]
+_DESCRIBE = [_describer(f) for f in FEATURE_NAMES]
+_OTHER = "All other features together"
 
 
 def model_reasons(contrib: np.ndarray, x: np.ndarray, max_reasons: int) -> list[Reason]:
     """Reasons from one row's contributions (n_features + 1, base value last)."""
-    c = contrib[:-1]
-    top = np.argsort(-c, kind="stable")[:max_reasons]
-    top = top[c[top] > 0]
-    reasons = [
-        Reason(
-            code_of(FEATURE_NAMES[j]),
-            FEATURE_NAMES[j],
-            float(c[j]),
-            describe(FEATURE_NAMES[j], float(x[j])),
-        )
-        for j in top
-    ]
-    rest = float(c.sum() - c[top].sum())
-    reasons.append(Reason("OTHER_FEATURES", "", rest, "All other features together"))
-    return reasons
+    return model_reasons_batch(contrib[None, :], x[None, :], max_reasons)[0]
+
+
+def model_reasons_batch(contrib: np.ndarray, X: np.ndarray, max_reasons: int) -> list[list[Reason]]:
+    """`model_reasons` for each row of `contrib` (m, n_features + 1) and `X` (m, n_features):
+    the top positive contributions are picked for all rows at once."""
+    c = contrib[:, :-1]
+    top = np.argsort(-c, axis=1, kind="stable")[:, :max_reasons]
+    top_c = np.take_along_axis(c, top, axis=1)
+    keep = top_c > 0
+    top_x = np.take_along_axis(X, top, axis=1).astype(np.float64)
+    rest = (c.sum(axis=1) - np.where(keep, top_c, 0.0).sum(axis=1)).tolist()
+    out = []
+    for r, (js, cs, xs, ks) in enumerate(
+        zip(top.tolist(), top_c.tolist(), top_x.tolist(), keep.tolist(), strict=True)
+    ):
+        reasons = [
+            Reason(_CODES[j], FEATURE_NAMES[j], cj, _DESCRIBE[j](xj))
+            for j, cj, xj, k in zip(js, cs, xs, ks, strict=True)
+            if k
+        ]
+        reasons.append(Reason("OTHER_FEATURES", "", rest[r], _OTHER))
+        out.append(reasons)
+    return out
 
 
 def rule_reasons(fired: np.ndarray, weights: np.ndarray) -> list[Reason]:

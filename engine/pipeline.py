@@ -18,7 +18,7 @@ import pyarrow as pa
 from engine import features
 from engine.artifacts import ModelSet
 from engine.encode import Encoded, encode
-from engine.explain import Reason, model_reasons, rule_reasons, trigger_reason
+from engine.explain import Reason, model_reasons_batch, rule_reasons, trigger_reason
 from engine.policy import APPROVE, FALLBACK, MODEL, SCREENED_OUT, PolicyConfig, decide
 from engine.scorers import sigmoid
 from engine.velocity import VelocityState
@@ -158,9 +158,14 @@ class Engine:
         self, order_ids: list[str], enc: Encoded, deadlines: np.ndarray | None = None
     ) -> Decisions:
         """`score` for orders already encoded (the gRPC path encodes protobuf directly)."""
+        return self.decide(order_ids, enc, self.featurize(enc), deadlines)
+
+    def featurize(self, enc: Encoded) -> np.ndarray:
+        """Features of new orders, which are added to the state: the half of `score_encoded`
+        that must run in arrival order; `decide` may then run on any thread."""
         if enc.n:
             self.latest_order_time = max(self.latest_order_time, float(enc.t.max()))
-        return self.decide(order_ids, enc, features.compute(enc, self.state), deadlines)
+        return features.compute(enc, self.state)
 
     def report_outcomes(self, enc: Encoded, is_fraud: np.ndarray, known_at: np.ndarray) -> None:
         """Apply known outcomes of orders (label events at `known_at`, epoch seconds)."""
@@ -234,8 +239,9 @@ class Engine:
                 contrib = m.tier2.contributions(X[to_explain])  # type: ignore[union-attr]
                 raw[to_explain] = contrib.sum(axis=1)
                 base[to_explain] = contrib[:, -1]
-                for k, i in enumerate(to_explain):
-                    reasons[i] = model_reasons(contrib[k], X[i], m.policy.max_reasons)
+                explained = model_reasons_batch(contrib, X[to_explain], m.policy.max_reasons)
+                for i, rs in zip(to_explain.tolist(), explained, strict=True):
+                    reasons[i] = rs
             if fired is not None:
                 for k, i in enumerate(to_rules):
                     if flagged[i]:
