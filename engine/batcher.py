@@ -105,5 +105,9 @@ class MicroBatcher:
                     p.future.set_exception(exc)
             return
         for p, r in zip(live, results, strict=True):
-            if not p.future.done():
+            if p.future.done():
+                continue
+            if isinstance(r, BaseException):  # this call alone failed (e.g. a bad order)
+                p.future.set_exception(r)
+            else:
                 p.future.set_result(r)

@@ -119,3 +119,20 @@ def test_errors_reach_every_caller_and_the_batcher_goes_on() -> None:
 def test_settings_are_checked() -> None:
     with pytest.raises(ValueError, match="max_batch"):
         MicroBatcher(lambda b: b, 0)
+
+
+def test_an_exception_returned_for_one_call_fails_that_call_alone() -> None:
+    def process(batch):
+        return [ValueError(f"bad {p.payload}") if p.payload % 2 else p.payload for p in batch]
+
+    async def main():
+        b = MicroBatcher(process, 8, 3600.0, FrozenClock())
+        b.start()
+        results = await asyncio.gather(*(b.submit(i) for i in range(4)), return_exceptions=True)
+        await b.stop()
+        return results
+
+    results = _run(main())
+    assert results[0] == 0 and results[2] == 2
+    assert [str(r) for r in results[1::2]] == ["bad 1", "bad 3"]
+    assert all(isinstance(r, ValueError) for r in results[1::2])
