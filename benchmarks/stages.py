@@ -1,7 +1,8 @@
 """In-process cost of each stage of the hot path, in ns per order, at batch sizes 1, 64, 4096.
 
-Stages: decode (protobuf orders to arrays), features (with velocity state), tier one, tier two,
-reasons (TreeSHAP and messages, per explained order), policy, encode (decisions to
+Stages: decode (serialized protobuf orders to arrays, as the server does), features (with
+velocity state), tier one, tier two, reasons (TreeSHAP and messages, per explained order),
+policy, encode (decisions to
 protobuf); plus the whole `Engine` call. Tier two is also compared with the runtimes one
 would use instead on the same model: LightGBM's own `Booster.predict` and Treelite's
 compiler TL2cgen (the model as C code), all on one thread.
@@ -16,10 +17,10 @@ import lightgbm as lgb
 import numpy as np
 
 from benchmarks.timing import per_call_s
-from engine import artifacts, features
-from engine.convert import decisions_to_pb, encode_orders, orders_from_table
+from engine import artifacts, features, wire
+from engine.convert import decisions_to_pb, orders_from_table
 from engine.encode import encode
-from engine.explain import model_reasons
+from engine.explain import model_reasons_batch
 from engine.history import read_history
 from engine.pipeline import Engine
 from engine.policy import MODEL, decide
@@ -45,12 +46,14 @@ def stage_costs(models_dir: Path, history: Path) -> list[dict[str, Any]]:
     known = np.where(hist.known_at <= encode(hist.table).t.max(), hist.labels, -1).astype(np.int8)
     head = hist.table.slice(0, n_all - tail)
     features.replay(encode(head), known[: n_all - tail], hist.known_at[: n_all - tail], state)
-    orders = orders_from_table(hist.table.slice(n_all - tail))
+    orders = [o.SerializeToString() for o in orders_from_table(hist.table.slice(n_all - tail))]
     engine = Engine(m, state)
+    wire.warm()
     rows = []
     for n in BATCHES:
         batch = orders[:n]
-        ids, enc = encode_orders(batch)
+        dec = wire.decode_orders(batch, np.inf)
+        ids, enc = dec.ids, dec.enc
         X = features.compute(enc, state)
         d = engine.decide(ids, enc, X)
         p2 = tier2.score(X)
@@ -58,14 +61,14 @@ def stage_costs(models_dir: Path, history: Path) -> list[dict[str, Any]]:
         path = np.full(n, MODEL, np.int8)
         latency = [0] * n
         costs = {
-            "decode": per_call_s(lambda b=batch: encode_orders(b)),
+            "decode": per_call_s(lambda b=batch: wire.decode_orders(b, np.inf)),
             "features": per_call_s(lambda e=enc: features.compute(e, state)),
             "tier1": per_call_s(lambda x=X: tier1.screen(x)),
             "tier2": per_call_s(lambda x=X: tier2.score(x)),
             "reasons": per_call_s(
                 lambda x=X, c=contrib: (
                     tier2.contributions(x),
-                    [model_reasons(c[i], x[i], m.policy.max_reasons) for i in range(len(x))],
+                    model_reasons_batch(c, x, m.policy.max_reasons),
                 )
             ),
             "policy": per_call_s(
