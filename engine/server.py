@@ -6,8 +6,8 @@ engine work runs on one thread (the engine's own, or the event loop's), one batc
 so velocity state sees orders in the order they were accepted.
 
 Score and ScoreBatch take the request's bytes: one kernel per micro-batch decodes and
-validates the serialized orders (engine.wire) off the event loop, and Score answers with
-the Decision's bytes, serialized on the engine's thread too. The other methods use the
+validates the serialized orders (engine.wire) off the event loop, and both answer with
+bytes written by engine.respond (Score's on the engine's thread too). The other methods use the
 generated protobuf (de)serializers.
 """
 
@@ -30,7 +30,7 @@ from ordersight.v1 import risk_pb2 as pb
 from ordersight.v1 import risk_pb2_grpc as pb_grpc
 from prometheus_client import start_http_server
 
-from engine import artifacts, features, wire
+from engine import artifacts, features, respond, wire
 from engine.anomaly import StreamMonitor
 from engine.batcher import MicroBatcher, Pending
 from engine.config import Settings
@@ -39,7 +39,6 @@ from engine.convert import (
     arrow_to_table,
     check_timestamp,
     decisions_to_arrow,
-    decisions_to_pb,
     encode_orders,
     validate_order,
 )
@@ -129,10 +128,7 @@ class OrderRiskServicer(pb_grpc.OrderRiskServicer):
         now = self.clock()
         waited = [now - p.arrival for p in live]
         channels = dec.channels if clean else [dec.channels[i] for i in rows.tolist()]
-        out = [
-            d.SerializeToString()
-            for d in decisions_to_pb(decisions, [int(w * 1e6) for w in waited])
-        ]
+        out = respond.decision_bytes(decisions, [int(w * 1e6) for w in waited])
         results: list[bytes | InvalidInput] = out
         if not clean:
             results = list(dec.errors)  # type: ignore[arg-type]
@@ -163,10 +159,9 @@ class OrderRiskServicer(pb_grpc.OrderRiskServicer):
         return await self.batcher.submit(request, self._deadline(context))
 
     @_rpc
-    async def ScoreBatch(
-        self, request: bytes, context: grpc.aio.ServicerContext
-    ) -> pb.ScoreBatchResponse:
-        """`request` is a serialized ScoreBatchRequest."""
+    async def ScoreBatch(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        """`request` is a serialized ScoreBatchRequest; the answer a serialized
+        ScoreBatchResponse."""
         t0 = self.clock()
         req = wire.split_score_batch(request)
         deadline = self._deadline(context)
@@ -200,10 +195,9 @@ class OrderRiskServicer(pb_grpc.OrderRiskServicer):
         self.hub.on_decisions(enc.t, channels, decisions.action, decisions.path)
         elapsed = int((self.clock() - t0) * 1e6)
         if req.arrow_response:
-            return pb.ScoreBatchResponse(decisions_arrow_ipc=decisions_to_arrow(decisions, elapsed))
-        return pb.ScoreBatchResponse(
-            decisions=decisions_to_pb(decisions, [elapsed] * len(decisions))
-        )
+            arrow = decisions_to_arrow(decisions, elapsed)
+            return pb.ScoreBatchResponse(decisions_arrow_ipc=arrow).SerializeToString()
+        return respond.batch_response_bytes(decisions, [elapsed] * len(decisions))
 
     @_rpc
     async def ReportOutcomes(
@@ -281,8 +275,8 @@ def _arrow_orders(payload: memoryview, latest: float) -> tuple[list[str], Encode
 
 def _handlers(servicer: OrderRiskServicer) -> dict[str, grpc.RpcMethodHandler]:
     """The service's method handlers, as `add_OrderRiskServicer_to_server` builds them, except
-    that Score and ScoreBatch see the request's bytes (decoded by engine.wire) and Score
-    returns the Decision's bytes."""
+    that Score and ScoreBatch see the request's bytes (decoded by engine.wire) and answer
+    with bytes (encoded by engine.respond)."""
     unary, stream = grpc.unary_unary_rpc_method_handler, grpc.unary_stream_rpc_method_handler
 
     def typed(method: Callable[..., Any], request: Any, response: Any, kind: Any = unary) -> Any:
@@ -294,9 +288,7 @@ def _handlers(servicer: OrderRiskServicer) -> dict[str, grpc.RpcMethodHandler]:
 
     return {
         "Score": unary(servicer.Score),
-        "ScoreBatch": unary(
-            servicer.ScoreBatch, response_serializer=pb.ScoreBatchResponse.SerializeToString
-        ),
+        "ScoreBatch": unary(servicer.ScoreBatch),
         "ReportOutcomes": typed(
             servicer.ReportOutcomes, pb.ReportOutcomesRequest, pb.ReportOutcomesResponse
         ),
@@ -336,6 +328,7 @@ class Server:
         self.engine = Engine(models, state)
         self.engine.warm()
         wire.warm()
+        respond.warm()
         if settings.warm_history:
             n = warm_state(self.engine, settings.warm_history, settings.warm_label_delay_days)
             log.info("velocity state warmed from %s (%d orders)", settings.warm_history, n)
