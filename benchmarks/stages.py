@@ -2,10 +2,10 @@
 
 Stages: decode (serialized protobuf orders to arrays, as the server does), features (with
 velocity state), tier one, tier two, reasons (TreeSHAP and messages, per explained order),
-policy, encode (decisions to
-protobuf); plus the whole `Engine` call. Tier two is also compared with the runtimes one
-would use instead on the same model: LightGBM's own `Booster.predict` and Treelite's
-compiler TL2cgen (the model as C code), all on one thread.
+policy, encode (decisions to serialized protobuf, as the server does); plus the whole
+`Engine` call. Tier two is also compared with the runtimes one would use instead on the same
+model: LightGBM's own `Booster.predict` and Treelite's compiler TL2cgen (the model as C
+code), all on one thread.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import lightgbm as lgb
 import numpy as np
 
 from benchmarks.timing import per_call_s
-from engine import artifacts, features, wire
-from engine.convert import decisions_to_pb, orders_from_table
+from engine import artifacts, features, respond, wire
+from engine.convert import orders_from_table
 from engine.encode import encode
 from engine.explain import model_reasons_batch
 from engine.history import read_history
@@ -49,6 +49,7 @@ def stage_costs(models_dir: Path, history: Path) -> list[dict[str, Any]]:
     orders = [o.SerializeToString() for o in orders_from_table(hist.table.slice(n_all - tail))]
     engine = Engine(m, state)
     wire.warm()
+    respond.warm()
     rows = []
     for n in BATCHES:
         batch = orders[:n]
@@ -74,7 +75,7 @@ def stage_costs(models_dir: Path, history: Path) -> list[dict[str, Any]]:
             "policy": per_call_s(
                 lambda p=p2, pa=path, e=enc: decide(m.policy, p, pa, e.amount, e.key_account)
             ),
-            "encode": per_call_s(lambda dd=d, lat=latency: decisions_to_pb(dd, lat)),
+            "encode": per_call_s(lambda dd=d, lat=latency: respond.decision_bytes(dd, lat)),
         }
         costs["engine"] = costs["features"] + per_call_s(
             lambda i=ids, e=enc, x=X: engine.decide(i, e, x)
