@@ -131,3 +131,31 @@ def test_tier_two_failure_goes_to_fallback(models: ModelSet, orders) -> None:
 def test_rules_only_engine_serves(orders) -> None:
     d = Engine(ModelSet.rules_only(), VelocityState(CAPACITY)).score(orders)
     assert (d.path == FALLBACK).all()
+
+
+def test_screen_kernel_equals_the_numpy_expressions(models: ModelSet) -> None:
+    """Engine.decide's one-pass screen gives escalation_mask, calibrate and _logit's values
+    bit for bit, at the calibration knots, the threshold and the high-value line too."""
+    from engine.pipeline import _logit, _screen, escalation_mask
+
+    assert models.tier1 is not None
+    t1 = models.tier1
+    cx, cy = t1.calibration
+    rng = np.random.default_rng(5)
+    p = np.concatenate(
+        [rng.random(50_000), cx, np.nextafter(cx, 2), np.nextafter(cx, -1), [0.0, 1.0]]
+        + [[t1.threshold, np.nextafter(t1.threshold, 0)]]
+    )
+    n = p.size
+    hv = models.policy.high_value
+    amount = rng.choice([1.0, np.nextafter(hv, 0), hv, 1e6], n)
+    key = rng.random(n) < 0.1
+    esc, score, raw = np.empty(n, np.bool_), np.zeros(n), np.zeros(n)
+    _screen(p, t1.threshold, amount, key, hv, cx, cy, esc, score, raw)
+    want = escalation_mask(p, t1.threshold, amount, key, models.policy)
+    want_score, want_raw = np.zeros(n), np.zeros(n)
+    want_score[~want] = t1.calibrate(p[~want])
+    want_raw[~want] = _logit(want_score[~want])
+    assert np.array_equal(esc, want)
+    assert np.array_equal(score, want_score)
+    assert np.array_equal(raw, want_raw)
