@@ -70,3 +70,10 @@ def test_tier_two_onnx(benchmark, models, X) -> None:
 def test_treeshap_one_row(benchmark, models, X) -> None:
     out = benchmark(models.tier2.contributions, X[:1])
     np.testing.assert_allclose(out.sum(axis=1), models.tier2.booster.predict(X[:1], raw_score=True))
+
+
+@pytest.mark.parametrize("n", [64, N])
+def test_treeshap_batch(benchmark, models, X, n) -> None:
+    out = benchmark(models.tier2.contributions, X[:n])
+    raw = models.tier2.booster.predict(X[:n], raw_score=True)
+    np.testing.assert_allclose(out.sum(axis=1), raw, rtol=0, atol=1e-9)

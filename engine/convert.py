@@ -249,7 +249,7 @@ def orders_from_table(table: pa.Table) -> list[pb.Order]:
     return [order_from_row(r) for r in table.to_pylist()]
 
 
-def arrow_to_table(payload: bytes, latest: float = float(_TS_MAX)) -> pa.Table:
+def arrow_to_table(payload: bytes | memoryview, latest: float = float(_TS_MAX)) -> pa.Table:
     """An Arrow IPC stream of history-file columns -> checked table."""
     try:
         table = pa.ipc.open_stream(payload).read_all()

@@ -129,9 +129,9 @@ class OrderRiskServicer(pb_grpc.OrderRiskServicer):
         waited = [now - p.arrival for p in live]
         channels = dec.channels if clean else [dec.channels[i] for i in rows.tolist()]
         out = respond.decision_bytes(decisions, [int(w * 1e6) for w in waited])
-        results: list[bytes | InvalidInput] = out
+        results: list[bytes | InvalidInput | None] = list(out)
         if not clean:
-            results = list(dec.errors)  # type: ignore[arg-type]
+            results = list(dec.errors)
             for k, i in enumerate(rows.tolist()):
                 results[i] = out[k]
         return results, enc.t, channels, decisions.action, decisions.path, waited

@@ -1,5 +1,4 @@
-"""Exact TreeSHAP for the hot path: per-leaf tables precomputed at load, O(leaves x depth)
-per row.
+"""Exact TreeSHAP for the hot path: tables precomputed at load, one look-up per subtree.
 
 Reason codes need exact per-feature contributions for every reviewed or declined order.
 Path-dependent TreeSHAP (Lundberg et al., Algorithm 2) costs O(leaves x depth^2) per row:
@@ -7,10 +6,19 @@ LightGBM's own `pred_contrib` takes about 0.35 ms per row on the default tier tw
 (`make bench`, "Reason codes"). But a leaf's contribution depends on the row only through
 which of the features on its path the row satisfies: a bit pattern of at most `depth` bits.
 So, as in Fast TreeSHAP v2 (Yang 2021), each leaf's contributions are computed once per
-pattern when the model loads (with Algorithm 2's own path-weight recurrences, below); a row
-then costs one decision per node plus a table look-up per leaf (about 35 µs a row in the
-same benchmark). Tests check the values against LightGBM's `pred_contrib`.
-Memory: leaves x 2^depth x depth floats (about 2 MB for the default tier two).
+pattern when the model loads (with Algorithm 2's own path-weight recurrences, below).
+
+Per-leaf tables still cost one look-up per leaf and one addition per leaf and path feature
+(3,458 and 13,136 per row on the default tier two). So the leaves under a small subtree
+share one table: its index is the pattern of the distinct features above the subtree plus
+the decision of each split inside it, and its row is the sum of those leaves' rows over the
+union of their features. Sibling leaves have the same features, so their shared table is
+no larger than their two. `_plan` picks the subtrees of each tree by a cost model; on the
+default tier two it keeps 582 tables and 3,109 additions per row, in 5.8 MB (per-leaf
+tables: 2.1 MB). A row then costs one decision per node and one table row per subtree:
+about 11 µs at batch 1 and 7 µs a row in batches of 64 or 4096, against 32 and 50 with
+per-leaf tables (best of 30 interleaved rounds, both in one process, real rows from the
+default history). Tests check the values against LightGBM's `pred_contrib`.
 """
 
 from __future__ import annotations
@@ -18,11 +26,20 @@ from __future__ import annotations
 import numpy as np
 
 from engine.jit import njit, njit_inline
-from engine.trees import _ZERO, CompiledTrees
+from engine.trees import _INDEX, _ZERO, CompiledTrees
 
 # Reciprocals of small integers: the path-weight recurrences below are serial dependency
 # chains, and a division in the chain costs several times a multiplication.
 _RECIP = np.array([0.0] + [1.0 / k for k in range(1, 256)])
+
+_BLOCK = 32  # rows that walk one tree together (16: about 5% slower; 64, 128: no faster)
+_MIN_BLOCK = 5  # smaller batches go row by row: faster up to about 4 rows
+_MAX_BITS = 10  # index bits of a merged table: 2^bits rows
+# `_plan`'s weights, in added values: a look-up, a stored value. Tuned on the default tier
+# two: cheaper memory (1e-4: 7 MB) was no faster, dearer (1e-2: 1.8 MB) about 20% slower.
+_LOOKUP_COST = 4.0
+_MEMORY_COST = 1e-3
+_UNUSED_BIT = 62  # index bit that padding literals clear: never set
 
 
 @njit_inline
@@ -58,18 +75,8 @@ def _unwound_sum(zero, one, pw, base, depth, k):
     return total
 
 
-@njit_inline
-def _goes_left(x, node, threshold, default_left, missing):
-    m = missing[node]
-    if np.isnan(x) and m != 2:
-        x = 0.0
-    if (m == 1 and -_ZERO <= x <= _ZERO) or (m == 2 and np.isnan(x)):
-        return default_left[node]
-    return x <= threshold[node]
-
-
 @njit
-def _leaf_tables(leaf_value, path_len, path_slot, n_unique, unique_zero, offsets, table):
+def _leaf_tables(leaf_value, n_unique, unique_zero, offsets, table):
     """For every leaf and every pattern of satisfied path features, the SHAP contribution
     of that leaf to each of its unique path features."""
     max_d = unique_zero.shape[1]
@@ -91,71 +98,123 @@ def _leaf_tables(leaf_value, path_len, path_slot, n_unique, unique_zero, offsets
                 table[base + j] = w * (one[j + 1] - zero[j + 1]) * leaf_value[leaf]
 
 
-@njit
-def _shap(
-    X,
-    feature,
-    threshold,
-    default_left,
-    missing,
-    left,
-    right,
-    root,
-    node_slot,
-    n_unique,
-    unique_feat,
-    offsets,
-    table,
-    expected,
-    out,
-    stack_node,
-    stack_mask,
-):
-    """Walk each tree once per row, carrying the bit pattern of satisfied path features.
-
-    A node's feature has the same slot on every path through it (slots number a path's
-    distinct features in order of first use), so the pattern can be built top-down: the
-    child the row does not take clears that slot's bit. Each leaf then costs one table row.
-    """
+@njit_inline
+def _row_values(X, r, variant_side, xs, c):
+    """Row `r` of `X` once per routing variant (see `TreeExplainer`) into column `c` of
+    `xs`, as float64 values that go left at a node iff `value <= threshold`: values LightGBM
+    reads as 0.0 become 0.0, special values -inf (left everywhere) or NaN (right)."""
     n_features = X.shape[1]
-    for r in range(X.shape[0]):
-        for j in range(n_features):
-            out[r, j] = 0.0
-        out[r, n_features] = expected
-        for t in range(root.shape[0]):
-            if root[t] < 0:
-                continue  # a single-leaf tree only moves the base value
-            top = 0
-            stack_node[0] = root[t]
-            stack_mask[0] = -1
-            while top >= 0:
-                node = stack_node[top]
-                mask = stack_mask[top]
-                top -= 1
-                if node < 0:
-                    leaf = ~node
-                    d = n_unique[leaf]
-                    base = offsets[leaf] + (mask & ((1 << d) - 1)) * d
-                    for j in range(d):
-                        out[r, unique_feat[leaf, j]] += table[base + j]
-                    continue
-                bit = np.int64(1) << node_slot[node]
-                if _goes_left(
-                    np.float64(X[r, feature[node]]), node, threshold, default_left, missing
-                ):
-                    hot, cold = left[node], right[node]
-                else:
-                    hot, cold = right[node], left[node]
-                stack_node[top + 1] = cold
-                stack_mask[top + 1] = mask & ~bit
-                stack_node[top + 2] = hot
-                stack_mask[top + 2] = mask
-                top += 2
+    for v in range(variant_side.shape[0]):
+        special = np.nan if variant_side[v, 0] else -np.inf
+        zero_special = variant_side[v, 1]
+        for f in range(n_features):
+            x = np.float64(X[r, f])
+            if -_ZERO <= x <= _ZERO:
+                x = special if zero_special else 0.0
+            if np.isnan(x):
+                x = special
+            xs[v * n_features + f, c] = x
+
+
+@njit_inline
+def _add_table_row(out, r, tab, q, idx, tab_feat, table):
+    width = tab[q, 3]
+    f = tab[q, 4]
+    base = tab[q, 5] + idx * width
+    for j in range(width):
+        out[r, tab_feat[(f + j) & _INDEX]] += table[(base + j) & _INDEX]
+
+
+@njit_inline
+def _one_row(r, xs, node_col, node_threshold, tab, tab_feat, table, w, out):
+    """Row `r` (column 0 of `xs`) through all trees, for small batches: every node's
+    decision in one pass over the nodes, then `w[i]` holds the decisions of nodes i, i + 1,
+    ... as bits 0, 1, ... (1: left), after log2(`_MAX_BITS`) vectorised doubling passes."""
+    n_nodes = node_col.shape[0]
+    n_lits = (tab.shape[1] - 6) // 3
+    for i in range(n_nodes):
+        w[i] = xs[node_col[i] & _INDEX, 0] <= node_threshold[i]
+    s = 1
+    while s < _MAX_BITS:
+        for i in range(n_nodes):  # reads w[i + s] before this pass overwrites it
+            w[i] |= w[i + s] << s
+        s *= 2
+    for q in range(tab.shape[0]):
+        k = tab[q, 0]
+        idx = ((w[tab[q, 1] & _INDEX] & tab[q, 2]) << k) | ((1 << k) - 1)
+        for m in range(6, 6 + 3 * n_lits, 3):
+            idx &= ~(((w[tab[q, m] & _INDEX] & 1) ^ tab[q, m + 1]) << tab[q, m + 2])
+        _add_table_row(out, r, tab, q, idx, tab_feat, table)
+
+
+@njit_inline
+def _tree_rows(t, n, r0, xs, node_col, node_threshold, tree_ptr, tab, tab_feat, table, win, out):
+    """Tree `t` for rows `r0 .. r0 + n` (columns 0 .. n of `xs`), every step a loop over the
+    rows, which vectorises: `win[i - first node, r]` holds the decisions of nodes i, i + 1,
+    ... of the tree as bits 0, 1, ... (1: left)."""
+    n_lits = (tab.shape[1] - 6) // 3
+    n_lo, n_hi = tree_ptr[t, 0], tree_ptr[t + 1, 0]
+    bits = win[-1]  # the last two rows of `win` are scratch
+    idx = win[-2]
+    bits[:n] = 0
+    for i in range(n_hi - 1, n_lo - 1, -1):
+        col = node_col[i]
+        threshold = node_threshold[i]
+        for r in range(n):
+            bits[r] = (bits[r] << 1) | (xs[col, r] <= threshold)
+            win[i - n_lo, r] = bits[r]
+    for q in range(tree_ptr[t, 1], tree_ptr[t + 1, 1]):
+        k = tab[q, 0]
+        sub, mask = tab[q, 1] - n_lo, tab[q, 2]
+        for r in range(n):
+            idx[r] = ((win[sub, r] & mask) << k) | ((1 << k) - 1)
+        for m in range(6, 6 + 3 * n_lits, 3):
+            node, want, slot = tab[q, m] - n_lo, tab[q, m + 1], tab[q, m + 2]
+            for r in range(n):
+                idx[r] &= ~(((win[node, r] & 1) ^ want) << slot)
+        for r in range(n):
+            _add_table_row(out, r0 + r, tab, q, idx[r], tab_feat, table)
+
+
+@njit
+def _shap(X, node_col, node_threshold, variant_side, tree_ptr, tab, tab_feat, table, expected, out):
+    """Blocks of up to `_BLOCK` rows, tree-major: the loops over a block's rows vectorise
+    and each tree's nodes and table entries are read once per block. A batch of fewer than
+    `_MIN_BLOCK` rows goes row by row. Per row and tree: every node's decision once, then
+    one index and one table row per merged table (see `TreeExplainer`)."""
+    n_rows, n_features = X.shape
+    n_trees = tree_ptr.shape[0] - 1
+    max_nodes = 1
+    for t in range(n_trees):
+        max_nodes = max(max_nodes, tree_ptr[t + 1, 0] - tree_ptr[t, 0])
+    xs = np.empty((variant_side.shape[0] * n_features, _BLOCK))
+    if n_rows < _MIN_BLOCK:
+        w = np.zeros(node_col.shape[0] + _MAX_BITS, np.int64)
+        for r in range(n_rows):
+            _row_values(X, r, variant_side, xs, 0)
+            for j in range(n_features):
+                out[r, j] = 0.0
+            out[r, n_features] = expected
+            _one_row(r, xs, node_col, node_threshold, tab, tab_feat, table, w, out)
+        return
+    win = np.empty((max_nodes + 2, _BLOCK), np.int64)
+    for r0 in range(0, n_rows, _BLOCK):
+        n = min(_BLOCK, n_rows - r0)
+        for r in range(n):
+            _row_values(X, r0 + r, variant_side, xs, r)
+            for j in range(n_features):
+                out[r0 + r, j] = 0.0
+            out[r0 + r, n_features] = expected
+        for t in range(n_trees):
+            _tree_rows(
+                t, n, r0, xs, node_col, node_threshold, tree_ptr, tab, tab_feat, table, win, out
+            )
 
 
 def _leaf_paths(trees: CompiledTrees):
-    """Each leaf's path: the split nodes, the direction taken, and its unique features with
-    their zero fractions (product of cover ratios over the feature's splits)."""
+    """Each leaf's path (split nodes, direction, the slot of the node's feature among the
+    path's distinct features in order of first use) and its unique features with their zero
+    fractions (product of cover ratios over the feature's splits)."""
     n_leaves = trees.leaf_value.size
     depth = 1
     paths: list[list[tuple[int, bool]]] = [[] for _ in range(n_leaves)]
@@ -171,12 +230,11 @@ def _leaf_paths(trees: CompiledTrees):
             stack.append((int(trees.right[node]), path + [(node, False)]))
     path_len = np.zeros(n_leaves, np.int64)
     path_node = np.zeros((n_leaves, depth), np.int64)
-    path_left = np.zeros((n_leaves, depth), np.bool_)
+    path_left = np.zeros((n_leaves, depth), np.int64)
     path_slot = np.zeros((n_leaves, depth), np.int64)
     n_unique = np.zeros(n_leaves, np.int64)
     unique_feat = np.zeros((n_leaves, depth), np.int64)
     unique_zero = np.ones((n_leaves, depth), np.float64)
-    node_slot = np.zeros(trees.feature.size, np.int64)
     for leaf, path in enumerate(paths):
         slots: dict[int, int] = {}
         path_len[leaf] = len(path)
@@ -188,9 +246,58 @@ def _leaf_paths(trees: CompiledTrees):
             unique_feat[leaf, slot] = f
             unique_zero[leaf, slot] *= cover / trees.node_cover[node]
             path_node[leaf, k], path_left[leaf, k], path_slot[leaf, k] = node, left, slot
-            node_slot[node] = slot
         n_unique[leaf] = len(slots)
-    return path_len, path_slot, n_unique, unique_feat, unique_zero, node_slot
+    return path_len, path_node, path_left, path_slot, n_unique, unique_feat, unique_zero
+
+
+def _plan(trees: CompiledTrees, root: int) -> list[tuple[int, list[tuple[int, bool]]]]:
+    """The subtrees of one tree that get a merged table each, with the path to each: the
+    cheapest cover of its leaves by `_LOOKUP_COST` per look-up, one per value added and
+    `_MEMORY_COST` per value stored, with at most `_MAX_BITS` index bits per table."""
+    n_sub: dict[int, int] = {}  # splits under (and including) each node
+    feats: dict[int, set[int]] = {}  # their features
+    order: list[int] = []
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        order.append(node)
+        if node >= 0:
+            stack += [int(trees.left[node]), int(trees.right[node])]
+    for node in reversed(order):  # children before parents
+        if node < 0:
+            n_sub[node], feats[node] = 0, set()
+        else:
+            a, b = int(trees.left[node]), int(trees.right[node])
+            n_sub[node] = n_sub[a] + n_sub[b] + 1
+            feats[node] = feats[a] | feats[b] | {int(trees.feature[node])}
+
+    def best(node: int, path: list[tuple[int, bool]]) -> tuple[float, list]:
+        above = {int(trees.feature[m]) for m, _ in path}
+        bits = len(above) + n_sub[node]
+        width = len(above | feats[node])
+        own = _LOOKUP_COST + width + _MEMORY_COST * width * (1 << bits)
+        if node < 0:
+            return own, [(node, path)]
+        left = best(int(trees.left[node]), path + [(node, True)])
+        right = best(int(trees.right[node]), path + [(node, False)])
+        if bits <= _MAX_BITS and own <= left[0] + right[0]:
+            return own, [(node, path)]
+        return left[0] + right[0], left[1] + right[1]
+
+    return best(root, [])[1]
+
+
+def _subtree(trees: CompiledTrees, node: int) -> tuple[int, list[int]]:
+    """The number of splits under `node` (itself included) and its leaves, in preorder."""
+    splits, leaves, stack = 0, [], [node]
+    while stack:
+        node = stack.pop()
+        if node < 0:
+            leaves.append(~node)
+        else:
+            splits += 1
+            stack += [int(trees.right[node]), int(trees.left[node])]
+    return splits, leaves
 
 
 def expected_value(trees: CompiledTrees) -> float:
@@ -210,8 +317,131 @@ def expected_value(trees: CompiledTrees) -> float:
     return total
 
 
+def _layout(
+    trees: CompiledTrees,
+    path_len: np.ndarray,
+    path_node: np.ndarray,
+    n_unique: np.ndarray,
+    unique_feat: np.ndarray,
+) -> tuple[list[int], list[tuple[int, int]], list[tuple[int, ...]], list[int], int, tuple]:
+    """The split nodes in kernel order and the merged tables (see `TreeExplainer`; the
+    literals not yet padded), and where each leaf goes in them: its table, the depth of that
+    table's subtree, the index bit of each split on its path inside the subtree and the
+    table position of each of its slots (the inputs of `_merge_tables`)."""
+    n_leaves = n_unique.size
+    leaf_tab = np.full(n_leaves, -1, np.int64)
+    leaf_depth = np.zeros(n_leaves, np.int64)
+    path_bit = np.zeros_like(path_node)
+    slot_pos = np.zeros_like(unique_feat)
+    order: list[int] = []  # split nodes, tree after tree, each tree in preorder
+    tree_ptr = [(0, 0)]
+    tab: list[tuple[int, ...]] = []
+    lits: list[tuple[int, ...]] = []
+    tab_feat: list[int] = []
+    n_values = 0
+    for root in trees.root:
+        if root < 0:
+            continue
+        pos: dict[int, int] = {}  # split node -> its position in `order`
+        stack = [int(root)]
+        while stack:
+            node = stack.pop()
+            if node >= 0:
+                pos[node] = len(order)
+                order.append(node)
+                stack += [int(trees.right[node]), int(trees.left[node])]
+        for node, path in _plan(trees, int(root)):
+            slots: dict[int, int] = {}
+            lit: list[int] = []
+            for m, went_left in path:
+                slot = slots.setdefault(int(trees.feature[m]), len(slots))
+                lit += [pos[m], int(went_left), slot]
+            k = len(slots)
+            splits, leaves = _subtree(trees, node)
+            first = pos.get(node, pos[int(root)])  # a leaf's table has no splits
+            feats = list(slots)
+            for leaf in leaves:
+                feats += [int(f) for f in unique_feat[leaf, k : n_unique[leaf]] if f not in feats]
+                leaf_tab[leaf], leaf_depth[leaf] = len(tab), len(path)
+                for h in range(len(path), int(path_len[leaf])):
+                    path_bit[leaf, h] = k + pos[int(path_node[leaf, h])] - first
+                slot_pos[leaf, : n_unique[leaf]] = [
+                    feats.index(f) for f in unique_feat[leaf, : n_unique[leaf]]
+                ]
+            tab.append((k, first, (1 << splits) - 1, len(feats), len(tab_feat), n_values))
+            lits.append(tuple(lit))
+            tab_feat += feats
+            n_values += len(feats) << (k + splits)
+        tree_ptr.append((len(order), len(tab)))
+    tab = [row + lit for row, lit in zip(tab, lits, strict=True)]
+    return order, tree_ptr, tab, tab_feat, n_values, (leaf_tab, leaf_depth, path_bit, slot_pos)
+
+
+@njit
+def _merge_tables(
+    leaf_table,
+    leaf_offset,
+    n_unique,
+    path_len,
+    path_left,
+    path_slot,
+    leaf_tab,
+    leaf_depth,
+    path_bit,
+    slot_pos,
+    tab,
+    table,
+):
+    """Fill each merged table from its leaves' tables: at every index, each leaf under the
+    subtree adds its row for the pattern the index implies. Leaf slot j goes to position
+    `slot_pos[leaf, j]` of the table's features; the split at depth h of the leaf's path
+    (inside the subtree) is index bit `path_bit[leaf, h]`."""
+    for leaf in range(n_unique.shape[0]):
+        q = leaf_tab[leaf]
+        if q < 0:
+            continue  # a single-leaf tree
+        k, width, offset = tab[q, 0], tab[q, 3], tab[q, 5]
+        d = n_unique[leaf]
+        for idx in range((tab[q, 2] + 1) << k):
+            # slots above the subtree: as the index says; slots first met inside: satisfied
+            # unless the row leaves the leaf's path at a split on that feature
+            pattern = (idx & ((1 << k) - 1)) | ((1 << d) - (1 << k))
+            for h in range(leaf_depth[leaf], path_len[leaf]):
+                went_left = (idx >> path_bit[leaf, h]) & 1
+                pattern &= ~((went_left ^ path_left[leaf, h]) << path_slot[leaf, h])
+            src = leaf_offset[leaf] + pattern * d
+            dst = offset + idx * width
+            for j in range(d):
+                table[dst + slot_pos[leaf, j]] += leaf_table[src + j]
+
+
+def _routing(trees: CompiledTrees, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The routing variants in use, (special value goes right, zero is special) each, and
+    each node's column in the kernel's per-variant row values (`_row_values`). As in
+    `engine.trees.PaddedTrees`: NaN goes to a side fixed per node (missing type NaN: the
+    default side; None: where 0.0 goes), and for missing type Zero so do NaN and zero."""
+    nan_left, zero_default, _ = trees.routing
+    zero_type = zero_default >= 0
+    special_right = np.where(zero_type, zero_default == 0, ~nan_left)
+    variant = special_right.astype(np.int64) + 2 * zero_type
+    used = np.unique(variant[nodes])
+    variant_side = np.stack([used % 2, used // 2], axis=1).astype(np.int64)
+    node_col = np.searchsorted(used, variant[nodes]) * trees.n_features + trees.feature[nodes]
+    return variant_side.reshape(-1, 2), node_col.astype(np.int64)
+
+
 class TreeExplainer:
-    """Exact SHAP values of a compiled tree ensemble; the last column is the base value."""
+    """Exact SHAP values of a compiled tree ensemble; the last column is the base value.
+
+    Layout: the split nodes of every tree with splits, tree after tree, each in preorder (so
+    a subtree's splits are consecutive): `node_col`, `node_threshold`; then per tree its
+    merged tables, `tree_ptr[t]` = (first node, first table). Table `q` is `tab[q]` =
+    (k, first split, 2^splits - 1, width, first feature, offset, literals...): its index
+    has k bits for the distinct features above the subtree, bit s set unless the row leaves
+    the path at a split on that feature (literal: node, 1 if the path goes left, s), then
+    one bit per split inside, in preorder; its row of `width` values adds to features
+    `tab_feat[first feature:][:width]`. Single-leaf trees only move the base value.
+    """
 
     MAX_DEPTH = 12  # 2^depth patterns per leaf: deeper trees would need too much memory
 
@@ -219,52 +449,65 @@ class TreeExplainer:
         if trees.node_cover.size != trees.feature.size or not (trees.node_cover > 0).all():
             raise ValueError("trees lack node covers: recompile from a LightGBM model dump")
         self.trees = trees
-        path_len, path_slot, self.n_unique, self.unique_feat, unique_zero, self.node_slot = (
-            _leaf_paths(trees)
+        path_len, path_node, path_left, path_slot, n_unique, unique_feat, unique_zero = _leaf_paths(
+            trees
         )
-        self.max_depth = int(path_len.max(initial=0))
-        if self.n_unique.max(initial=0) > self.MAX_DEPTH:
+        if n_unique.max(initial=0) > self.MAX_DEPTH:
             raise ValueError(
                 f"trees must have at most {self.MAX_DEPTH} distinct features on a path, "
-                f"have {self.n_unique.max()}"
+                f"have {n_unique.max()}"
             )
-        sizes = (1 << self.n_unique) * self.n_unique
-        self.offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-        self.table = np.zeros(int(sizes.sum()))
-        _leaf_tables(
-            trees.leaf_value,
+        sizes = (1 << n_unique) * n_unique
+        leaf_offset = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        leaf_table = np.zeros(int(sizes.sum()))
+        _leaf_tables(trees.leaf_value, n_unique, unique_zero, leaf_offset, leaf_table)
+
+        order, tree_ptr, tab, tab_feat, n_values, placement = _layout(
+            trees, path_len, path_node, n_unique, unique_feat
+        )
+        leaf_tab, leaf_depth, path_bit, slot_pos = placement
+        # Pad the literals to the longest path's (a fixed trip count is predicted) with ones
+        # that clear an unused bit.
+        n_lits = max((len(row) - 6 for row in tab), default=0)
+        tab = [row + (row[1], 0, _UNUSED_BIT) * ((6 + n_lits - len(row)) // 3) for row in tab]
+        self.tab = np.array(tab, np.int64).reshape(len(tab), 6 + n_lits)
+        self.table = np.zeros(n_values)
+        _merge_tables(
+            leaf_table,
+            leaf_offset,
+            n_unique,
             path_len,
+            path_left,
             path_slot,
-            self.n_unique,
-            unique_zero,
-            self.offsets,
+            leaf_tab,
+            leaf_depth,
+            path_bit,
+            slot_pos,
+            self.tab,
             self.table,
         )
+        self.tab_feat = np.array(tab_feat, np.int64)
+        self.tree_ptr = np.array(tree_ptr, np.int64)
+        nodes = np.array(order, np.int64)
+        self.variant_side, self.node_col = _routing(trees, nodes)
+        self.node_threshold = trees.threshold[nodes].astype(np.float64)
         self.expected = expected_value(trees)
 
     def shap_values(self, X: np.ndarray) -> np.ndarray:
-        t = self.trees
-        if X.ndim != 2 or X.shape[1] != t.n_features:
-            raise ValueError(f"Data must be of dimension (N, {t.n_features}), is {X.shape}")
-        out = np.empty((X.shape[0], t.n_features + 1))
-        stack = 2 * self.max_depth + 3
+        n_features = self.trees.n_features
+        if X.ndim != 2 or X.shape[1] != n_features:
+            raise ValueError(f"Data must be of dimension (N, {n_features}), is {X.shape}")
+        out = np.empty((X.shape[0], n_features + 1))
         _shap(
             np.ascontiguousarray(X),
-            t.feature,
-            t.threshold,
-            t.default_left,
-            t.missing,
-            t.left,
-            t.right,
-            t.root,
-            self.node_slot,
-            self.n_unique,
-            self.unique_feat,
-            self.offsets,
+            self.node_col,
+            self.node_threshold,
+            self.variant_side,
+            self.tree_ptr,
+            self.tab,
+            self.tab_feat,
             self.table,
             self.expected,
             out,
-            np.empty(stack, np.int64),
-            np.empty(stack, np.int64),
         )
         return out

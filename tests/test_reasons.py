@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import lightgbm as lgb
 import numpy as np
+import pytest
 
 from engine import features
 from engine.artifacts import ModelSet
@@ -75,3 +76,51 @@ def test_treeshap_matches_lightgbm_on_deep_trees_with_missing_values() -> None:
     np.testing.assert_allclose(
         explainer.shap_values(Xt), b.predict(Xt, pred_contrib=True), rtol=0, atol=1e-9
     )
+
+
+def test_treeshap_is_the_same_in_any_batch_size(models: ModelSet, history) -> None:
+    """Small batches go row by row, larger ones in blocks of rows: same values either way."""
+    enc = encode(conform(history.slice(0, 300)))
+    X = features.compute(enc, VelocityState(CAPACITY))
+    explainer = models.tier2.explainer
+    whole = explainer.shap_values(X)
+    np.testing.assert_allclose(
+        whole, models.tier2.booster.predict(X, pred_contrib=True), rtol=0, atol=1e-9
+    )
+    for n in (1, 2, 4, 5, 16, 17, 33):
+        parts = np.concatenate([explainer.shap_values(X[i : i + n]) for i in range(0, 99, n)])
+        np.testing.assert_allclose(parts, whole[: parts.shape[0]], rtol=0, atol=1e-12)
+    assert explainer.shap_values(X[:0]).shape == (0, X.shape[1] + 1)
+
+
+@pytest.mark.parametrize(
+    ("params", "missing_type"),
+    [({}, 2), ({"zero_as_missing": True}, 1), ({"use_missing": False}, 0)],
+)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_treeshap_routes_edge_values_as_lightgbm(params, missing_type, dtype) -> None:
+    """Each missing-value type, on thresholds and their neighbours, +-0.0, values LightGBM
+    reads as zero, NaN and inf, in batches taken row by row and in blocks."""
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(3000, 5)).astype(dtype)
+    X[rng.random(X.shape) < 0.2] = 0.0
+    X[rng.random(X.shape) < 0.1] = np.nan
+    y = np.nan_to_num(X[:, 0]) + np.nan_to_num(X[:, 1]) ** 2 + rng.normal(size=3000) > 0.5
+    b = lgb.train(
+        {"objective": "binary", "num_leaves": 15, "verbose": -1, **params},
+        lgb.Dataset(X, y.astype(int)),
+        20,
+    )
+    trees = compile_booster(b.dump_model())
+    assert missing_type in trees.missing
+    t = trees.threshold[np.isfinite(trees.threshold)].astype(dtype)
+    special = np.array([0.0, -0.0, 1e-36, -1e-36, np.nan, np.inf, -np.inf], dtype)
+    edges = np.concatenate(
+        [t, np.nextafter(t, dtype(np.inf)), np.nextafter(t, dtype(-np.inf)), special]
+    )
+    Xt = rng.choice(edges, size=(600, 5))
+    explainer = TreeExplainer(trees)
+    reference = b.predict(Xt, pred_contrib=True)
+    for n in (1, 3, 600):
+        got = np.concatenate([explainer.shap_values(Xt[i : i + n]) for i in range(0, 600, n)])
+        np.testing.assert_allclose(got, reference, rtol=0, atol=1e-9)
