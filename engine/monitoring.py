@@ -17,10 +17,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from bisect import bisect_left
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from engine.anomaly import Alert, StreamMonitor
 from engine.policy import ACTION_NAMES, DECLINE, FALLBACK, PATH_NAMES, SCREENED_OUT
@@ -29,6 +32,68 @@ log = logging.getLogger(__name__)
 QUEUE_SIZE = 1000  # alerts buffered per watcher; the oldest are dropped beyond that
 FLUSH_ROWS = 4096  # observations buffered before the monitor counts them
 GRACE_S = 30.0  # how far the monitor's clock trails the newest event
+
+
+class _CallMetrics(Collector):
+    """Decisions by action and path, Score latency and calls per micro-batch, counted in
+    plain Python numbers and exposed when Prometheus scrapes: a labelled Counter and two
+    Histograms cost several locked updates per call, which showed in the server's
+    throughput. Only the event loop's thread counts; a scrape reads a consistent enough
+    snapshot (each number is read once)."""
+
+    LATENCY_BUCKETS = (1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 5e-2, 0.1, 1.0)
+    BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+    def __init__(self) -> None:
+        self.decisions = np.zeros((8, 8), dtype=np.int64)  # [action, path]
+        self.latency = [0] * (len(self.LATENCY_BUCKETS) + 1)  # per bucket, then +Inf
+        self.latency_sum = 0.0
+        self.batches = [0] * (len(self.BATCH_BUCKETS) + 1)
+        self.batch_sum = 0
+
+    def count(self, action: np.ndarray, path: np.ndarray, latency_s: Sequence[float]) -> None:
+        if len(action) == 1:
+            self.decisions[int(action[0]), int(path[0])] += 1
+        elif len(action):
+            np.add.at(self.decisions, (action, path), 1)
+        if latency_s:
+            self.batches[bisect_left(self.BATCH_BUCKETS, len(latency_s))] += 1
+            self.batch_sum += len(latency_s)
+            for s in latency_s:
+                self.latency[bisect_left(self.LATENCY_BUCKETS, s)] += 1
+                self.latency_sum += s
+
+    def collect(self) -> Iterator[Metric]:
+        decisions = CounterMetricFamily(
+            "ordersight_decisions", "Decisions made", labels=["action", "path"]
+        )
+        for (a, p), n in np.ndenumerate(self.decisions):
+            if n and a in ACTION_NAMES and p in PATH_NAMES:
+                decisions.add_metric([ACTION_NAMES[a], PATH_NAMES[p]], float(n))
+        yield decisions
+        yield _histogram(
+            "ordersight_engine_latency_seconds",
+            "Time from a Score call's arrival in the batcher to its decision",
+            self.LATENCY_BUCKETS,
+            self.latency,
+            self.latency_sum,
+        )
+        yield _histogram(
+            "ordersight_batch_size",
+            "Score calls per micro-batch",
+            self.BATCH_BUCKETS,
+            self.batches,
+            self.batch_sum,
+        )
+
+
+def _histogram(
+    name: str, doc: str, bounds: Sequence[float], counts: list[int], total: float
+) -> HistogramMetricFamily:
+    cumulative = np.cumsum(counts).tolist()
+    buckets = [(str(float(b)), float(c)) for b, c in zip(bounds, cumulative, strict=False)]
+    buckets.append(("+Inf", float(cumulative[-1])))
+    return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=float(total))
 
 
 class AlertHub:
@@ -46,27 +111,12 @@ class AlertHub:
         self.latest = -np.inf  # newest event time seen
         self._watchers: set[asyncio.Queue[Alert]] = set()
         self._bucket = -1
-        self._orders: list[
-            tuple[np.ndarray, list[str | None], np.ndarray, np.ndarray, np.ndarray]
-        ] = []
+        self._orders: list[tuple[np.ndarray, list[str | None], np.ndarray, np.ndarray]] = []
         self._events: list[tuple[np.ndarray, list[str], list[str]]] = []
         self._buffered = 0
         r = self.registry
-        self.decisions = Counter(
-            "ordersight_decisions", "Decisions made", ["action", "path"], registry=r
-        )
-        self.latency = Histogram(
-            "ordersight_engine_latency_seconds",
-            "Time from a Score call's arrival in the batcher to its decision",
-            buckets=(1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 5e-2, 0.1, 1.0),
-            registry=r,
-        )
-        self.batch_size = Histogram(
-            "ordersight_batch_size",
-            "Score calls per micro-batch",
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
-            registry=r,
-        )
+        self.calls = _CallMetrics()
+        r.register(self.calls)
         self.events = Counter("ordersight_checkout_events", "Checkout error events", registry=r)
         self.alerts_open = Gauge(
             "ordersight_alerts_open", "Open operational alerts", ["severity"], registry=r
@@ -92,19 +142,10 @@ class AlertHub:
         path: np.ndarray,
         latency_s: Sequence[float] = (),
     ) -> None:
-        if len(t) == 1:
-            self.decisions.labels(ACTION_NAMES[int(action[0])], PATH_NAMES[int(path[0])]).inc()
-        elif len(t):
-            pairs, counts = np.unique(action.astype(np.int64) * 8 + path, return_counts=True)
-            for pair, count in zip(pairs.tolist(), counts.tolist(), strict=True):
-                self.decisions.labels(ACTION_NAMES[pair // 8], PATH_NAMES[pair % 8]).inc(count)
-        if latency_s:  # a micro-batch of Score calls
-            self.batch_size.observe(len(latency_s))
-        for s in latency_s:
-            self.latency.observe(s)
-        self._orders.append(
-            (t, list(channels), action == DECLINE, path != SCREENED_OUT, path == FALLBACK)
-        )
+        """One micro-batch's (or ScoreBatch call's) decisions: counted, and buffered for the
+        detector. `latency_s` is given for a micro-batch of Score calls, one per call."""
+        self.calls.count(action, path, latency_s)
+        self._orders.append((t, list(channels), action, path))
         self._buffered += len(t)
         self._seen(t)
 
@@ -143,7 +184,7 @@ class AlertHub:
         """Note the newest event time; hand the buffer to the monitor when a bucket may
         close (alerts are only evaluated then) or the buffer is large."""
         if len(t):
-            self.latest = max(self.latest, float(np.max(t)))
+            self.latest = max(self.latest, float(t[0] if len(t) == 1 else t.max()))
         if (
             self._buffered >= FLUSH_ROWS
             or int(self.latest // self.monitor.bucket_s) != self._bucket
@@ -152,15 +193,14 @@ class AlertHub:
 
     def _flush(self) -> None:
         if self._orders:
-            t, ch, declined, escalated, fallback = (
-                list(x) for x in zip(*self._orders, strict=True)
-            )
+            t, ch, action, path = (list(x) for x in zip(*self._orders, strict=True))
+            a, p = np.concatenate(action), np.concatenate(path)
             self.monitor.observe_orders(
                 np.concatenate(t),
                 [c for part in ch for c in part],
-                np.concatenate(declined),
-                np.concatenate(escalated),
-                np.concatenate(fallback),
+                a == DECLINE,
+                p != SCREENED_OUT,
+                p == FALLBACK,
             )
         if self._events:
             t, ch, codes = (list(x) for x in zip(*self._events, strict=True))

@@ -118,3 +118,30 @@ def test_metrics_endpoint_counts_decisions(start_server: Callable[..., RunningSe
     assert f'ordersight_decisions_total{{action="{action}",path="{path}"}} 1.0' in text
     assert "ordersight_engine_latency_seconds_count 1.0" in text
     assert "ordersight_batch_size_sum 1.0" in text
+
+
+def test_call_metrics_count_decisions_latency_and_batches_as_prometheus_would() -> None:
+    from prometheus_client import generate_latest
+
+    from engine.anomaly import StreamMonitor
+    from engine.monitoring import AlertHub
+    from engine.policy import APPROVE, DECLINE, MODEL, SCREENED_OUT
+
+    hub = AlertHub(StreamMonitor(300.0))
+    t = np.array([1000.0, 1001.0, 1002.0, 1003.0])
+    action = np.array([APPROVE, APPROVE, DECLINE, APPROVE], np.int8)
+    path = np.array([SCREENED_OUT, SCREENED_OUT, MODEL, MODEL], np.int8)
+    hub.on_decisions(t, ["web"] * 4, action, path, [5e-5, 1e-4, 3e-4, 2.0])
+    hub.on_decisions(t[:1], ["web"], action[:1], path[:1], [1e-3])
+    text = generate_latest(hub.registry).decode()
+    assert 'ordersight_decisions_total{action="APPROVE",path="SCREENED_OUT"} 3.0' in text
+    assert 'ordersight_decisions_total{action="DECLINE",path="MODEL"} 1.0' in text
+    assert 'ordersight_decisions_total{action="APPROVE",path="MODEL"} 1.0' in text
+    assert 'ordersight_engine_latency_seconds_bucket{le="0.0001"} 2.0' in text  # le: inclusive
+    assert 'ordersight_engine_latency_seconds_bucket{le="0.0005"} 3.0' in text
+    assert 'ordersight_engine_latency_seconds_bucket{le="1.0"} 4.0' in text
+    assert 'ordersight_engine_latency_seconds_bucket{le="+Inf"} 5.0' in text
+    assert "ordersight_engine_latency_seconds_count 5.0" in text
+    assert 'ordersight_batch_size_bucket{le="1.0"} 1.0' in text
+    assert 'ordersight_batch_size_bucket{le="4.0"} 2.0' in text
+    assert "ordersight_batch_size_sum 5.0" in text
