@@ -237,7 +237,7 @@ class Engine:
                 self.cost.observe(to_model.size, time.perf_counter() - t0)
                 score[to_model] = p2
                 raw[to_model] = _logit(p2)
-                base[to_model] = m.tier2.explainer.expected  # type: ignore[union-attr]
+                base[to_model] = m.tier2.expected  # type: ignore[union-attr]
                 path[to_model] = MODEL
         fired = None
         if to_rules.size:

@@ -6,6 +6,7 @@ They share one interface, `Scorer`: `score(X) -> probability of fraud per row`, 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -15,7 +16,7 @@ import onnxruntime as ort
 
 from engine.features import FEATURE_NAMES, N_FEATURES
 from engine.trees import CompiledTrees, compile_booster, predict_raw
-from engine.treeshap import TreeExplainer
+from engine.treeshap import TreeExplainer, expected_value
 
 
 class Scorer(Protocol):
@@ -102,8 +103,15 @@ class TierTwo:
         if shape[-1] != N_FEATURES:
             raise ValueError(f"tier two expects {shape[-1]} features, engine has {N_FEATURES}")
         self.booster = lgb.Booster(model_str=booster_text)
-        self.explainer = TreeExplainer(compile_booster(self.booster.dump_model()))
+        self.trees = compile_booster(self.booster.dump_model())
+        self.expected = expected_value(self.trees)  # the SHAP base value
         self.version = version
+
+    @functools.cached_property
+    def explainer(self) -> TreeExplainer:
+        """Built on first use (its tables take ~0.1 s): a replay without reasons never
+        needs it, and `Engine.warm` builds it for a server."""
+        return TreeExplainer(self.trees)
 
     def score(self, X: np.ndarray) -> np.ndarray:
         X = _check(X)

@@ -194,15 +194,14 @@ def _label_event(row, t, is_fraud, keys_mat, words, vals, probe):
 
 @njit
 def _fetch_ahead(kinds, rows, keys_mat, words, lo, hi):
-    """Load the home slots of orders lo..hi-1 before they are updated: the loads are
-    independent, so their cache (and TLB) misses overlap instead of coming one by one."""
+    """Load the home slots of events lo..hi-1 before they are applied (an order's entities
+    and pairs, a label's entities): the loads are independent, so their cache (and TLB)
+    misses overlap instead of coming one by one."""
     mask = words.shape[0] - 1
     acc = np.uint64(0)
     for i in range(lo, hi):
-        if kinds[i] != 0:
-            continue
         r = rows[i]
-        for e in range(keys_mat.shape[1]):
+        for e in range(keys_mat.shape[1] if kinds[i] == 0 else N_SINGLE):
             key = keys_mat[r, e]
             if key != 0:
                 s = np.int64(key & np.uint64(mask))
