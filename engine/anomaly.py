@@ -101,11 +101,10 @@ def _distinct(
         if len(items) != n:
             raise InvalidInput(f"{field} must have {n} values, has {len(items)}", field)
         lists.append(items)
-    index: dict[tuple, int] = {}
-    inv = np.fromiter(
-        (index.setdefault(v, len(index)) for v in zip(*lists, strict=True)), np.int64, n
-    )
-    return list(index), inv
+    rows = lists[0] if len(lists) == 1 else list(zip(*lists, strict=True))
+    index = {v: i for i, v in enumerate(dict.fromkeys(rows))}  # first-seen order
+    inv = np.fromiter(map(index.__getitem__, rows), np.int64, n)
+    return [(v,) for v in index] if len(lists) == 1 else list(index), inv
 
 
 def _span(seconds: float) -> str:
