@@ -51,6 +51,7 @@ from engine.pipeline import Decisions, Engine
 from engine.velocity import VelocityState
 
 log = logging.getLogger(__name__)
+LONE_GAP_S = 500e-6
 SERVICE = pb.DESCRIPTOR.services_by_name["OrderRisk"].full_name
 
 
@@ -91,7 +92,8 @@ class OrderRiskServicer(pb_grpc.OrderRiskServicer):
         self.engine_thread = engine_thread
         self.decide_thread = decide_thread
         self._engine_jobs = 0  # submitted to the engine's thread and not finished
-        self._mean_batch = 1.0  # recent calls per Score micro-batch (EWMA)
+        self._last_batch = -np.inf  # when the last Score micro-batch was dispatched
+        self._mean_gap = 1.0  # recent seconds between Score micro-batches (EWMA)
         self.batch_chunk = batch_chunk
         self.clock = clock
         self.wall = wall
@@ -102,10 +104,14 @@ class OrderRiskServicer(pb_grpc.OrderRiskServicer):
 
     async def process(self, batch: Sequence[Pending]) -> list[bytes | InvalidInput]:
         """Score one micro-batch (called by the batcher) on the engine's thread; a lone call
-        while calls come one at a time is scored on the event loop itself, which spares two
-        thread hand-offs (most of the engine's added latency at concurrency 1)."""
-        lone = len(batch) == 1 and self._mean_batch < 1.5
-        self._mean_batch += 0.2 * (len(batch) - self._mean_batch)
+        while calls are sparse (the last ones came more than `LONE_GAP_S` apart) is scored
+        on the event loop itself, which spares two thread hand-offs: most of the engine's
+        added latency at concurrency 1. Under load the loop is what limits throughput, so
+        the engine's work stays off it."""
+        now = self.clock()
+        gap, self._last_batch = now - self._last_batch, now
+        self._mean_gap += 0.2 * (min(gap, 1.0) - self._mean_gap)
+        lone = len(batch) == 1 and self._mean_gap > LONE_GAP_S
         results, t, channels, action, path, waited = await self._on_engine(
             self._score, batch, inline_ok=lone
         )
