@@ -405,6 +405,18 @@ def _lists(rows: list[list[Any]], values: pa.Array) -> pa.Array:
 
 def decisions_to_arrow(d: Decisions, latency_us: int) -> bytes:
     """Decisions as one Arrow IPC stream, the Decision fields as columns, in row order."""
+    return table_to_ipc(decisions_table(d, latency_us))
+
+
+def table_to_ipc(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def decisions_table(d: Decisions, latency_us: int = 0) -> pa.Table:
+    """Decisions as a table, the Decision fields as columns, in row order."""
     flat = [r for rs in d.reasons for r in rs]
     reasons = pa.StructArray.from_arrays(
         [
@@ -417,7 +429,7 @@ def decisions_to_arrow(d: Decisions, latency_us: int) -> bytes:
     )
     triggers = pa.array([t for ts in d.triggers for t in ts], pa.string())
     n = len(d)
-    table = pa.table(
+    return pa.table(
         {
             "order_id": pa.array(d.order_ids, pa.string()),
             "action": pa.DictionaryArray.from_arrays(pa.array(d.action, pa.int8()), _ACTIONS),
@@ -432,7 +444,3 @@ def decisions_to_arrow(d: Decisions, latency_us: int) -> bytes:
             "fallback_cause": pa.array(d.causes, pa.string()),
         }
     )
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue().to_pybytes()

@@ -25,6 +25,7 @@ from typing import Any
 
 import grpc
 import numpy as np
+import pyarrow as pa
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from ordersight.v1 import risk_pb2 as pb
@@ -39,8 +40,9 @@ from engine.convert import (
     alert_to_pb,
     arrow_to_table,
     check_timestamp,
-    decisions_to_arrow,
+    decisions_table,
     encode_orders,
+    table_to_ipc,
     validate_order,
 )
 from engine.encode import Encoded, encode
@@ -195,16 +197,42 @@ class OrderRiskServicer(pb_grpc.OrderRiskServicer):
             deadlines = None if deadline is None else np.full(hi - lo, deadline)
             parts.append(
                 loop.run_in_executor(
-                    self.decide_thread, self.engine.decide, ids[lo:hi], sub, X, deadlines
+                    self.decide_thread,
+                    self._decide_chunk,
+                    ids[lo:hi],
+                    sub,
+                    X,
+                    deadlines,
+                    req.arrow_response,
                 )
             )
-        decisions = Decisions.concat(list(await asyncio.gather(*parts)))
+        done = await asyncio.gather(*parts)
+        decisions = Decisions.concat([d for d, _ in done])
         self.hub.on_decisions(enc.t, channels, decisions.action, decisions.path)
         elapsed = int((self.clock() - t0) * 1e6)
         if req.arrow_response:
-            arrow = decisions_to_arrow(decisions, elapsed)
-            return pb.ScoreBatchResponse(decisions_arrow_ipc=arrow).SerializeToString()
+            table = pa.concat_tables([t for _, t in done])
+            latency = pa.array(np.full(table.num_rows, elapsed, np.int64))
+            table = table.set_column(
+                table.schema.get_field_index("latency_us"), "latency_us", latency
+            )
+            return pb.ScoreBatchResponse(
+                decisions_arrow_ipc=table_to_ipc(table)
+            ).SerializeToString()
         return respond.batch_response_bytes(decisions, [elapsed] * len(decisions))
+
+    def _decide_chunk(
+        self,
+        ids: list[str],
+        enc: Encoded,
+        X: np.ndarray,
+        deadlines: np.ndarray | None,
+        as_table: bool,
+    ) -> tuple[Decisions, pa.Table | None]:
+        """One ScoreBatch chunk's decisions, and their Arrow table when the answer is Arrow
+        (built here, off the event loop; the call's latency is filled in at the end)."""
+        d = self.engine.decide(ids, enc, X, deadlines)
+        return d, decisions_table(d) if as_table else None
 
     @_rpc
     async def ReportOutcomes(
