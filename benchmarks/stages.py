@@ -10,6 +10,7 @@ code), all on one thread.
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,10 @@ def stage_costs(models_dir: Path, history: Path) -> list[dict[str, Any]]:
     engine = Engine(m, state)
     wire.warm()
     respond.warm()
+    # As the server does after start-up: what exists now is not traversed by every full
+    # garbage collection (this process holds the whole history besides).
+    gc.collect()
+    gc.freeze()
     rows = []
     for n in BATCHES:
         batch = orders[:n]
@@ -81,6 +86,7 @@ def stage_costs(models_dir: Path, history: Path) -> list[dict[str, Any]]:
             lambda i=ids, e=enc, x=X: engine.decide(i, e, x)
         )
         rows.append({"batch": n, **{k: v / n * 1e9 for k, v in costs.items()}})
+    gc.unfreeze()
     return rows
 
 
