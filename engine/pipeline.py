@@ -111,7 +111,9 @@ class _CostModel:
 
 
 class Engine:
-    """Scores orders. Not thread-safe: the batcher calls it from one task at a time."""
+    """Scores orders. `featurize` (and so `score`, `score_encoded`, `report_outcomes`) changes
+    the velocity state: one thread at a time, in arrival order. `decide` only reads the
+    models, so chunks may be decided on other threads meanwhile."""
 
     def __init__(
         self,
