@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,6 +44,22 @@ class Decisions:
 
     def __len__(self) -> int:
         return len(self.order_ids)
+
+    def take(self, rows: Sequence[int]) -> Decisions:
+        """The decisions of the given rows, in that order."""
+        i = list(rows)
+        return Decisions(
+            [self.order_ids[k] for k in i],
+            self.action[i],
+            self.score[i],
+            self.raw[i],
+            self.base[i],
+            self.path[i],
+            [self.reasons[k] for k in i],
+            [self.triggers[k] for k in i],
+            [self.causes[k] for k in i],
+            self.model_version,
+        )
 
     @classmethod
     def concat(cls, parts: list[Decisions]) -> Decisions:

@@ -1,23 +1,23 @@
 """Decisions straight to serialized `ordersight.v1.Decision` / `ScoreBatchResponse` bytes.
 
 The protobuf route (`convert.decisions_to_pb`, then `SerializeToString`) builds a
-`pb.Decision` and its `pb.Reason`s per order: 2.5-3.5 µs each, although most orders are
-plain approvals with no reasons, triggers or fallback cause. Here one Numba kernel writes
-every row's fixed fields into one buffer, and Python only prepares the variable parts as
-UTF-8: the order ids joined into one string (encoded once; the kernel finds each id's
-bytes from its length in code points), and, for the few rows that have them, the reasons,
-triggers and fallback cause as finished wire fields. Reason texts, trigger lists and
-causes repeat, so their encodings are cached. One or two rows, as Score's micro-batches
-often are, are written in Python instead (`_row`): the kernel's call costs about 3 µs
-before its first row, more than writing two rows here.
+`pb.Decision` and its `pb.Reason`s per order, although most orders are plain approvals with
+no reasons, triggers or fallback cause (`python -m benchmarks.codecs` times both routes).
+Here one Numba kernel writes every row's fixed fields into one buffer, and Python only
+prepares the variable parts as UTF-8: the order ids joined into one string (encoded once;
+the kernel finds each id's bytes from its length in code points), and, for the few rows that
+have them, the reasons, triggers and fallback cause as finished wire fields. Reason texts,
+trigger lists and causes repeat, so their encodings are cached. One or two rows, as Score's
+micro-batches often are, are written in Python instead (`_row`): preparing the kernel's
+arrays costs a fixed few µs per call, more than writing two rows in Python (the crossover,
+`_PYTHON_ROWS`, was timed once on this machine; no committed benchmark repeats it).
 
 The bytes equal protobuf's (upb's) own serialization, checked by tests/test_respond.py:
 fields in field-number order; proto3 defaults omitted (0 enums and ints, doubles whose bits
 are all zero, so -0.0 is written, empty strings and lists); doubles as little-endian
 fixed64 with their bits as they are, NaN payloads included; enums and int64 as varints,
 negative ones as 10-byte two's complement; strings as strict UTF-8 (lone surrogates raise
-`UnicodeEncodeError`, as protobuf raises too). `python -m tests.test_respond` prints both
-routes' cost per decision side by side.
+`UnicodeEncodeError`, as protobuf raises too).
 """
 
 from __future__ import annotations
@@ -181,8 +181,7 @@ def _encode(d: Decisions, latency_us: Sequence[int], framed: bool) -> tuple[byte
 
 
 def _row(d: Decisions, i: int, latency_us: int) -> bytes:
-    """Row `i` in Python: about 1.5 µs, where preparing the kernel's arrays and checking
-    the types of its ten arguments cost about 3 µs per call (measured on 2 shared cores)."""
+    """Row `i` in Python, for micro-batches too small to pay the kernel's fixed cost."""
     if not _INT64_MIN <= latency_us <= _INT64_MAX:
         raise ValueError(f"latency_us: every value must fit in int64, is {latency_us}")
     oid = d.order_ids[i].encode()

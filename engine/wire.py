@@ -4,11 +4,10 @@ The protobuf route parses into `pb.Order`, then `convert.validate_order` and
 `convert.encode_orders` walk the Python objects. Here the server hands over the request
 bytes and one Numba kernel per micro-batch walks the wire format, validates, hashes and
 writes the `Encoded` arrays; Python only cuts the order_id and channel strings out of one
-decoded text and, for bad messages, words the error. Measured by `python -m tests.test_wire`
-(236-byte orders, 2 shared cores): validate + encode on parsed protos about 36 µs for one
-order and 10-12 µs per order in batches of 64 or 4096; this route, from bytes, about 10 µs
-for one and 0.9-1.0 µs per order. Most of its fixed cost is Python: the dozen arrays and
-views `Encoded` holds, the kernel's 23 arguments, the id and channel lists.
+decoded text and, for bad messages, words the error. `make bench`'s stage table has this
+decoder's cost per order ("decode"); `python -m benchmarks.codecs` sets it beside the
+protobuf route's. Most of its fixed cost is Python: the dozen arrays and views `Encoded`
+holds, the kernel's 23 arguments, the id and channel lists.
 
 The kernels are in `engine.wire_kernels` (the Order's fields) and `engine.protowire` (the
 wire format); this module is their Python side. Parity with the protobuf route is the

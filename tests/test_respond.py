@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -201,7 +201,7 @@ def test_engine_decisions(models: ModelSet, orders: pa.Table) -> None:
     assert_same_as_protobuf(d, rng.integers(0, 50_000, len(d)).tolist())
     for i in np.flatnonzero(d.action != APPROVE)[:10]:  # Score's micro-batches, 1 to 8 rows
         for rows in ([i], [i, i + 1], [i - 1, i, i + 1], range(i, i + 8)):
-            part = _rows(d, rows)
+            part = d.take(rows)
             assert_same_as_protobuf(part, [1391] * len(part))
 
 
@@ -213,91 +213,3 @@ def test_engine_fallback_decisions(models: ModelSet, orders: pa.Table) -> None:
     for d in (late, rules_only):
         assert (d.path == FALLBACK).any() and any(d.causes)
         assert_same_as_protobuf(d, [250] * len(d))
-
-
-def _rows(d: Decisions, idx: Sequence[int] | range) -> Decisions:
-    i = list(idx)
-    return Decisions(
-        [d.order_ids[k] for k in i],
-        d.action[i],
-        d.score[i],
-        d.raw[i],
-        d.base[i],
-        d.path[i],
-        [d.reasons[k] for k in i],
-        [d.triggers[k] for k in i],
-        [d.causes[k] for k in i],
-        d.model_version,
-    )
-
-
-# --- cost per decision, side by side ------------------------------------------------------
-
-
-def _bench_decisions() -> Decisions:
-    """Decisions on 100k simulated orders: from models/default when it loads, else from
-    small models trained here (about a minute)."""
-    import tempfile
-    from pathlib import Path
-
-    import pyarrow.parquet as pq
-
-    from engine import artifacts
-    from engine.errors import ModelLoadError
-    from training.simulate import simulate
-    from training.train import train
-
-    history = simulate(70, seed=5, orders_per_day=1500)
-    try:
-        models = artifacts.load(Path("models/default"))
-    except ModelLoadError:
-        tmp = Path(tempfile.mkdtemp())
-        pq.write_table(simulate(21, seed=11, orders_per_day=1500), tmp / "orders.parquet")
-        train(tmp / "orders.parquet", tmp / "m", capacity=CAPACITY, progress=False, max_rounds=150)
-        models = artifacts.load(tmp / "m")
-    return Engine(models, VelocityState(1 << 20)).score(conform(history.slice(0, 100_000)))
-
-
-def _bench() -> None:
-    """Both routes, per Decision (Score) and as one ScoreBatchResponse (ScoreBatch), over
-    plain approvals, flagged decisions (reasons and triggers) and the simulated mix."""
-    import time
-
-    d = _bench_decisions()
-    warm()
-
-    def per_decision(fn: Callable[[], object], n: int) -> float:
-        reps = max(1, 20_000 // n)
-        best = math.inf
-        for _ in range(5 if n > 1000 else 15):  # the best of many short runs: cores are shared
-            t0 = time.perf_counter()
-            for _ in range(reps):
-                fn()
-            best = min(best, (time.perf_counter() - t0) / reps / n)
-        return best * 1e6
-
-    approved = np.flatnonzero(d.action == APPROVE)
-    flagged = np.flatnonzero(d.action != APPROVE)
-    print(f"{len(d)} decisions, {flagged.size} flagged; µs per decision:")
-    print(f"{'rows':>9} {'batch':>6} {'pb Decision':>12} {'bytes':>6} {'pb Batch':>9} {'bytes':>6}")
-    for name, pool in (("approved", approved), ("flagged", flagged), ("mixed", np.arange(len(d)))):
-        for n in (1, 8, 100_000):
-            part = _rows(d, pool[:n])
-            n = len(part)
-            lat = [1391] * n
-            a = per_decision(
-                lambda p=part, t=lat: [m.SerializeToString() for m in decisions_to_pb(p, t)], n
-            )
-            b = per_decision(lambda p=part, t=lat: decision_bytes(p, t), n)
-            c = per_decision(
-                lambda p=part, t=lat: pb.ScoreBatchResponse(
-                    decisions=decisions_to_pb(p, t)
-                ).SerializeToString(),
-                n,
-            )
-            e = per_decision(lambda p=part, t=lat: batch_response_bytes(p, t), n)
-            print(f"{name:>9} {n:>6} {a:>12.2f} {b:>6.2f} {c:>9.2f} {e:>6.2f}")
-
-
-if __name__ == "__main__":
-    _bench()

@@ -1,0 +1,115 @@
+"""Cost of the server's codecs against the protobuf route, side by side in one process.
+
+`python -m benchmarks.codecs` prints µs per order / per decision at several batch sizes:
+
+- decode: `pb.Order.FromString` + `convert.validate_order` + `convert.encode_orders` (the
+  protobuf route) against `engine.wire.decode_orders` on the same serialized orders;
+- encode: `convert.decisions_to_pb` + `SerializeToString` (per Decision, and as one
+  ScoreBatchResponse) against `engine.respond`, over plain approvals, flagged decisions
+  (reasons and triggers) and the simulated mix.
+
+Each figure is the best of many short runs (the machine's cores are shared). Decisions come
+from models/default when it loads (`make models`), else from small models trained here.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+from ordersight.v1 import risk_pb2 as pb
+
+from engine import artifacts, respond, wire
+from engine.convert import decisions_to_pb, encode_orders, orders_from_table, validate_order
+from engine.errors import ModelLoadError
+from engine.pipeline import Decisions, Engine
+from engine.policy import APPROVE
+from engine.schema import conform
+from engine.velocity import VelocityState
+from training.simulate import simulate
+from training.train import train
+
+LATEST = 1_800_000_000.0  # created_at bound, after every simulated order
+
+
+def _best_us(fn: Callable[[], object], n: int, budget: int, rounds: int) -> float:
+    """µs per item of `fn`, which handles `n` items: the best of `rounds` short runs."""
+    reps = max(1, budget // n)
+    best = math.inf
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        best = min(best, (time.perf_counter() - t0) / reps / n)
+    return best * 1e6
+
+
+def decode() -> None:
+    orders = orders_from_table(simulate(3, seed=5, orders_per_day=1500).slice(0, 4096))
+    raws = [o.SerializeToString() for o in orders]
+    wire.warm()
+
+    def protobuf_route(batch: list[bytes]) -> None:
+        parsed = [pb.Order.FromString(x) for x in batch]
+        for o in parsed:
+            validate_order(o, latest=LATEST)
+        encode_orders(parsed)
+
+    print(f"decode: mean Order {sum(map(len, raws)) / len(raws):.0f} bytes; µs per order")
+    print(f"{'batch':>6} {'protobuf':>9} {'wire':>6}")
+    for n in (1, 64, 4096):
+        raw = raws[:n]
+        a = _best_us(lambda r=raw: protobuf_route(r), n, 8_000, 15)
+        b = _best_us(lambda r=raw: wire.decode_orders(r, LATEST), n, 8_000, 15)
+        print(f"{n:>6} {a:>9.2f} {b:>6.2f}")
+
+
+def _decisions() -> Decisions:
+    history = simulate(70, seed=5, orders_per_day=1500)
+    try:
+        models = artifacts.load(Path("models/default"))
+    except ModelLoadError:
+        tmp = Path(tempfile.mkdtemp())
+        pq.write_table(simulate(21, seed=11, orders_per_day=1500), tmp / "orders.parquet")
+        train(tmp / "orders.parquet", tmp / "m", capacity=1 << 16, progress=False, max_rounds=150)
+        models = artifacts.load(tmp / "m")
+    return Engine(models, VelocityState(1 << 20)).score(conform(history.slice(0, 100_000)))
+
+
+def encode() -> None:
+    d = _decisions()
+    respond.warm()
+    approved = np.flatnonzero(d.action == APPROVE)
+    flagged = np.flatnonzero(d.action != APPROVE)
+    print(f"encode: {len(d)} decisions, {flagged.size} flagged; µs per decision")
+    print(f"{'rows':>9} {'batch':>6} {'pb Decision':>12} {'bytes':>6} {'pb Batch':>9} {'bytes':>6}")
+    for name, pool in (("approved", approved), ("flagged", flagged), ("mixed", np.arange(len(d)))):
+        for n in (1, 8, 100_000):
+            part = d.take(pool[:n].tolist())
+            n = len(part)
+            lat = [1391] * n
+            rounds = 5 if n > 1000 else 15
+
+            def per_decision(p: Decisions = part, t: list[int] = lat) -> object:
+                return [m.SerializeToString() for m in decisions_to_pb(p, t)]
+
+            def as_batch(p: Decisions = part, t: list[int] = lat) -> object:
+                return pb.ScoreBatchResponse(decisions=decisions_to_pb(p, t)).SerializeToString()
+
+            a = _best_us(per_decision, n, 20_000, rounds)
+            b = _best_us(lambda p=part, t=lat: respond.decision_bytes(p, t), n, 20_000, rounds)
+            c = _best_us(as_batch, n, 20_000, rounds)
+            e = _best_us(
+                lambda p=part, t=lat: respond.batch_response_bytes(p, t), n, 20_000, rounds
+            )
+            print(f"{name:>9} {n:>6} {a:>12.2f} {b:>6.2f} {c:>9.2f} {e:>6.2f}")
+
+
+if __name__ == "__main__":
+    decode()
+    encode()
