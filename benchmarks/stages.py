@@ -21,7 +21,7 @@ from benchmarks.timing import per_call_s
 from engine import artifacts, features, respond, wire
 from engine.convert import orders_from_table
 from engine.encode import encode
-from engine.explain import model_reasons_batch
+from engine.explain import model_reasons
 from engine.history import read_history
 from engine.pipeline import Engine
 from engine.policy import MODEL, decide
@@ -74,7 +74,7 @@ def stage_costs(models_dir: Path, history: Path) -> list[dict[str, Any]]:
             "reasons": per_call_s(
                 lambda x=X, c=contrib: (
                     tier2.contributions(x),
-                    model_reasons_batch(c, x, m.policy.max_reasons),
+                    model_reasons(c, x, m.policy.max_reasons),
                 )
             ),
             "policy": per_call_s(

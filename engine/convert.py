@@ -403,11 +403,6 @@ def _lists(rows: list[list[Any]], values: pa.Array) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets), values)
 
 
-def decisions_to_arrow(d: Decisions, latency_us: int) -> bytes:
-    """Decisions as one Arrow IPC stream, the Decision fields as columns, in row order."""
-    return table_to_ipc(decisions_table(d, latency_us))
-
-
 def table_to_ipc(table: pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:

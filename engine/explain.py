@@ -8,7 +8,6 @@ Fallback reasons are the fired rules with their weights, which sum the same way.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -55,14 +54,9 @@ def code_of(feature: str) -> str:
     return feature.replace("+", "_").replace(".", "_").upper()
 
 
-def describe(feature: str, value: float) -> str:
-    """One line about a feature's value, for a reviewer."""
-    missing = value is None or (isinstance(value, float) and math.isnan(value))
-    return _describer(feature)(math.nan if missing else float(value))
-
-
 def _describer(feature: str) -> Callable[[float], str]:
-    """`describe` for one feature, its wording chosen once; takes NaN for unknown."""
+    """One line about a feature's value, for a reviewer, its wording chosen once per
+    feature; the returned function takes NaN for an unknown value."""
     if feature in _ORDER:
         template, unknown = _ORDER[feature], f"{feature.replace('_', ' ')}: unknown"
         return lambda v: unknown if v != v else template.format(v=v, b="yes" if v >= 0.5 else "no")
@@ -103,14 +97,10 @@ _DESCRIBE = [_describer(f) for f in FEATURE_NAMES]
 _OTHER = "All other features together"
 
 
-def model_reasons(contrib: np.ndarray, x: np.ndarray, max_reasons: int) -> list[Reason]:
-    """Reasons from one row's contributions (n_features + 1, base value last)."""
-    return model_reasons_batch(contrib[None, :], x[None, :], max_reasons)[0]
-
-
-def model_reasons_batch(contrib: np.ndarray, X: np.ndarray, max_reasons: int) -> list[list[Reason]]:
-    """`model_reasons` for each row of `contrib` (m, n_features + 1) and `X` (m, n_features):
-    the top positive contributions are picked for all rows at once."""
+def model_reasons(contrib: np.ndarray, X: np.ndarray, max_reasons: int) -> list[list[Reason]]:
+    """Reasons for each row of `contrib` (m, n_features + 1, base value last) and `X`
+    (m, n_features): the `max_reasons` largest positive contributions, named, then the rest
+    as one OTHER_FEATURES reason. The top ones are picked for all rows at once."""
     c = contrib[:, :-1]
     top = np.argsort(-c, axis=1, kind="stable")[:, :max_reasons]
     top_c = np.take_along_axis(c, top, axis=1)

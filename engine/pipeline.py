@@ -18,7 +18,7 @@ import pyarrow as pa
 from engine import features
 from engine.artifacts import ModelSet
 from engine.encode import Encoded, encode
-from engine.explain import Reason, model_reasons_batch, rule_reasons, trigger_reason
+from engine.explain import Reason, model_reasons, rule_reasons, trigger_reason
 from engine.jit import njit
 from engine.policy import APPROVE, FALLBACK, MODEL, SCREENED_OUT, PolicyConfig, decide
 from engine.scorers import sigmoid
@@ -279,7 +279,7 @@ class Engine:
                 contrib = m.tier2.contributions(X[to_explain])  # type: ignore[union-attr]
                 raw[to_explain] = contrib.sum(axis=1)
                 base[to_explain] = contrib[:, -1]
-                explained = model_reasons_batch(contrib, X[to_explain], m.policy.max_reasons)
+                explained = model_reasons(contrib, X[to_explain], m.policy.max_reasons)
                 for i, rs in zip(to_explain.tolist(), explained, strict=True):
                     reasons[i] = rs
             if fired is not None:
