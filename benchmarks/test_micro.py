@@ -11,8 +11,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from engine import artifacts, features
-from engine.convert import encode_orders, orders_from_table
+from engine import artifacts, features, wire
+from engine.convert import orders_from_table
 from engine.encode import encode, hash_strings
 from engine.velocity import VelocityState
 
@@ -43,9 +43,10 @@ def test_hash_strings(benchmark, table) -> None:
     benchmark(hash_strings, table.column("customer_id"))
 
 
-def test_encode_protobuf_64(benchmark, table) -> None:
-    orders = orders_from_table(table.slice(0, 64))
-    benchmark(encode_orders, orders)
+def test_decode_wire_64(benchmark, table) -> None:
+    raws = [o.SerializeToString() for o in orders_from_table(table.slice(0, 64))]
+    wire.warm()
+    benchmark(wire.decode_orders, raws, float("inf"))
 
 
 def test_velocity_features(benchmark, table) -> None:
