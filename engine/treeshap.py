@@ -15,10 +15,10 @@ the decision of each split inside it, and its row is the sum of those leaves' ro
 union of their features. Sibling leaves have the same features, so their shared table is
 no larger than their two. `_plan` picks the subtrees of each tree by a cost model; on the
 default tier two it keeps 582 tables and 3,109 additions per row, in 5.8 MB (per-leaf
-tables: 2.1 MB). A row then costs one decision per node and one table row per subtree:
-about 11 µs at batch 1 and 7 µs a row in batches of 64 or 4096, against 32 and 50 with
-per-leaf tables (best of 30 interleaved rounds, both in one process, real rows from the
-default history). Tests check the values against LightGBM's `pred_contrib`.
+tables: 2.1 MB). A row then costs one decision per node and one table row per subtree. In
+the committed `make bench` run ("Reason codes"): 14.9 µs for one row and 12.0 µs a row in
+batches of 64, where session 1's per-leaf tables took 38.3 and 52.3 µs in its committed run.
+Tests check the values against LightGBM's `pred_contrib`.
 """
 
 from __future__ import annotations
@@ -32,11 +32,13 @@ from engine.trees import _INDEX, _ZERO, CompiledTrees
 # chains, and a division in the chain costs several times a multiplication.
 _RECIP = np.array([0.0] + [1.0 / k for k in range(1, 256)])
 
-_BLOCK = 32  # rows that walk one tree together (16: about 5% slower; 64, 128: no faster)
-_MIN_BLOCK = 5  # smaller batches go row by row: faster up to about 4 rows
+# Tuning constants, chosen by trial on the default tier two (no committed benchmark repeats
+# the trials): rows that walk one tree together, and the batch below which rows go one by one.
+_BLOCK = 32
+_MIN_BLOCK = 5
 _MAX_BITS = 10  # index bits of a merged table: 2^bits rows
-# `_plan`'s weights, in added values: a look-up, a stored value. Tuned on the default tier
-# two: cheaper memory (1e-4: 7 MB) was no faster, dearer (1e-2: 1.8 MB) about 20% slower.
+# `_plan`'s weights, in added values: a look-up, a stored value. Chosen by trial on the
+# default tier two, as above.
 _LOOKUP_COST = 4.0
 _MEMORY_COST = 1e-3
 _UNUSED_BIT = 62  # index bit that padding literals clear: never set
