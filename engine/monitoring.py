@@ -38,7 +38,8 @@ class _CallMetrics(Collector):
     """Decisions by action and path, Score latency and calls per micro-batch, counted in
     plain Python numbers and exposed when Prometheus scrapes: with a labelled Counter and
     two Histograms (several locked updates per call), `on_decisions` took about 24 µs per
-    micro-batch of four on the event loop; with these counts, about 6 µs. Only the event
+    micro-batch of four on the event loop; with these counts, about 6 µs (one in-process
+    run, not committed). Only the event
     loop's thread counts; a scrape reads each number once (a scrape during an update may
     see a histogram's buckets and sum one observation apart)."""
 
