@@ -214,7 +214,7 @@ def _process(kinds, rows, times, amounts, labels, keys_mat, words, probe, tau, o
     """Apply events in order: kind 0 = order (writes its features to `out[row]`), 1 = label."""
     vals = words.view(np.float64)
     decay = np.empty(tau.shape[0])
-    touched = np.uint64(0)
+    touched = np.uint64(0)  # returned, so the compiler cannot drop the fetch-ahead loads
     n = kinds.shape[0]
     for i in range(n):
         if i % _PREFETCH == 0:
