@@ -11,7 +11,7 @@ HISTORY ?= models/default-history.parquet
 SIM_DAYS ?= 56
 PORT ?= 50051
 
-.PHONY: install proto models run test lint format bench bench-micro bench-anomaly clean
+.PHONY: install proto models run test lint format bench bench-micro bench-anomaly fuzz clean
 
 install: $(STAMP) $(PROTO_PY)
 
@@ -50,6 +50,17 @@ bench-anomaly: install
 
 bench-micro: install models
 	$(PY) -m pytest benchmarks/test_micro.py -q --benchmark-only -p no:cacheprovider
+
+# Fuzzing (tests/fuzzing.py): mutated Score / ScoreBatch requests (protobuf orders, and Arrow IPC
+# streams, plain, zstd and lz4) sent as raw bytes to a real server in a child process; any status
+# but OK / INVALID_ARGUMENT / RESOURCE_EXHAUSTED, a hang or a dead server fails, and the request is
+# saved for replay (`python -m tests.fuzzing --replay FILE`). Seeded mutation, not atheris: the
+# code under test runs in another process, much of it native (pyarrow's C++, Numba kernels),
+# which atheris' Python coverage cannot see, so coverage would guide nothing; what catches a
+# segfault there is a seeded mutational fuzzer that watches the process and keeps reproducers.
+# `make test` runs a bounded number of cases (tests/test_fuzz.py).
+fuzz: install models
+	$(PY) -m tests.fuzzing --cases 5000 --models $(MODELS)
 
 lint: install
 	$(BIN)/ruff check engine training tests benchmarks

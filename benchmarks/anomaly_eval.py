@@ -3,8 +3,8 @@
     python -m benchmarks.anomaly_eval [--weeks 5] [--seed 7] [--out benchmarks/results/anomaly]
 
 One run simulates a multi-week stream with injected incidents (`training.incidents`), feeds
-it to `engine.anomaly.StreamMonitor` as individual order and error events, and runs on the
-same per-bucket series:
+it to `StreamMonitor` (engine.monitoring.anomaly) as individual order and error events, and
+runs on the same per-bucket series:
 
 - a static threshold rule: a count below 50% or above 3x its mean over the first week (for
   a rate, above 3x its first-week rate), the usual hand-set alert;
@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.anomaly import StreamMonitor
+from engine.monitoring.anomaly import StreamMonitor
 from training.incidents import Incident, Stream, iter_events, simulate_stream
 
 GRACE_S = 1800.0

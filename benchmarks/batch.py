@@ -15,9 +15,9 @@ import pyarrow.ipc
 from ordersight.v1 import risk_pb2 as pb
 from ordersight.v1 import risk_pb2_grpc as pb_grpc
 
-from engine.convert import orders_from_table
-from engine.replay import score_file
-from engine.schema import ORDER_SCHEMA
+from engine.codec.order_messages import orders_from_table
+from engine.decision.score_file import score_file
+from engine.orders.schema import ORDER_SCHEMA
 
 SIZES = (1_000, 10_000, 100_000)
 

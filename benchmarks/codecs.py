@@ -2,11 +2,11 @@
 
 `python -m benchmarks.codecs` prints µs per order / per decision at several batch sizes:
 
-- decode: `pb.Order.FromString` + `convert.validate_order` + `convert.encode_orders` (the
-  protobuf route) against `engine.wire.decode_orders` on the same serialized orders;
-- encode: `convert.decisions_to_pb` + `SerializeToString` (per Decision, and as one
-  ScoreBatchResponse) against `engine.respond`, over plain approvals, flagged decisions
-  (reasons and triggers) and the simulated mix.
+- decode: `pb.Order.FromString` alone (parsing, no checks, no arrays) against the engine's
+  codec (the wire decoder, the rule table's validator and the encoder) on the same orders;
+- encode: protobuf objects (tests/oracle.py `decisions_to_pb`) + `SerializeToString` (per
+  Decision, and as one ScoreBatchResponse) against `engine.codec.decision_encoder`, over
+  plain approvals, flagged decisions (reasons and triggers) and the simulated mix.
 
 Each figure is the best of many short runs (the machine's cores are shared). Decisions come
 from models/default when it loads (`make models`), else from small models trained here.
@@ -24,13 +24,18 @@ import numpy as np
 import pyarrow.parquet as pq
 from ordersight.v1 import risk_pb2 as pb
 
-from engine import artifacts, respond, wire
-from engine.convert import decisions_to_pb, encode_orders, orders_from_table, validate_order
+from engine.codec import decision_encoder
+from engine.codec.arrow_orders import decode_table
+from engine.codec.order_decoder import decode_orders
+from engine.codec.order_messages import orders_from_table
+from engine.decision.cascade import Engine
+from engine.decision.decisions import Decisions
+from engine.decision.policy import APPROVE
 from engine.errors import ModelLoadError
-from engine.pipeline import Decisions, Engine
-from engine.policy import APPROVE
-from engine.schema import conform
-from engine.velocity import VelocityState
+from engine.features.velocity import VelocityState
+from engine.models import artifacts
+from engine.orders.batch import OrderRules
+from tests.oracle import decisions_to_pb
 from training.simulate import simulate
 from training.train import train
 
@@ -52,20 +57,20 @@ def _best_us(fn: Callable[[], object], n: int, budget: int, rounds: int) -> floa
 def decode() -> None:
     orders = orders_from_table(simulate(3, seed=5, orders_per_day=1500).slice(0, 4096))
     raws = [o.SerializeToString() for o in orders]
-    wire.warm()
+    rules = OrderRules()
 
-    def protobuf_route(batch: list[bytes]) -> None:
-        parsed = [pb.Order.FromString(x) for x in batch]
-        for o in parsed:
-            validate_order(o, latest=LATEST)
-        encode_orders(parsed)
+    def protobuf_route(batch: list[bytes]) -> None:  # parsing alone: no checks, no arrays
+        [pb.Order.FromString(x) for x in batch]
+
+    def codec(batch: list[bytes]) -> None:
+        rules.check(decode_orders(batch), LATEST)
 
     print(f"decode: mean Order {sum(map(len, raws)) / len(raws):.0f} bytes; µs per order")
     print(f"{'batch':>6} {'protobuf':>9} {'wire':>6}")
     for n in (1, 64, 4096):
         raw = raws[:n]
         a = _best_us(lambda r=raw: protobuf_route(r), n, 8_000, 15)
-        b = _best_us(lambda r=raw: wire.decode_orders(r, LATEST), n, 8_000, 15)
+        b = _best_us(lambda r=raw: codec(r), n, 8_000, 15)
         print(f"{n:>6} {a:>9.2f} {b:>6.2f}")
 
 
@@ -78,12 +83,12 @@ def _decisions() -> Decisions:
         pq.write_table(simulate(21, seed=11, orders_per_day=1500), tmp / "orders.parquet")
         train(tmp / "orders.parquet", tmp / "m", capacity=1 << 16, progress=False, max_rounds=150)
         models = artifacts.load(tmp / "m")
-    return Engine(models, VelocityState(1 << 20)).score(conform(history.slice(0, 100_000)))
+    return Engine(models, VelocityState(1 << 20)).score(decode_table(history.slice(0, 100_000)))
 
 
 def encode() -> None:
     d = _decisions()
-    respond.warm()
+    decision_encoder.warm()
     approved = np.flatnonzero(d.action == APPROVE)
     flagged = np.flatnonzero(d.action != APPROVE)
     print(f"encode: {len(d)} decisions, {flagged.size} flagged; µs per decision")
@@ -102,10 +107,12 @@ def encode() -> None:
                 return pb.ScoreBatchResponse(decisions=decisions_to_pb(p, t)).SerializeToString()
 
             a = _best_us(per_decision, n, 20_000, rounds)
-            b = _best_us(lambda p=part, t=lat: respond.decision_bytes(p, t), n, 20_000, rounds)
+            b = _best_us(
+                lambda p=part, t=lat: decision_encoder.decision_bytes(p, t), n, 20_000, rounds
+            )
             c = _best_us(as_batch, n, 20_000, rounds)
             e = _best_us(
-                lambda p=part, t=lat: respond.batch_response_bytes(p, t), n, 20_000, rounds
+                lambda p=part, t=lat: decision_encoder.batch_response_bytes(p, t), n, 20_000, rounds
             )
             print(f"{name:>9} {n:>6} {a:>12.2f} {b:>6.2f} {c:>9.2f} {e:>6.2f}")
 

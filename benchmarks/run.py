@@ -31,11 +31,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from benchmarks import batch, mlserver, stages
 from benchmarks.loadgen import Load, run
-from engine import features
-from engine.convert import orders_from_table
-from engine.encode import encode
-from engine.history import read_history
-from engine.velocity import VelocityState
+from engine.codec.history import read_history
+from engine.codec.order_messages import orders_from_table
+from engine.features import matrix as features
+from engine.features.velocity import VelocityState
 
 ROOT = Path(__file__).resolve().parent.parent
 SCORE = "/ordersight.v1.OrderRisk/Score"
@@ -179,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     requests = [o.SerializeToString() for o in orders_from_table(tail)]
     # MLServer gets the same orders' tier-two features, as the engine computes them.
     hist = read_history(history_path)
-    X_all = features.replay(encode(hist.table), hist.labels, hist.known_at, VelocityState())
+    X_all = features.replay(hist.arrays, hist.labels, hist.known_at, VelocityState())
     X_tail = X_all[-20_000:]
 
     log("Score, closed and open loop:")

@@ -18,14 +18,17 @@ import lightgbm as lgb
 import numpy as np
 
 from benchmarks.timing import per_call_s
-from engine import artifacts, features, respond, wire
-from engine.convert import orders_from_table
-from engine.encode import encode
-from engine.explain import model_reasons
-from engine.history import read_history
-from engine.pipeline import Engine
-from engine.policy import MODEL, decide
-from engine.velocity import VelocityState
+from engine.codec import decision_encoder
+from engine.codec.history import read_history
+from engine.codec.order_decoder import decode_orders
+from engine.codec.order_messages import orders_from_table
+from engine.decision.cascade import Engine
+from engine.decision.policy import MODEL, decide
+from engine.decision.reasons import model_reasons
+from engine.features import matrix as features
+from engine.features.velocity import VelocityState
+from engine.models import artifacts
+from engine.orders.batch import OrderBatch, OrderRules
 
 BATCHES = (1, 64, 4096)
 
@@ -44,13 +47,18 @@ def stage_costs(models_dir: Path, history: Path) -> list[dict[str, Any]]:
     n_all = hist.table.num_rows
     tail = max(BATCHES)
     state = VelocityState(1 << 20)
-    known = np.where(hist.known_at <= encode(hist.table).t.max(), hist.labels, -1).astype(np.int8)
-    head = hist.table.slice(0, n_all - tail)
-    features.replay(encode(head), known[: n_all - tail], hist.known_at[: n_all - tail], state)
+    known = np.where(hist.known_at <= hist.t.max(), hist.labels, -1).astype(np.int8)
+    head = hist.arrays.take(slice(0, n_all - tail))
+    features.replay(head, known[: n_all - tail], hist.known_at[: n_all - tail], state)
     orders = [o.SerializeToString() for o in orders_from_table(hist.table.slice(n_all - tail))]
     engine = Engine(m, state)
-    wire.warm()
-    respond.warm()
+    rules = OrderRules()
+
+    def decode(b: list[bytes]) -> OrderBatch:
+        return rules.check(decode_orders(b), np.inf)
+
+    decode(orders[:1])
+    decision_encoder.warm()
     # As the server does after start-up: what exists now is not traversed by every full
     # garbage collection (this process holds the whole history besides).
     gc.collect()
@@ -58,8 +66,8 @@ def stage_costs(models_dir: Path, history: Path) -> list[dict[str, Any]]:
     rows = []
     for n in BATCHES:
         batch = orders[:n]
-        dec = wire.decode_orders(batch, np.inf)
-        ids, enc = dec.ids, dec.enc
+        dec = decode(batch)
+        ids, enc = dec.ids, dec.arrays
         X = features.compute(enc, state)
         d = engine.decide(ids, enc, X)
         p2 = tier2.score(X)
@@ -67,7 +75,7 @@ def stage_costs(models_dir: Path, history: Path) -> list[dict[str, Any]]:
         path = np.full(n, MODEL, np.int8)
         latency = [0] * n
         costs = {
-            "decode": per_call_s(lambda b=batch: wire.decode_orders(b, np.inf)),
+            "decode": per_call_s(lambda b=batch: decode(b)),
             "features": per_call_s(lambda e=enc: features.compute(e, state)),
             "tier1": per_call_s(lambda x=X: tier1.screen(x)),
             "tier2": per_call_s(lambda x=X: tier2.score(x)),
@@ -80,7 +88,9 @@ def stage_costs(models_dir: Path, history: Path) -> list[dict[str, Any]]:
             "policy": per_call_s(
                 lambda p=p2, pa=path, e=enc: decide(m.policy, p, pa, e.amount, e.key_account)
             ),
-            "encode": per_call_s(lambda dd=d, lat=latency: respond.decision_bytes(dd, lat)),
+            "encode": per_call_s(
+                lambda dd=d, lat=latency: decision_encoder.decision_bytes(dd, lat)
+            ),
         }
         costs["engine"] = costs["features"] + per_call_s(
             lambda i=ids, e=enc, x=X: engine.decide(i, e, x)

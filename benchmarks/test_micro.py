@@ -11,10 +11,14 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from engine import artifacts, features, wire
-from engine.convert import orders_from_table
-from engine.encode import encode, hash_strings
-from engine.velocity import VelocityState
+from engine.codec.arrow_orders import decode_table
+from engine.codec.order_decoder import decode_orders
+from engine.codec.order_messages import orders_from_table
+from engine.features import matrix as features
+from engine.features.velocity import VelocityState
+from engine.models import artifacts
+from engine.orders.batch import OrderRules
+from engine.orders.hashing import hash_values
 
 ROOT = Path(__file__).resolve().parent.parent
 N = 4096
@@ -36,21 +40,21 @@ def table():
 
 @pytest.fixture(scope="module")
 def X(table):
-    return features.compute(encode(table), VelocityState(1 << 16))
+    return features.compute(decode_table(table).arrays, VelocityState(1 << 16))
 
 
-def test_hash_strings(benchmark, table) -> None:
-    benchmark(hash_strings, table.column("customer_id"))
+def test_hash_values(benchmark, table) -> None:
+    benchmark(hash_values, table.column("customer_id").to_pylist())
 
 
 def test_decode_wire_64(benchmark, table) -> None:
     raws = [o.SerializeToString() for o in orders_from_table(table.slice(0, 64))]
-    wire.warm()
-    benchmark(wire.decode_orders, raws, float("inf"))
+    rules = OrderRules()
+    benchmark(lambda: rules.check(decode_orders(raws), float("inf")))
 
 
 def test_velocity_features(benchmark, table) -> None:
-    enc = encode(table)
+    enc = decode_table(table).arrays
     state = VelocityState(1 << 16)
     benchmark(features.compute, enc, state)
 

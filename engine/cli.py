@@ -15,7 +15,7 @@ from engine.errors import InvalidInput, ModelLoadError
 
 def _serve(args: argparse.Namespace) -> int:
     from engine.config import load_settings
-    from engine.server import Server
+    from engine.serving.server import Server
 
     settings = load_settings(
         args.config,
@@ -61,7 +61,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _score_file(args: argparse.Namespace) -> int:
-    from engine.replay import score_file
+    from engine.decision.score_file import score_file
 
     t0 = time.perf_counter()
     n = score_file(
@@ -104,7 +104,7 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _detect(args: argparse.Namespace) -> int:
-    from engine.anomaly import detect_csv
+    from engine.monitoring.anomaly import detect_csv
 
     n = detect_csv(args.csv, args.out, timestamp_col=args.timestamp_col, value_col=args.value_col)
     print(f"wrote {n} rows to {args.out}")

@@ -1,7 +1,8 @@
 """Settings: one typed class, read from a TOML file, then `ORDERSIGHT_*` environment variables.
 
 Precedence (last wins): defaults, the config file, the environment, command-line flags.
-A `[policy]` table in the file overrides the thresholds the models' manifest proposes.
+A `[policy]` table in the file overrides the thresholds the models' manifest proposes; a
+`[limits]` table overrides the input limits (`engine.orders.rules.Limits`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "ORDERSIGHT_"
+_TABLES = ("policy", "limits")  # settings given as TOML tables, not environment variables
 
 
 @dataclass(frozen=True)
@@ -31,8 +33,9 @@ class Settings:
     """Parquet history replayed into the velocity state at start-up ("" = start empty)."""
     warm_label_delay_days: float = 7.0
     """Label delay for `warm_history` rows without label_known_at."""
-    max_future_s: float = 300.0
-    """How far past the server's clock an order's created_at may lie; later is refused."""
+    max_request_bytes: int = 128 << 20
+    """Largest gRPC request or response, in bytes (a ScoreBatch of 100,000 orders is about
+    40 MB); larger requests are refused by gRPC with RESOURCE_EXHAUSTED."""
     alert_bucket_s: float = 300.0
     """Bucket of the operational anomaly detector (orders, declines, errors per channel)."""
     metrics_port: int = 0
@@ -54,7 +57,9 @@ class Settings:
     log_level: str = "INFO"
     """Python logging level."""
     policy: dict[str, Any] = field(default_factory=dict)
-    """Policy overrides (see engine.policy.PolicyConfig)."""
+    """Policy overrides (see engine.decision.policy.PolicyConfig)."""
+    limits: dict[str, Any] = field(default_factory=dict)
+    """Input limits overrides, a `[limits]` table (see engine.orders.rules.Limits)."""
 
 
 def _coerce(name: str, value: Any, default: Any) -> Any:
@@ -92,10 +97,10 @@ def load_settings(
             raise ValueError(f"config {p}: unknown setting(s) {', '.join(unknown)}")
         values.update(data)
     for name in known:
-        if name != "policy" and ENV_PREFIX + name.upper() in environ:
+        if name not in _TABLES and ENV_PREFIX + name.upper() in environ:
             values[name] = environ[ENV_PREFIX + name.upper()]
     values.update({k: v for k, v in overrides.items() if v is not None})
     for name, value in list(values.items()):
-        if name != "policy":
+        if name not in _TABLES:
             values[name] = _coerce(name, value, getattr(s, name))
     return replace(s, **values)

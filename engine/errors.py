@@ -1,6 +1,6 @@
 """One error hierarchy for the engine; each error carries the gRPC status it maps to.
 
-Scoring code raises these without knowing about gRPC; `engine.server` maps them to a
+Scoring code raises these without knowing about gRPC; `engine.serving.server` maps them to a
 status in one place (`OrderSightError.code`).
 """
 

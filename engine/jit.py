@@ -4,7 +4,7 @@
 `nogil=True` lets other threads (gRPC's own pollers, a caller's thread pool) run while a
 kernel works; `error_model="numpy"` keeps
 division semantics identical to the NumPy reference implementations in the tests.
-Kernels are warmed when a model is loaded (`engine.pipeline.Engine.warm`), so no request
+Kernels are warmed when a model is loaded (`engine.decision.cascade.Engine.warm`), so no request
 pays for compilation.
 """
 

@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from engine import artifacts
-from engine.artifacts import ModelSet
+from engine.models import artifacts
+from engine.models.artifacts import ModelSet
 from training.simulate import simulate
 from training.train import train
 

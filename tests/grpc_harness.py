@@ -19,11 +19,11 @@ import pytest
 from ordersight.v1 import risk_pb2 as pb
 from ordersight.v1 import risk_pb2_grpc as pb_grpc
 
+from engine.codec.order_messages import orders_from_table
 from engine.config import load_settings
-from engine.convert import orders_from_table
-from engine.pipeline import Decisions
-from engine.schema import ORDER_SCHEMA
-from engine.server import Server
+from engine.decision.decisions import Decisions
+from engine.orders.schema import ORDER_SCHEMA
+from engine.serving.server import Server
 from tests.conftest import CAPACITY
 
 SERVICE = "ordersight.v1.OrderRisk"
@@ -34,7 +34,7 @@ TIMEOUT_S = 120  # bounds a wait for an event that must happen; never waited out
 
 
 class RunningServer:
-    """`engine.server.Server` on its own event loop in a thread, plus a client channel."""
+    """`engine.serving.server.Server` on its own event loop in a thread, plus a client channel."""
 
     def __init__(self, models_dir: Path, **settings: Any) -> None:
         self.settings = load_settings(
@@ -135,10 +135,35 @@ def unknown_labels(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def assert_same_decisions(got: list[pb.Decision], want: Decisions, tol: float) -> None:
+    """Every Decision field but latency: ids, action, path, scores, reasons, triggers, cause
+    and model version."""
     assert [d.order_id for d in got] == want.order_ids
     assert [d.action for d in got] == want.action.tolist()
     assert [d.path for d in got] == want.path.tolist()
     np.testing.assert_allclose([d.score for d in got], want.score, rtol=0, atol=tol)
+    np.testing.assert_allclose(
+        [d.raw_score for d in got], want.raw, rtol=0, atol=max(tol, 1e-9) * 100
+    )
+    np.testing.assert_allclose([d.base_value for d in got], want.base, rtol=0, atol=1e-9)
+    assert [list(d.review_triggers) for d in got] == want.triggers
+    assert [d.fallback_cause for d in got] == want.causes
+    assert {d.model_version for d in got} <= {want.model_version}
+    for d, reasons in zip(got, want.reasons, strict=True):
+        assert [r.code for r in d.reasons] == [r.code for r in reasons], d.order_id
+        assert [r.feature for r in d.reasons] == [r.feature for r in reasons]
+        assert [r.message for r in d.reasons] == [r.message for r in reasons]
+        np.testing.assert_allclose(
+            [r.contribution for r in d.reasons], [r.contribution for r in reasons], atol=1e-6
+        )
+
+
+def assert_decisions_equal(got: Decisions, want: Decisions) -> None:
+    """Two engines' Decisions, field by field (exactly)."""
+    assert got.order_ids == want.order_ids
+    for name in ("action", "path", "score", "raw", "base"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
+    assert got.triggers == want.triggers and got.causes == want.causes
+    assert got.reasons == want.reasons and got.model_version == want.model_version
 
 
 def rpc_error(call: Callable[[], Any]) -> grpc.RpcError:

@@ -12,14 +12,14 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from engine import artifacts
 from engine.cli import main
-from engine.history import read_history
-from engine.pipeline import Engine
-from engine.policy import ACTION_NAMES, PATH_NAMES
-from engine.replay import replay_history
-from engine.schema import HISTORY_SCHEMA
-from engine.velocity import VelocityState
+from engine.codec.history import read_history
+from engine.decision.cascade import Engine
+from engine.decision.policy import ACTION_NAMES, PATH_NAMES
+from engine.decision.score_file import replay_history
+from engine.features.velocity import VelocityState
+from engine.models import artifacts
+from engine.orders.schema import HISTORY_SCHEMA
 from tests.conftest import CAPACITY
 from tests.grpc_harness import RunningServer
 
@@ -113,7 +113,8 @@ def test_score_file_matches_replay_history(
 
     want = replay_history(
         Engine(artifacts.load(models_dir), VelocityState(CAPACITY)),
-        hist.table,
+        hist.ids,
+        hist.arrays,
         hist.labels,
         hist.known_at,
     )

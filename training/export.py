@@ -21,7 +21,7 @@ import onnxmltools
 from onnx import helper
 from onnxmltools.convert.common.data_types import FloatTensorType
 
-from engine.trees import compile_booster
+from engine.models.trees import compile_booster
 
 TARGET_OPSET = 15  # onnxmltools' LightGBM converter supports up to 15
 

@@ -44,7 +44,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from engine.schema import HISTORY_SCHEMA, ITEM_TYPE, TS
+from engine.orders.schema import HISTORY_SCHEMA, ITEM_TYPE, TS
 
 MINUTE = 60_000_000
 HOUR = 60 * MINUTE

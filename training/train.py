@@ -1,7 +1,7 @@
 """Offline training: history -> features (the serving kernels) -> tier one, tier two, rules.
 
 Steps, each on a progress bar:
-1. Replay the whole history through `engine.features.replay`, labels arriving when known.
+1. Replay the whole history through `engine.features.matrix.replay`, labels arriving when known.
 2. Split by time: orders in [train_from, train_to] are training examples (the last fifth
    of them validates early stopping and the thresholds); orders after train_to are the
    held-out period the report is computed on. Earlier orders only feed the features.
@@ -28,16 +28,15 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from tqdm import tqdm
 
-from engine.artifacts import FORMAT, MANIFEST, load, sha256
-from engine.encode import encode
+from engine.codec.history import DAY_S, History, read_history
+from engine.decision.cascade import Engine, escalation_mask
+from engine.decision.policy import MODEL, PolicyConfig
 from engine.errors import InvalidInput
-from engine.features import FEATURE_NAMES, replay
-from engine.history import DAY_S, History, read_history
-from engine.pipeline import Engine, escalation_mask
-from engine.policy import MODEL, PolicyConfig
-from engine.scorers import RULES, TierOne, TierTwo, rule_matrix
-from engine.trees import compile_booster
-from engine.velocity import VelocityState
+from engine.features.matrix import FEATURE_NAMES, replay
+from engine.features.velocity import VelocityState
+from engine.models.artifacts import FORMAT, MANIFEST, load, sha256
+from engine.models.scorers import RULES, TierOne, TierTwo, rule_matrix
+from engine.models.trees import compile_booster
 from training.export import to_onnx
 from training.report import binary_metrics, plot
 
@@ -162,7 +161,7 @@ def train(
     with tqdm(total=6, desc="train", disable=not progress, unit="step") as steps:
         steps.set_postfix_str("features")
         hist: History = read_history(orders, label_delay_days)
-        enc = encode(hist.table)
+        enc = hist.arrays
         X = replay(enc, hist.labels, hist.known_at, VelocityState(capacity=capacity))
         y = hist.labels
         t = enc.t

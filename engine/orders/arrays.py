@@ -1,0 +1,221 @@
+"""Orders as the flat arrays the feature kernels read, and the one kernel that makes them.
+
+`encode` validates every row of an `OrderColumns` (`engine.orders.validate`) and turns the
+valid ones into `OrderArrays`: times in seconds, amounts in major units (the currency's own
+exponent), entity and country keys (`engine.orders.hashing`), item statistics, note length;
+it also gathers the order ids and channels as one UTF-8 text for Python to slice. Every
+entry point goes through it, so a feature cannot depend on how an order arrived.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from itertools import accumulate
+from typing import NamedTuple
+
+import numpy as np
+
+from engine.jit import njit
+from engine.orders import hashing
+from engine.orders.hashing import fnv, pair_key
+from engine.orders.schema import (
+    COUNTRY_COLUMNS,
+    ENTITY_COLUMNS,
+    ENTITY_KINDS,
+    ITEM_STRING_SLOT,
+    PAIRS,
+    RISKY_CATEGORIES,
+    STRING_SLOT,
+    TIME_SLOT,
+)
+from engine.orders.validate import check_order, utf8_chars
+
+
+@dataclass
+class OrderArrays:
+    """One batch of orders as flat arrays, in row order."""
+
+    n: int
+    t: np.ndarray  # float64 seconds since the epoch (created_at)
+    amount: np.ndarray  # float64, major currency units
+    amount_minor: np.ndarray  # int64
+    account_age_days: np.ndarray  # float64, NaN when unknown
+    key_account: np.ndarray  # bool
+    keys: np.ndarray  # uint64 (n, len(ENTITY_KINDS)); 0 = unknown
+    billing_country: np.ndarray  # uint64 keys
+    shipping_country: np.ndarray
+    ip_country: np.ndarray
+    n_lines: np.ndarray  # float64
+    n_units: np.ndarray  # float64
+    risky_share: np.ndarray  # float64 share of item value in risky categories, NaN for none
+    note_len: np.ndarray  # float64, code points
+
+    def take(self, rows: np.ndarray | slice) -> OrderArrays:
+        """The same arrays for a subset of rows (an index array, a mask or a slice)."""
+        kw = {f.name: getattr(self, f.name)[rows] for f in fields(self) if f.name != "n"}
+        return OrderArrays(n=len(kw["t"]), **kw)
+
+
+# Entries of EncodePlan.slots.
+CREATED, ACCOUNT, CURRENCY, NOTE, ORDER_ID, CHANNEL, CATEGORY = range(7)
+
+
+class EncodePlan(NamedTuple):
+    """Which slots the encoder reads, and the salts: arguments, not globals, so Numba's cache
+    of this file cannot outlive a change to the schema; packed into a few arrays, since every
+    field of an argument costs dispatch time on every call."""
+
+    slots: np.ndarray  # int64, indexed by CREATED ... CATEGORY: time, string, item slots
+    entities: np.ndarray  # int64 (2, entity columns): string slot, salt
+    countries: np.ndarray  # int64: string slots of the countries (salt 0)
+    pairs: np.ndarray  # int64 (pairs, 3): the two entity columns, salt
+    risky: np.ndarray  # uint8: the risky categories' bytes, concatenated
+    risky_offsets: np.ndarray  # int64
+
+
+PLAN = EncodePlan(
+    slots=np.array(
+        [
+            TIME_SLOT["created_at"],
+            TIME_SLOT["account_created_at"],
+            STRING_SLOT["currency"],
+            STRING_SLOT["note"],
+            STRING_SLOT["order_id"],
+            STRING_SLOT["channel"],
+            ITEM_STRING_SLOT["category"],
+        ],
+        np.int64,
+    ),  # fmt: skip
+    entities=np.array(
+        [[STRING_SLOT[c] for c in ENTITY_COLUMNS], hashing.ENTITY_SALTS.tolist()], np.int64
+    ),
+    countries=np.array([STRING_SLOT[c] for c in COUNTRY_COLUMNS], np.int64),
+    pairs=np.array(
+        [
+            [ENTITY_COLUMNS.index(a), ENTITY_COLUMNS.index(b), int(salt)]
+            for (a, b), salt in zip(PAIRS, hashing.PAIR_SALTS, strict=True)
+        ],
+        np.int64,
+    ),
+    risky=np.frombuffer("".join(RISKY_CATEGORIES).encode(), np.uint8),
+    risky_offsets=np.array([0, *accumulate(len(c.encode()) for c in RISKY_CATEGORIES)]),
+)
+
+
+@njit
+def _encode(cols, rules, latest, plan, f, amount_minor, keys, countries, key_account, errors,
+            text, chars):  # fmt: skip
+    """Validate and encode every row; returns (rows that failed, bytes written to `text`).
+
+    f rows: t, amount, account age, lines, units, risky share, note length. A failed row gets
+    an empty order's values and no id or channel."""
+    buf = cols.buf
+    n_entities = plan.entities.shape[1]
+    created, account, currency = plan.slots[CREATED], plan.slots[ACCOUNT], plan.slots[CURRENCY]
+    note, category = plan.slots[NOTE], plan.slots[CATEGORY]
+    n_bad = written = n_chars = 0
+    chars[0] = 0
+    for i in range(cols.amount_minor.shape[0]):
+        if check_order(cols, rules, latest, i, errors[i]):
+            n_bad += 1
+            f[:, i] = 0.0
+            f[2, i] = f[5, i] = np.nan
+            amount_minor[i] = 0
+            keys[i, :] = 0
+            countries[:, i] = 0
+            key_account[i] = False
+            chars[2 * i + 1] = chars[2 * i + 2] = n_chars
+            continue
+        errors[i, :] = 0
+        sec, ns = cols.times[i, created, 0], cols.times[i, created, 1]
+        t = (sec * 1_000_000 + ns // 1000) / 1e6
+        c = cols.spans[i, currency, 0]
+        code = ((buf[c] - 65) * 26 + (buf[c + 1] - 65)) * 26 + (buf[c + 2] - 65)
+        f[0, i] = t
+        f[1, i] = cols.amount_minor[i] / 10.0 ** rules.currencies[code]
+        f[2, i] = np.nan
+        if cols.times[i, account, 2]:
+            sec, ns = cols.times[i, account, 0], cols.times[i, account, 1]
+            f[2, i] = (t - (sec * 1_000_000 + ns // 1000) / 1e6) / 86400.0
+        lo, hi = cols.item_rows[i], cols.item_rows[i + 1]
+        total = risky_value = units = 0.0
+        for j in range(lo, hi):
+            q, p = cols.item_ints[j, 0], cols.item_ints[j, 1]
+            line = float(q) * float(p)
+            total += line
+            units += q
+            c0, c1 = cols.item_spans[j, category, 0], cols.item_spans[j, category, 1]
+            for r in range(plan.risky_offsets.shape[0] - 1):
+                r0, r1 = plan.risky_offsets[r], plan.risky_offsets[r + 1]
+                same = c1 - c0 == r1 - r0
+                k = 0
+                while same and k < c1 - c0:
+                    same = buf[c0 + k] == plan.risky[r0 + k]
+                    k += 1
+                if same:
+                    risky_value += line
+                    break
+        f[3, i] = hi - lo
+        f[4, i] = units
+        f[5, i] = np.nan if hi == lo else risky_value / total if total > 0 else 0.0
+        f[6, i] = utf8_chars(buf, cols.spans[i, note, 0], cols.spans[i, note, 1])
+        amount_minor[i] = cols.amount_minor[i]
+        key_account[i] = cols.key_account[i]
+        for j in range(n_entities):
+            s = plan.entities[0, j]
+            keys[i, j] = fnv(buf, cols.spans[i, s, 0], cols.spans[i, s, 1], plan.entities[1, j])
+        for j in range(plan.countries.shape[0]):
+            s = plan.countries[j]
+            countries[j, i] = fnv(buf, cols.spans[i, s, 0], cols.spans[i, s, 1], 0)
+        for p in range(plan.pairs.shape[0]):
+            x, y = keys[i, plan.pairs[p, 0]], keys[i, plan.pairs[p, 1]]
+            keys[i, n_entities + p] = pair_key(x, y, np.uint64(plan.pairs[p, 2]))
+        for k, s in enumerate(
+            (plan.slots[ORDER_ID], plan.slots[CHANNEL])
+        ):  # the strings Python builds
+            a, b = cols.spans[i, s, 0], cols.spans[i, s, 1]
+            text[written : written + b - a] = buf[a:b]
+            written += b - a
+            n_chars += utf8_chars(buf, a, b)
+            chars[2 * i + 1 + k] = n_chars
+    return n_bad, written
+
+
+class Encoding(NamedTuple):
+    """What `encode` returns."""
+
+    arrays: OrderArrays
+    ids: list[str]
+    channels: list[str | None]
+    errors: np.ndarray  # int64 (n, 5): rule, field, item, a, b; rule 0 for a valid row
+    n_failed: int
+
+
+def encode(cols, rules, latest: float) -> Encoding:  # type: ignore[no-untyped-def]
+    """Validate `cols` (OrderColumns) against `rules` (RuleArrays), created_at no later than
+    `latest` (epoch seconds), and encode the valid rows."""
+    n = cols.amount_minor.shape[0]
+    f = np.empty((7, n))
+    amount_minor = np.empty(n, np.int64)
+    keys = np.empty((n, len(ENTITY_KINDS)), np.uint64)
+    countries = np.empty((len(COUNTRY_COLUMNS), n), np.uint64)
+    key_account = np.empty(n, np.bool_)
+    errors = np.empty((n, 5), np.int64)
+    text = np.empty(cols.buf.shape[0], np.uint8)  # ids and channels are part of buf
+    chars = np.empty(2 * n + 1, np.int64)
+    n_bad, written = _encode(
+        cols, rules, float(latest), PLAN, f, amount_minor, keys, countries, key_account,
+        errors, text, chars,
+    )  # fmt: skip
+    s = text[:written].tobytes().decode()
+    c = chars.tolist()
+    ids = [s[a:b] for a, b in zip(c[0::2], c[1::2], strict=False)]
+    channels = [s[a:b] or None for a, b in zip(c[1::2], c[2::2], strict=True)]
+    t, amount, age, n_lines, n_units, risky, note_len = f
+    arrays = OrderArrays(
+        n=n, t=t, amount=amount, amount_minor=amount_minor, account_age_days=age,
+        key_account=key_account, keys=keys, billing_country=countries[0],
+        shipping_country=countries[1], ip_country=countries[2], n_lines=n_lines,
+        n_units=n_units, risky_share=risky, note_len=note_len,
+    )  # fmt: skip
+    return Encoding(arrays, ids, channels, errors, int(n_bad))

@@ -1,0 +1,68 @@
+"""The one columnar representation of orders, whatever they arrived as.
+
+The wire decoder (request bytes), the Arrow reader (IPC batches, Parquet and CSV histories)
+and nothing else build `OrderColumns`; the validator and the encoder (`engine.orders.batch`)
+read only it. Strings are spans into one byte buffer, so the wire decoder points into the
+request itself and copies nothing; the slots follow `engine.orders.schema`.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from engine.orders.schema import ITEM_STRING_FIELDS, STRING_FIELDS, TIME_FIELDS
+
+N_STRINGS = len(STRING_FIELDS)
+N_TIMES = len(TIME_FIELDS)
+N_ITEM_STRINGS = len(ITEM_STRING_FIELDS)
+QUANTITY, UNIT_PRICE = 0, 1  # columns of item_ints
+SECONDS, NANOS, PRESENT = 0, 1, 2  # last axis of times
+
+
+class OrderColumns(NamedTuple):
+    """n orders; every array is C-contiguous. An empty span is an unknown (or empty) value."""
+
+    buf: np.ndarray  # uint8: the bytes every span points into
+    spans: np.ndarray  # int64 (n, N_STRINGS, 2): [start, end) of each string in buf
+    times: np.ndarray  # int64 (n, N_TIMES, 3): seconds, nanos, present (0 or 1)
+    amount_minor: np.ndarray  # int64 (n,)
+    key_account: np.ndarray  # bool (n,)
+    item_rows: np.ndarray  # int64 (n + 1,): order i's items are item_rows[i]:item_rows[i + 1]
+    item_spans: np.ndarray  # int64 (m, N_ITEM_STRINGS, 2)
+    item_ints: np.ndarray  # int64 (m, 2): quantity, unit_price_minor
+    malformed: np.ndarray  # int64 (n, 2): the wire decoder's error code (0 none), byte offset
+
+    @property
+    def n(self) -> int:
+        return int(self.amount_minor.shape[0])
+
+    def text(self, i: int, slot: int) -> bytes:
+        """Order i's string in `slot`, as bytes."""
+        lo, hi = self.spans[i, slot]
+        return self.buf[lo:hi].tobytes()
+
+
+def empty_columns(n: int, n_items: int, buf: np.ndarray) -> OrderColumns:
+    """Columns of n orders with n_items items, zeroed (every value unknown), over `buf`. The
+    per-order int64 arrays are views of one block: one allocation instead of five."""
+    sizes = (n * N_STRINGS * 2, n * N_TIMES * 3, n, n + 1, n * 2)
+    block = np.zeros(sum(sizes), np.int64)
+    views = []
+    at = 0
+    for size in sizes:
+        views.append(block[at : at + size])
+        at += size
+    spans, times, amount, item_rows, malformed = views
+    return OrderColumns(
+        buf=buf,
+        spans=spans.reshape(n, N_STRINGS, 2),
+        times=times.reshape(n, N_TIMES, 3),
+        amount_minor=amount,
+        key_account=np.zeros(n, np.bool_),
+        item_rows=item_rows,
+        item_spans=np.zeros((n_items, N_ITEM_STRINGS, 2), np.int64),
+        item_ints=np.zeros((n_items, 2), np.int64),
+        malformed=malformed.reshape(n, 2),
+    )

@@ -1,0 +1,289 @@
+"""The data plane: everything a call does between the servicer's bytes and the answer's.
+
+It owns the engine (models and velocity state), the micro-batcher, the engine's thread and
+the alert hub, and knows nothing of gRPC: the servicer (`engine.serving.servicer`) hands it
+request bytes or plain values and maps what it raises (`engine.errors`) to a status. All
+engine work runs on one thread (the engine's own, or the event loop's), one job at a time,
+so the velocity state sees orders in the order they were accepted.
+
+Score micro-batches and ScoreBatch decode with the one order codec (the wire decoder for
+protobuf bytes, the Arrow reader for Arrow IPC), are checked by the one rule table, and
+answer with bytes from `engine.codec.decision_encoder`. A bad order fails its own call alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, NamedTuple
+
+import numpy as np
+import pyarrow as pa
+from ordersight.v1 import risk_pb2 as pb
+
+from engine.codec import decision_encoder, order_decoder
+from engine.codec.arrow_orders import conform, read_ipc, to_columns
+from engine.codec.decision_table import decisions_table, table_to_ipc
+from engine.codec.score_batch import ARROW_IPC, ORDERS, split_score_batch
+from engine.decision.cascade import Engine
+from engine.decision.decisions import Decisions
+from engine.errors import InvalidInput
+from engine.monitoring.alert_hub import AlertHub
+from engine.monitoring.anomaly import Alert
+from engine.orders.arrays import OrderArrays
+from engine.orders.batch import OrderBatch, OrderRules
+from engine.orders.rules import check_text, check_time
+from engine.serving.batcher import MicroBatcher, Pending
+
+LONE_GAP_S = 500e-6
+"""A lone Score call is scored on the event loop while micro-batches come further apart than
+this (low load): it spares two thread hand-offs. Under load the loop is what limits
+throughput, so the engine's work stays on its own thread."""
+BATCH_CHUNK = 8192
+"""ScoreBatch orders featurized per step on the engine's thread: between steps, Score
+micro-batches get their turn."""
+
+Timestamp = tuple[int, int]  # (seconds, nanos)
+
+
+class ScoredBatch(NamedTuple):
+    """One Score micro-batch's answers (bytes, or the call's own error) and what the alert
+    hub counts."""
+
+    results: list[bytes | InvalidInput]
+    t: np.ndarray
+    channels: list[str | None]
+    action: np.ndarray
+    path: np.ndarray
+    waited: list[float]
+
+
+class DataPlane:
+    def __init__(
+        self,
+        engine: Engine,
+        hub: AlertHub,
+        rules: OrderRules,
+        *,
+        max_batch: int = 256,
+        max_wait_s: float = 0.0005,
+        engine_thread: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.engine = engine
+        self.hub = hub
+        self.rules = rules
+        self.clock = clock
+        self.wall = wall
+        # Late-bound, so that `process` can be wrapped (tests gate micro-batches with it).
+        self.batcher = MicroBatcher(lambda b: self.process(b), max_batch, max_wait_s, clock)
+        self._engine_thread = (
+            ThreadPoolExecutor(1, thread_name_prefix="engine") if engine_thread else None
+        )
+        # ScoreBatch chunks are decided here while the engine's thread goes on with the next
+        # chunk's features; deciding is stateless, so two chunks may be decided at once.
+        self._decide_threads = ThreadPoolExecutor(2, thread_name_prefix="decide")
+        self._engine_jobs = 0  # submitted to the engine's thread and not finished
+        self._last_batch = -np.inf  # when the last Score micro-batch was dispatched
+        self._mean_gap = 1.0  # recent seconds between Score micro-batches (EWMA)
+
+    def start(self) -> None:
+        self.batcher.start()
+
+    async def stop(self) -> None:
+        """Finish every call already accepted, then release the threads."""
+        await self.batcher.stop()
+        if self._engine_thread is not None:
+            self._engine_thread.shutdown(wait=True)
+        self._decide_threads.shutdown(wait=True)
+
+    def latest(self) -> float:
+        """Latest time accepted now: the wall clock plus the allowed skew."""
+        return self.rules.latest(self.wall())
+
+    async def _on_engine(self, fn: Callable[..., Any], *args: Any, inline_ok: bool = False) -> Any:
+        """Run engine work on its single thread (or inline): one job at a time, in order.
+        `inline_ok` runs it on the event loop instead when the engine's thread has nothing
+        queued or running, so the two never touch the engine's state at once."""
+        if self._engine_thread is None or (inline_ok and self._engine_jobs == 0):
+            return fn(*args)
+        self._engine_jobs += 1
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._engine_thread, fn, *args)
+        finally:
+            self._engine_jobs -= 1
+
+    # --- Score ------------------------------------------------------------------------------
+
+    async def score(self, order: bytes, deadline: float | None) -> bytes:
+        """A serialized Order's serialized Decision (`deadline`: monotonic seconds)."""
+        return await self.batcher.submit(order, deadline)
+
+    async def process(self, batch: Sequence[Pending]) -> list[bytes | InvalidInput]:
+        """Score one micro-batch of Score calls (the batcher calls this)."""
+        now = self.clock()
+        gap, self._last_batch = now - self._last_batch, now
+        self._mean_gap += 0.2 * (min(gap, 1.0) - self._mean_gap)
+        lone = len(batch) == 1 and self._mean_gap > LONE_GAP_S
+        scored: ScoredBatch = await self._on_engine(self._score, batch, inline_ok=lone)
+        if len(scored.t):
+            self.hub.on_decisions(
+                scored.t, scored.channels, scored.action, scored.path, scored.waited
+            )
+        return scored.results
+
+    def _score(self, batch: Sequence[Pending]) -> ScoredBatch:
+        """Decode, score and serialize one micro-batch; a bad order fails its call alone."""
+        orders = self.rules.check(
+            order_decoder.decode_orders([p.payload for p in batch]), self.latest()
+        )
+        rows = np.flatnonzero(orders.ok)
+        clean = rows.size == len(batch)
+        live_orders = orders if clean else orders.take(rows)
+        live = batch if clean else [batch[i] for i in rows.tolist()]
+        deadlines = np.array(
+            [np.inf if p.deadline is None else p.deadline for p in live], dtype=np.float64
+        )
+        decisions = self.engine.score(live_orders, deadlines)
+        now = self.clock()
+        waited = [now - p.arrival for p in live]
+        out = decision_encoder.decision_bytes(decisions, [int(w * 1e6) for w in waited])
+        results: list[bytes | InvalidInput]
+        if clean:
+            results = list(out)
+        else:
+            results = [order_decoder.refusal(orders, i) for i in range(len(batch))]
+            for k, i in enumerate(rows.tolist()):
+                results[i] = out[k]
+        return ScoredBatch(
+            results, live_orders.arrays.t, live_orders.channels, decisions.action,
+            decisions.path, waited,
+        )  # fmt: skip
+
+    # --- ScoreBatch -------------------------------------------------------------------------
+
+    async def score_batch(self, request: bytes, deadline: float | None) -> bytes:
+        """A serialized ScoreBatchRequest's serialized ScoreBatchResponse."""
+        t0 = self.clock()
+        req = split_score_batch(request)
+        if req.kind == ORDERS:
+            if len(req.starts) > self.rules.limits.max_batch_orders:
+                raise InvalidInput(
+                    f"orders.orders: {len(req.starts):,} orders, at most "
+                    f"{self.rules.limits.max_batch_orders:,}",
+                    "orders.orders",
+                )
+            orders = await self._on_engine(self._batch_orders, req)
+        elif req.kind == ARROW_IPC:
+            assert req.arrow_ipc is not None
+            orders = await self._on_engine(self._arrow_orders, req.arrow_ipc)
+        else:
+            raise InvalidInput("payload: set either orders or arrow_ipc", "payload")
+        loop = asyncio.get_running_loop()
+        parts = []
+        enc = orders.arrays
+        for lo in range(0, max(enc.n, 1), BATCH_CHUNK):
+            hi = min(lo + BATCH_CHUNK, enc.n)
+            sub = enc.take(slice(lo, hi))
+            X = await self._on_engine(self.engine.featurize, sub)
+            deadlines = None if deadline is None else np.full(hi - lo, deadline)
+            parts.append(
+                loop.run_in_executor(
+                    self._decide_threads,
+                    self._decide_chunk,
+                    orders.ids[lo:hi],
+                    sub,
+                    X,
+                    deadlines,
+                    req.arrow_response,
+                )  # fmt: skip
+            )
+        done = await asyncio.gather(*parts)
+        decisions = Decisions.concat([d for d, _ in done])
+        self.hub.on_decisions(enc.t, orders.channels, decisions.action, decisions.path)
+        elapsed = int((self.clock() - t0) * 1e6)
+        if req.arrow_response:
+            table = pa.concat_tables([t for _, t in done])
+            latency = pa.array(np.full(table.num_rows, elapsed, np.int64))
+            table = table.set_column(
+                table.schema.get_field_index("latency_us"), "latency_us", latency
+            )
+            return pb.ScoreBatchResponse(
+                decisions_arrow_ipc=table_to_ipc(table)
+            ).SerializeToString()
+        return decision_encoder.batch_response_bytes(decisions, [elapsed] * len(decisions))
+
+    def _batch_orders(self, req: Any) -> OrderBatch:
+        orders = self.rules.check(req.order_columns(), self.latest())
+        bad = order_decoder.first_refusal(orders, "orders.orders[{i}].")
+        if bad is not None:
+            raise bad
+        return orders
+
+    def _arrow_orders(self, payload: memoryview) -> OrderBatch:
+        table = conform(read_ipc(payload, self.rules.limits), where="arrow_ipc")
+        orders = self.rules.check(to_columns(table), self.latest())
+        orders.raise_first(lambda i: orders.refusal_in(i, "arrow_ipc"))
+        return orders
+
+    def _decide_chunk(
+        self,
+        ids: list[str],
+        enc: OrderArrays,
+        X: np.ndarray,
+        deadlines: np.ndarray | None,
+        as_table: bool,
+    ) -> tuple[Decisions, pa.Table | None]:
+        """One ScoreBatch chunk's decisions, and their Arrow table when the answer is Arrow
+        (built here, off the event loop; the call's latency is filled in at the end)."""
+        d = self.engine.decide(ids, enc, X, deadlines)
+        return d, decisions_table(d) if as_table else None
+
+    # --- feedback and alerts ----------------------------------------------------------------
+
+    async def report_outcomes(
+        self, orders: list[bytes], is_fraud: np.ndarray, known_at: Sequence[Timestamp | None]
+    ) -> int:
+        """Known outcomes of orders (serialized Orders with at least their entity fields);
+        an unset `known_at` means now, the latest order time the engine has scored."""
+        if not orders:
+            return 0
+        latest = self.latest()
+        batch = self.rules.check(order_decoder.decode_orders(orders), latest)
+        bad = order_decoder.first_refusal(batch, "outcomes[{i}].order.")
+        if bad is not None:
+            raise bad
+        known = np.empty(len(orders))
+        now = max(self.engine.latest_order_time, float(batch.arrays.t.max()))
+        for i, k in enumerate(known_at):
+            name = f"outcomes[{i}].known_at"
+            known[i] = now if k is None else check_time(*k, name, self.rules.limits, latest)
+        is_fraud = np.asarray(is_fraud, np.int8)
+        await self._on_engine(
+            self.engine.report_outcomes, batch.arrays, is_fraud, np.maximum(known, batch.arrays.t)
+        )
+        return len(orders)
+
+    def report_events(
+        self, channels: Sequence[str], codes: Sequence[str], times: Sequence[Timestamp | None]
+    ) -> int:
+        """Checkout error events, checked by the same rules as orders' fields."""
+        latest = self.latest()
+        limits = self.rules.limits
+        t = np.empty(len(codes))
+        for i, (channel, code, when) in enumerate(zip(channels, codes, times, strict=True)):
+            check_text(code, f"events[{i}].code", limits, required=True)
+            check_text(channel, f"events[{i}].channel", limits)
+            if when is None:
+                raise InvalidInput(f"events[{i}].time: required", f"events[{i}].time")
+            t[i] = check_time(*when, f"events[{i}].time", limits, latest)
+        if t.size:
+            self.hub.on_events(t, list(channels), list(codes))
+        return int(t.size)
+
+    def active_alerts(self) -> list[Alert]:
+        return self.hub.monitor.active_alerts()
