@@ -104,7 +104,7 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _detect(args: argparse.Namespace) -> int:
-    from engine.monitoring.anomaly import detect_csv
+    from engine.monitoring.series_detection import detect_csv
 
     n = detect_csv(args.csv, args.out, timestamp_col=args.timestamp_col, value_col=args.value_col)
     print(f"wrote {n} rows to {args.out}")

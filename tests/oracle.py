@@ -118,10 +118,8 @@ def validate_order(o: pb.Order, prefix: str, latest: float, limits: Limits = LIM
             if v > top:
                 fail(f"items[{k}].{name}", f"{v:,}, at most {top:,}")
         if p > 0 and q * p > limits.max_amount_minor:
-            fail(
-                f"items[{k}]",
-                f"quantity x unit_price_minor = {q:,} x {p:,}, more than {limits.max_amount_minor:,}",
-            )
+            top = limits.max_amount_minor
+            fail(f"items[{k}]", f"quantity x unit_price_minor = {q:,} x {p:,}, more than {top:,}")
 
 
 def encode_orders(orders: list[pb.Order]) -> dict[str, np.ndarray]:
@@ -130,7 +128,8 @@ def encode_orders(orders: list[pb.Order]) -> dict[str, np.ndarray]:
     out = {
         "t": np.empty(n), "amount": np.empty(n), "amount_minor": np.empty(n, np.int64),
         "account_age_days": np.full(n, np.nan), "key_account": np.zeros(n, np.bool_),
-        "keys": np.zeros((n, len(ENTITY_KINDS)), np.uint64), "billing_country": np.zeros(n, np.uint64),
+        "keys": np.zeros((n, len(ENTITY_KINDS)), np.uint64),
+        "billing_country": np.zeros(n, np.uint64),
         "shipping_country": np.zeros(n, np.uint64), "ip_country": np.zeros(n, np.uint64),
         "n_lines": np.zeros(n), "n_units": np.zeros(n), "risky_share": np.full(n, np.nan),
         "note_len": np.zeros(n),

@@ -12,12 +12,12 @@ micro-batches often are, are written in Python instead (`_row`): preparing the k
 arrays costs a fixed amount per call, more than writing two rows in Python
 (`python -m benchmarks.codecs` shows both at several batch sizes).
 
-The bytes equal protobuf's (upb's) own serialization, checked by tests/codec/test_decision_encoder.py:
-fields in field-number order; proto3 defaults omitted (0 enums and ints, doubles whose bits
-are all zero, so -0.0 is written, empty strings and lists); doubles as little-endian
-fixed64 with their bits as they are, NaN payloads included; enums and int64 as varints,
-negative ones as 10-byte two's complement; strings as strict UTF-8 (lone surrogates raise
-`UnicodeEncodeError`, as protobuf raises too).
+The bytes equal protobuf's (upb's) own serialization, checked by
+tests/codec/test_decision_encoder.py: fields in field-number order; proto3 defaults omitted
+(0 enums and ints, doubles whose bits are all zero, so -0.0 is written, empty strings and
+lists); doubles as little-endian fixed64 with their bits as they are, NaN payloads included;
+enums and int64 as varints, negative ones as 10-byte two's complement; strings as strict
+UTF-8 (lone surrogates raise `UnicodeEncodeError`, as protobuf raises too).
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Tier one, tier two, the rule fallback, TreeSHAP, and the artifact folders they load from."""

@@ -1,0 +1,1 @@
+"""Operational anomaly detection, alerts and metrics."""

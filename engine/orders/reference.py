@@ -43,8 +43,8 @@ def currency_table(extra: Iterable[str] = ()) -> np.ndarray:
     table = np.full(26**3, -1, np.int8)
     known = currency_exponents()
     for item in extra:
-        code, _, exp = item.partition(":")
-        known[code] = int(exp) if exp else 2
+        code, _, digits = item.partition(":")
+        known[code] = int(digits) if digits else 2
     for code, exp in known.items():
         if len(code) == 3 and code.isascii() and code.isupper():
             table[pack(code)] = exp

@@ -510,11 +510,13 @@ def test_field_table_matches_risk_proto() -> None:
         (lambda o: o.created_at.FromSeconds(0), "created_at", "before 2000-01-01"),
         (lambda o: o.customer.account_created_at.FromSeconds(253402300000),
          "customer.account_created_at", "in the future"),
-        (lambda o: setattr(o, "amount_minor", 2**63 - 1), "amount_minor", "at most 1,000,000,000,000"),
+        (lambda o: setattr(o, "amount_minor", 2**63 - 1), "amount_minor",
+         "at most 1,000,000,000,000"),
         (lambda o: o.items.add(quantity=10**6, unit_price_minor=10**7), "items[0]",
          "quantity x unit_price_minor"),
         (lambda o: o.items.add(quantity=-1), "items[0].quantity", "must be >= 0, is -1"),
-        (lambda o: o.items.extend([pb.Item(sku="s")] * 1001), "items", "1,001 items, at most 1,000"),
+        (lambda o: o.items.extend([pb.Item(sku="s")] * 1001), "items",
+         "1,001 items, at most 1,000"),
     ],
 )  # fmt: skip
 def test_each_limit_names_the_field_and_the_rule(change: Any, field: str, message: str) -> None:

@@ -5,16 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from engine.codec.arrow_orders import decode_table
 from engine.codec.history import history_from_table
 from engine.decision.cascade import Engine
-from engine.codec.arrow_orders import decode_table
 from engine.decision.decisions import Decisions
 from engine.decision.score_file import replay_history
-from tests.grpc_harness import assert_decisions_equal
 from engine.features import matrix as features
 from engine.features.velocity import VelocityState
 from engine.models.artifacts import ModelSet
 from tests.conftest import CAPACITY
+from tests.grpc_harness import assert_decisions_equal
 
 
 def _slice(history: pa.Table, n: int = 6000):

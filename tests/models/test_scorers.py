@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from engine.codec.arrow_orders import decode_table
+from engine.decision.policy import APPROVE, FALLBACK, MODEL, SCREENED_OUT
 from engine.features import matrix as features
 from engine.features.matrix import N_FEATURES
 from engine.features.velocity import VelocityState
 from engine.models.artifacts import ModelSet
-from engine.decision.policy import APPROVE, FALLBACK, MODEL, SCREENED_OUT
 from engine.models.scorers import RuleFallback, Scorer
 from tests.conftest import CAPACITY
 

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 from engine.errors import InvalidInput
 from engine.monitoring import anomaly_kernels as k
-from engine.monitoring.anomaly import Alert, StreamMonitor, detect_csv, detect_series
+from engine.monitoring.anomaly import Alert, StreamMonitor
+from engine.monitoring.series_detection import detect_csv, detect_series
 
 DAY = 86400.0
 MONDAY = 1709510400.0  # 2024-03-04 00:00 UTC
