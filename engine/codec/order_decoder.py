@@ -39,7 +39,7 @@ from engine.codec.protowire import (
     varint,
 )
 from engine.errors import InvalidInput
-from engine.jit import njit
+from engine.jit import njit, njit_inline
 from engine.orders.batch import OrderBatch
 from engine.orders.columns import OrderColumns, empty_columns
 from engine.orders.schema import TIME_SLOT
@@ -53,7 +53,7 @@ _TIME_SLOT_OF[of.CREATED] = TIME_SLOT["created_at"]
 _TIME_SLOT_OF[of.ACCOUNT] = TIME_SLOT["account_created_at"]
 
 
-@njit
+@njit_inline
 def _parse_one(buf, lo, hi, depth, kind_t, arg_t, int_t, time_slot_of, i, spans, times,
                amount_minor, key_account, item_spans, item_ints, m, frames, stack):  # fmt: skip
     """Read the Order at buf[lo:hi] into row i; items from m on. Returns (error, offset, m)."""

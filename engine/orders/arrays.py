@@ -28,7 +28,7 @@ from engine.orders.schema import (
     STRING_SLOT,
     TIME_SLOT,
 )
-from engine.orders.validate import check_order, utf8_chars
+from engine.orders.validate import check_orders, utf8_chars
 
 
 @dataclass
@@ -108,16 +108,24 @@ def _encode(cols, rules, latest, plan, f, amount_minor, keys, countries, key_acc
     """Validate and encode every row; returns (rows that failed, bytes written to `text`).
 
     f rows: t, amount, account age, lines, units, risky share, note length. A failed row gets
-    an empty order's values and no id or channel."""
-    buf = cols.buf
-    n_entities = plan.entities.shape[1]
-    created, account, currency = plan.slots[CREATED], plan.slots[ACCOUNT], plan.slots[CURRENCY]
-    note, category = plan.slots[NOTE], plan.slots[CATEGORY]
-    n_bad = written = n_chars = 0
+    an empty order's values and no id or channel. Arrays are read out of their NamedTuples
+    once, before the loop (see `check_orders`)."""
+    n_bad = check_orders(cols, rules, latest, errors)
+    buf, spans, times, amounts = cols.buf, cols.spans, cols.times, cols.amount_minor
+    accounts, item_rows, item_spans, item_ints = (
+        cols.key_account, cols.item_rows, cols.item_spans, cols.item_ints,
+    )  # fmt: skip
+    exponents = rules.currencies
+    slots, entities, country_slots, pairs = plan.slots, plan.entities, plan.countries, plan.pairs
+    risky, risky_offsets = plan.risky, plan.risky_offsets
+    created, account, currency = slots[CREATED], slots[ACCOUNT], slots[CURRENCY]
+    note, category = slots[NOTE], slots[CATEGORY]
+    own_strings = (slots[ORDER_ID], slots[CHANNEL])
+    n_entities = entities.shape[1]
+    written = n_chars = 0
     chars[0] = 0
-    for i in range(cols.amount_minor.shape[0]):
-        if check_order(cols, rules, latest, i, errors[i]):
-            n_bad += 1
+    for i in range(amounts.shape[0]):
+        if errors[i, 0]:
             f[:, i] = 0.0
             f[2, i] = f[5, i] = np.nan
             amount_minor[i] = 0
@@ -126,31 +134,30 @@ def _encode(cols, rules, latest, plan, f, amount_minor, keys, countries, key_acc
             key_account[i] = False
             chars[2 * i + 1] = chars[2 * i + 2] = n_chars
             continue
-        errors[i, :] = 0
-        sec, ns = cols.times[i, created, 0], cols.times[i, created, 1]
+        sec, ns = times[i, created, 0], times[i, created, 1]
         t = (sec * 1_000_000 + ns // 1000) / 1e6
-        c = cols.spans[i, currency, 0]
+        c = spans[i, currency, 0]
         code = ((buf[c] - 65) * 26 + (buf[c + 1] - 65)) * 26 + (buf[c + 2] - 65)
         f[0, i] = t
-        f[1, i] = cols.amount_minor[i] / 10.0 ** rules.currencies[code]
+        f[1, i] = amounts[i] / 10.0 ** exponents[code]
         f[2, i] = np.nan
-        if cols.times[i, account, 2]:
-            sec, ns = cols.times[i, account, 0], cols.times[i, account, 1]
+        if times[i, account, 2]:
+            sec, ns = times[i, account, 0], times[i, account, 1]
             f[2, i] = (t - (sec * 1_000_000 + ns // 1000) / 1e6) / 86400.0
-        lo, hi = cols.item_rows[i], cols.item_rows[i + 1]
+        lo, hi = item_rows[i], item_rows[i + 1]
         total = risky_value = units = 0.0
         for j in range(lo, hi):
-            q, p = cols.item_ints[j, 0], cols.item_ints[j, 1]
+            q, p = item_ints[j, 0], item_ints[j, 1]
             line = float(q) * float(p)
             total += line
             units += q
-            c0, c1 = cols.item_spans[j, category, 0], cols.item_spans[j, category, 1]
-            for r in range(plan.risky_offsets.shape[0] - 1):
-                r0, r1 = plan.risky_offsets[r], plan.risky_offsets[r + 1]
+            c0, c1 = item_spans[j, category, 0], item_spans[j, category, 1]
+            for r in range(risky_offsets.shape[0] - 1):
+                r0, r1 = risky_offsets[r], risky_offsets[r + 1]
                 same = c1 - c0 == r1 - r0
                 k = 0
                 while same and k < c1 - c0:
-                    same = buf[c0 + k] == plan.risky[r0 + k]
+                    same = buf[c0 + k] == risky[r0 + k]
                     k += 1
                 if same:
                     risky_value += line
@@ -158,22 +165,21 @@ def _encode(cols, rules, latest, plan, f, amount_minor, keys, countries, key_acc
         f[3, i] = hi - lo
         f[4, i] = units
         f[5, i] = np.nan if hi == lo else risky_value / total if total > 0 else 0.0
-        f[6, i] = utf8_chars(buf, cols.spans[i, note, 0], cols.spans[i, note, 1])
-        amount_minor[i] = cols.amount_minor[i]
-        key_account[i] = cols.key_account[i]
+        f[6, i] = utf8_chars(buf, spans[i, note, 0], spans[i, note, 1])
+        amount_minor[i] = amounts[i]
+        key_account[i] = accounts[i]
         for j in range(n_entities):
-            s = plan.entities[0, j]
-            keys[i, j] = fnv(buf, cols.spans[i, s, 0], cols.spans[i, s, 1], plan.entities[1, j])
-        for j in range(plan.countries.shape[0]):
-            s = plan.countries[j]
-            countries[j, i] = fnv(buf, cols.spans[i, s, 0], cols.spans[i, s, 1], 0)
-        for p in range(plan.pairs.shape[0]):
-            x, y = keys[i, plan.pairs[p, 0]], keys[i, plan.pairs[p, 1]]
-            keys[i, n_entities + p] = pair_key(x, y, np.uint64(plan.pairs[p, 2]))
-        for k, s in enumerate(
-            (plan.slots[ORDER_ID], plan.slots[CHANNEL])
-        ):  # the strings Python builds
-            a, b = cols.spans[i, s, 0], cols.spans[i, s, 1]
+            s = entities[0, j]
+            keys[i, j] = fnv(buf, spans[i, s, 0], spans[i, s, 1], entities[1, j])
+        for j in range(country_slots.shape[0]):
+            s = country_slots[j]
+            countries[j, i] = fnv(buf, spans[i, s, 0], spans[i, s, 1], 0)
+        for p in range(pairs.shape[0]):
+            x, y = keys[i, pairs[p, 0]], keys[i, pairs[p, 1]]
+            keys[i, n_entities + p] = pair_key(x, y, np.uint64(pairs[p, 2]))
+        for k in range(2):  # the strings Python builds: order id, channel
+            s = own_strings[k]
+            a, b = spans[i, s, 0], spans[i, s, 1]
             text[written : written + b - a] = buf[a:b]
             written += b - a
             n_chars += utf8_chars(buf, a, b)

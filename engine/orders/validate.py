@@ -63,97 +63,100 @@ def _upper(buf, lo, hi):
 
 
 @njit_inline
-def _string(buf, lo, hi, required, max_bytes, fmt, currencies, countries):
-    """(rule, length) for one string value."""
+def _text(buf, lo, hi, required, max_bytes):
+    """The rule a free-text value breaks (0 for none)."""
     size = hi - lo
     if size == 0:
-        return (REQUIRED if required else 0), 0
+        return REQUIRED if required else 0
     if size > max_bytes:
-        return TOO_LONG, size
+        return TOO_LONG
     if utf8_chars(buf, lo, hi) < 0:
-        return UTF8, size
-    if fmt == CURRENCY_FORMAT:
-        code = _upper(buf, lo, hi) if size == 3 else -1
-        if code < 0 or currencies[code] < 0:
-            return CURRENCY_CODE, size
-    elif fmt == COUNTRY_FORMAT:
-        code = _upper(buf, lo, hi) if size == 2 else -1
-        if code < 0 or not countries[code]:
-            return COUNTRY_CODE, size
-    return 0, size
-
-
-@njit_inline
-def _fail(err, rule, field, item, a, b):
-    err[0], err[1], err[2], err[3], err[4] = rule, field, item, a, b
-    return rule
-
-
-@njit
-def check_order(cols, rules, latest, i, err):
-    """The first rule order i breaks (0 if none), with its details in `err` (int64, 5)."""
-    sc = rules.scalars
-    if cols.malformed[i, 0] != 0:
-        return _fail(err, cols.malformed[i, 0], -1, -1, cols.malformed[i, 1], 0)
-    buf = cols.buf
-    for s in range(cols.spans.shape[1]):
-        rule, size = _string(
-            buf, cols.spans[i, s, 0], cols.spans[i, s, 1], rules.strings[IS_REQUIRED, s],
-            rules.strings[MAX_BYTES, s], rules.strings[FORMAT, s], rules.currencies,
-            rules.countries,
-        )  # fmt: skip
-        if rule:
-            return _fail(err, rule, s, -1, size, 0)
-    for k in range(cols.times.shape[1]):
-        sec, ns, present = cols.times[i, k, 0], cols.times[i, k, 1], cols.times[i, k, 2]
-        field = sc[F_TIME] + k
-        if not present:
-            if rules.times[k]:
-                return _fail(err, REQUIRED, field, -1, 0, 0)
-            continue
-        if ns < 0 or ns >= 1_000_000_000:
-            return _fail(err, TIMESTAMP, field, -1, sec, ns)
-        if sec < sc[EARLIEST]:
-            return _fail(err, TOO_EARLY, field, -1, sec, ns)
-        if sec > latest:
-            return _fail(err, FUTURE, field, -1, sec, ns)
-    amount = cols.amount_minor[i]
-    if amount < 0:
-        return _fail(err, NEGATIVE, sc[F_AMOUNT], -1, amount, 0)
-    if amount > sc[MAX_AMOUNT]:
-        return _fail(err, TOO_LARGE, sc[F_AMOUNT], -1, amount, 0)
-    lo, hi = cols.item_rows[i], cols.item_rows[i + 1]
-    if hi - lo > sc[MAX_ITEMS]:
-        return _fail(err, TOO_MANY, sc[F_ITEMS], -1, hi - lo, 0)
-    for j in range(lo, hi):
-        for s in range(cols.item_spans.shape[1]):
-            rule, size = _string(
-                buf, cols.item_spans[j, s, 0], cols.item_spans[j, s, 1], False,
-                rules.item_strings[s], FREE_TEXT, rules.currencies, rules.countries,
-            )  # fmt: skip
-            if rule:
-                return _fail(err, rule, sc[F_ITEM_STRING] + s, j - lo, size, 0)
-        q, p = cols.item_ints[j, 0], cols.item_ints[j, 1]
-        if q < 0:
-            return _fail(err, NEGATIVE, sc[F_QUANTITY], j - lo, q, 0)
-        if q > sc[MAX_QUANTITY]:
-            return _fail(err, TOO_LARGE, sc[F_QUANTITY], j - lo, q, 0)
-        if p < 0:
-            return _fail(err, NEGATIVE, sc[F_PRICE], j - lo, p, 0)
-        if p > sc[MAX_AMOUNT]:
-            return _fail(err, TOO_LARGE, sc[F_PRICE], j - lo, p, 0)
-        if p > 0 and q > sc[MAX_AMOUNT] // p:
-            return _fail(err, LINE_TOTAL, sc[F_ITEMS], j - lo, q, p)
+        return UTF8
     return 0
 
 
 @njit
 def check_orders(cols, rules, latest, errors):
-    """`check_order` for every row into errors (n, 5); returns how many rows failed."""
+    """The first rule each order breaks, into errors (n, 5) (zeros for a valid order);
+    returns how many orders failed.
+
+    Every array is read out of its NamedTuple once, before the loop: reading a NamedTuple's
+    field, or handing arrays to a helper, costs reference counting on every use."""
+    malformed = cols.malformed
+    buf, spans, times, amounts = cols.buf, cols.spans, cols.times, cols.amount_minor
+    item_rows, item_spans, item_ints = cols.item_rows, cols.item_spans, cols.item_ints
+    strings, item_strings, time_required = rules.strings, rules.item_strings, rules.times
+    currencies, countries, sc = rules.currencies, rules.countries, rules.scalars
+    earliest, max_amount, max_quantity = sc[EARLIEST], sc[MAX_AMOUNT], sc[MAX_QUANTITY]
+    f_time, f_amount, f_items = sc[F_TIME], sc[F_AMOUNT], sc[F_ITEMS]
+    f_item_string, f_quantity, f_price = sc[F_ITEM_STRING], sc[F_QUANTITY], sc[F_PRICE]
     n_bad = 0
-    for i in range(cols.amount_minor.shape[0]):
-        if check_order(cols, rules, latest, i, errors[i]):
+    for i in range(amounts.shape[0]):
+        # (rule, field, item, a, b) of the first failure
+        rule, field, item, a, b = malformed[i, 0], -1, -1, malformed[i, 1], 0
+        if rule == 0:
+            for s in range(spans.shape[1]):
+                lo, hi = spans[i, s, 0], spans[i, s, 1]
+                rule = _text(buf, lo, hi, strings[IS_REQUIRED, s], strings[MAX_BYTES, s])
+                fmt = strings[FORMAT, s]
+                if rule == 0 and hi > lo and fmt != FREE_TEXT:
+                    width = 3 if fmt == CURRENCY_FORMAT else 2
+                    code = _upper(buf, lo, hi) if hi - lo == width else -1
+                    if fmt == CURRENCY_FORMAT and (code < 0 or currencies[code] < 0):
+                        rule = CURRENCY_CODE
+                    elif fmt == COUNTRY_FORMAT and (code < 0 or not countries[code]):
+                        rule = COUNTRY_CODE
+                if rule:
+                    field, a = s, hi - lo
+                    break
+        if rule == 0:
+            for k in range(times.shape[1]):
+                sec, ns, present = times[i, k, 0], times[i, k, 1], times[i, k, 2]
+                if not present:
+                    rule = REQUIRED if time_required[k] else 0
+                elif ns < 0 or ns >= 1_000_000_000:
+                    rule = TIMESTAMP
+                elif sec < earliest:
+                    rule = TOO_EARLY
+                elif sec > latest:
+                    rule = FUTURE
+                if rule:
+                    field, a, b = f_time + k, sec, ns
+                    break
+        if rule == 0:
+            amount = amounts[i]
+            rule = NEGATIVE if amount < 0 else TOO_LARGE if amount > max_amount else 0
+            field, a = f_amount, amount
+        if rule == 0:
+            lo, hi = item_rows[i], item_rows[i + 1]
+            if hi - lo > sc[MAX_ITEMS]:
+                rule, field, a = TOO_MANY, f_items, hi - lo
+            for j in range(lo, hi):
+                if rule:
+                    break
+                item = j - lo
+                for s in range(item_spans.shape[1]):
+                    s_lo, s_hi = item_spans[j, s, 0], item_spans[j, s, 1]
+                    rule = _text(buf, s_lo, s_hi, False, item_strings[s])
+                    if rule:
+                        field, a = f_item_string + s, s_hi - s_lo
+                        break
+                if rule:
+                    break
+                q, p = item_ints[j, 0], item_ints[j, 1]
+                if q < 0 or q > max_quantity:
+                    rule, field, a = (NEGATIVE if q < 0 else TOO_LARGE), f_quantity, q
+                elif p < 0 or p > max_amount:
+                    rule, field, a = (NEGATIVE if p < 0 else TOO_LARGE), f_price, p
+                elif p > 0 and q > max_amount // p:
+                    rule, field, a, b = LINE_TOTAL, f_items, q, p
+            if rule == 0:
+                item = -1
+        if rule:
             n_bad += 1
+            errors[i, 0], errors[i, 1], errors[i, 2], errors[i, 3], errors[i, 4] = (
+                rule, field, item, a, b,
+            )  # fmt: skip
         else:
             errors[i, :] = 0
     return n_bad
