@@ -24,7 +24,7 @@ from flatbuffers.table import Table
 
 from engine.errors import InvalidInput
 from engine.orders.batch import OrderBatch, OrderRules
-from engine.orders.columns import NANOS, PRESENT, SECONDS, OrderColumns, empty_columns
+from engine.orders.columns import NANOS, PRESENT, SECONDS, OrderColumns, empty_columns, scratch
 from engine.orders.rules import Limits
 from engine.orders.schema import (
     ITEM_FIELDS,
@@ -223,39 +223,45 @@ def conform(table: pa.Table, *, with_labels: bool = False, where: str = "orders"
 
 
 class _Strings:
-    """String arrays gathered into one buffer, as spans."""
+    """String arrays gathered into one buffer, as spans: their bytes are copied once."""
 
     def __init__(self) -> None:
         self.parts: list[np.ndarray] = []
         self.size = 0
 
-    def add(self, arr: pa.Array, out: np.ndarray) -> None:
-        """Spans of a string array (nulls empty) into `out` (len(arr), 2)."""
-        n = len(arr)
-        if n == 0:
-            return
-        if arr.null_count == len(arr):
-            out[:] = 0
-            return
-        _, offsets_buf, data_buf = arr.buffers()
-        offsets = np.frombuffer(offsets_buf, np.int32)[arr.offset : arr.offset + n + 1]
-        lo, hi = int(offsets[0]), int(offsets[-1])
-        data = (
-            np.frombuffer(data_buf, np.uint8)[lo:hi]
-            if data_buf is not None
-            else np.zeros(0, np.uint8)
-        )
-        base = self.size - lo
-        out[:, 0] = offsets[:-1] + base
-        out[:, 1] = offsets[1:] + base
-        if arr.null_count:
-            null = np.asarray(arr.is_null().to_numpy(zero_copy_only=False), np.bool_)
-            out[null, 1] = out[null, 0]
-        self.parts.append(data)
-        self.size += hi - lo
+    def add(self, column: pa.Array | pa.ChunkedArray, out: np.ndarray) -> None:
+        """Spans of a string column (nulls empty) into `out` (2, len(column)), chunk by chunk."""
+        chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+        row = 0
+        for arr in chunks:
+            n = len(arr)
+            if n == 0:
+                continue
+            starts, ends = out[0, row : row + n], out[1, row : row + n]
+            row += n
+            if arr.null_count == n:
+                starts[:] = ends[:] = 0
+                continue
+            _, offsets_buf, data_buf = arr.buffers()
+            offsets = np.frombuffer(offsets_buf, np.int32)[arr.offset : arr.offset + n + 1]
+            lo, hi = int(offsets[0]), int(offsets[-1])
+            if hi > lo:
+                self.parts.append(np.frombuffer(data_buf, np.uint8)[lo:hi])
+            base = self.size - lo
+            np.add(offsets[:-1], base, out=starts, casting="unsafe")
+            np.add(offsets[1:], base, out=ends, casting="unsafe")
+            if arr.null_count:
+                null = np.asarray(arr.is_null().to_numpy(zero_copy_only=False), np.bool_)
+                ends[null] = starts[null]
+            self.size += hi - lo
 
     def buffer(self) -> np.ndarray:
-        return np.concatenate(self.parts) if self.parts else np.zeros(1, np.uint8)
+        buf = scratch(max(self.size, 1), np.uint8)
+        at = 0
+        for part in self.parts:
+            buf[at : at + part.size] = part
+            at += part.size
+        return buf
 
 
 def _ints(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -271,22 +277,23 @@ def to_columns(table: pa.Table) -> OrderColumns:
     cols = empty_columns(n, len(flat), np.zeros(1, np.uint8))
     strings = _Strings()
     for s, f in enumerate(STRING_FIELDS):
-        strings.add(table.column(f.column).combine_chunks(), cols.spans[:, s])
+        strings.add(table.column(f.column), cols.spans[s])
     for s, f in enumerate(ITEM_STRING_FIELDS):
-        strings.add(flat.field(f.column), cols.item_spans[:, s])
+        strings.add(flat.field(f.column), cols.item_spans[s])
     for k, f in enumerate(TIME_FIELDS):
         col = table.column(f.column)
         us = _ints(col.cast(pa.int64()))
-        cols.times[:, k, SECONDS] = np.floor_divide(us, 1_000_000)
-        cols.times[:, k, NANOS] = (us - cols.times[:, k, SECONDS] * 1_000_000) * 1000
-        cols.times[:, k, PRESENT] = np.asarray(col.is_valid().to_numpy(zero_copy_only=False))
+        seconds = np.floor_divide(us, 1_000_000)
+        cols.times[k, SECONDS] = seconds
+        cols.times[k, NANOS] = (us - seconds * 1_000_000) * 1000
+        cols.times[k, PRESENT] = np.asarray(col.is_valid().to_numpy(zero_copy_only=False))
     cols.amount_minor[:] = _ints(table.column("amount_minor"))
     cols.key_account[:] = (
         table.column("key_account").fill_null(False).to_numpy(zero_copy_only=False)
     )
     cols.item_rows[:] = offsets - offsets[0]
-    cols.item_ints[:, 0] = _ints(flat.field("quantity"))
-    cols.item_ints[:, 1] = _ints(flat.field("unit_price_minor"))
+    cols.item_ints[0] = _ints(flat.field("quantity"))
+    cols.item_ints[1] = _ints(flat.field("unit_price_minor"))
     return cols._replace(buf=strings.buffer())
 
 

@@ -79,15 +79,15 @@ def _parse_one(buf, lo, hi, depth, kind_t, arg_t, int_t, time_slot_of, i, spans,
         elif wire_type == 2 and (kind == of.STRING or kind == of.ITEM_STRING or kind == of.MESSAGE):
             start, stop, err = delimited(buf, after, end)
             if err == 0 and kind == of.STRING:
-                if utf8_chars(buf, spans[i, arg, 0], spans[i, arg, 1]) < 0:
-                    return E_UTF8, spans[i, arg, 0], m  # upb checks the value it replaces
-                spans[i, arg, 0], spans[i, arg, 1] = start, stop
+                if utf8_chars(buf, spans[arg, 0, i], spans[arg, 1, i]) < 0:
+                    return E_UTF8, spans[arg, 0, i], m  # upb checks the value it replaces
+                spans[arg, 0, i], spans[arg, 1, i] = start, stop
                 after = stop
             elif err == 0 and kind == of.ITEM_STRING:
-                lo_, hi_ = item_spans[m - 1, arg, 0], item_spans[m - 1, arg, 1]
+                lo_, hi_ = item_spans[arg, 0, m - 1], item_spans[arg, 1, m - 1]
                 if utf8_chars(buf, lo_, hi_) < 0:
                     return E_UTF8, lo_, m
-                item_spans[m - 1, arg, 0], item_spans[m - 1, arg, 1] = start, stop
+                item_spans[arg, 0, m - 1], item_spans[arg, 1, m - 1] = start, stop
                 after = stop
             elif err == 0 and d == depth:
                 err = E_DEPTH
@@ -96,10 +96,10 @@ def _parse_one(buf, lo, hi, depth, kind_t, arg_t, int_t, time_slot_of, i, spans,
                 frames[d, 0], frames[d, 1] = arg, stop
                 after = start
                 if time_slot_of[arg] >= 0:
-                    times[i, time_slot_of[arg], 2] = 1
+                    times[time_slot_of[arg], 2, i] = 1
                 elif arg == of.ITEM:
-                    item_spans[m, :, :] = 0
-                    item_ints[m, :] = 0
+                    item_spans[:, :, m] = 0
+                    item_ints[:, m] = 0
                     m += 1
         elif wire_type == 0 and (kind == of.INT64 or kind == of.INT32 or kind == of.BOOL):
             value, after = varint(buf, after, end)
@@ -118,9 +118,9 @@ def _parse_one(buf, lo, hi, depth, kind_t, arg_t, int_t, time_slot_of, i, spans,
                 elif target == of.KEY_ACCOUNT:
                     key_account[i] = v != 0
                 elif target == of.ITEM_INT:
-                    item_ints[m - 1, arg] = v
+                    item_ints[arg, m - 1] = v
                 else:
-                    times[i, arg // 3, arg % 3] = v
+                    times[arg // 3, arg % 3, i] = v
         else:
             after, err = skip_field(buf, after, end, field, wire_type, depth - d, stack)
         if err:
@@ -145,12 +145,12 @@ def _parse(buf, starts, ends, depth, kind_t, arg_t, int_t, time_slot_of, spans, 
             item_rows[i + 1] = m
             continue
         need = m + (hi - lo) // 2 + 1  # an item takes at least two bytes
-        if need > item_ints.shape[0]:
-            size = max(need, 2 * item_ints.shape[0])
-            grown_spans = np.zeros((size, item_spans.shape[1], 2), np.int64)
-            grown_spans[:m] = item_spans[:m]
-            grown_ints = np.zeros((size, 2), np.int64)
-            grown_ints[:m] = item_ints[:m]
+        if need > item_ints.shape[1]:
+            size = max(need, 2 * item_ints.shape[1])
+            grown_spans = np.zeros((item_spans.shape[0], 2, size), np.int64)
+            grown_spans[:, :, :m] = item_spans[:, :, :m]
+            grown_ints = np.zeros((2, size), np.int64)
+            grown_ints[:, :m] = item_ints[:, :m]
             item_spans, item_ints = grown_spans, grown_ints
         err, at, m_after = _parse_one(
             buf, lo, hi, depth, kind_t, arg_t, int_t, time_slot_of, i, spans, times,
@@ -158,8 +158,8 @@ def _parse(buf, starts, ends, depth, kind_t, arg_t, int_t, time_slot_of, spans, 
         )  # fmt: skip
         if err:  # an empty order: nothing of it is kept
             malformed[i, 0], malformed[i, 1] = err, at - lo
-            spans[i, :, :] = 0
-            times[i, :, :] = 0
+            spans[:, :, i] = 0
+            times[:, :, i] = 0
             amount_minor[i] = 0
             key_account[i] = False
         else:
@@ -171,13 +171,13 @@ def _parse(buf, starts, ends, depth, kind_t, arg_t, int_t, time_slot_of, spans, 
 @njit
 def _any_bad_utf8(cols):
     """Whether any string of any order is not strict UTF-8 (what upb refuses while parsing)."""
-    for i in range(cols.spans.shape[0]):
-        for s in range(cols.spans.shape[1]):
-            if utf8_chars(cols.buf, cols.spans[i, s, 0], cols.spans[i, s, 1]) < 0:
+    for s in range(cols.spans.shape[0]):
+        for i in range(cols.spans.shape[2]):
+            if utf8_chars(cols.buf, cols.spans[s, 0, i], cols.spans[s, 1, i]) < 0:
                 return True
-    for j in range(cols.item_spans.shape[0]):
-        for s in range(cols.item_spans.shape[1]):
-            if utf8_chars(cols.buf, cols.item_spans[j, s, 0], cols.item_spans[j, s, 1]) < 0:
+    for s in range(cols.item_spans.shape[0]):
+        for j in range(cols.item_spans.shape[2]):
+            if utf8_chars(cols.buf, cols.item_spans[s, 0, j], cols.item_spans[s, 1, j]) < 0:
                 return True
     return False
 
@@ -212,7 +212,10 @@ def decode_spans(
         i = int(np.flatnonzero(cols.malformed[:, 0] == E_SPAN)[0])
         raise ValueError(f"span {i}, [{starts[i]}, {ends[i]}), lies outside the buffer")
     m = int(cols.item_rows[n])
-    return cols._replace(item_spans=item_spans[:m], item_ints=item_ints[:m])
+    return cols._replace(
+        item_spans=np.ascontiguousarray(item_spans[:, :, :m]),
+        item_ints=np.ascontiguousarray(item_ints[:, :m]),
+    )
 
 
 def decode_orders(messages: Sequence[bytes]) -> OrderColumns:

@@ -17,6 +17,7 @@ import numpy as np
 
 from engine.jit import njit
 from engine.orders import hashing
+from engine.orders.columns import scratch
 from engine.orders.hashing import fnv, pair_key
 from engine.orders.schema import (
     COUNTRY_COLUMNS,
@@ -134,24 +135,24 @@ def _encode(cols, rules, latest, plan, f, amount_minor, keys, countries, key_acc
             key_account[i] = False
             chars[2 * i + 1] = chars[2 * i + 2] = n_chars
             continue
-        sec, ns = times[i, created, 0], times[i, created, 1]
+        sec, ns = times[created, 0, i], times[created, 1, i]
         t = (sec * 1_000_000 + ns // 1000) / 1e6
-        c = spans[i, currency, 0]
+        c = spans[currency, 0, i]
         code = ((buf[c] - 65) * 26 + (buf[c + 1] - 65)) * 26 + (buf[c + 2] - 65)
         f[0, i] = t
         f[1, i] = amounts[i] / 10.0 ** exponents[code]
         f[2, i] = np.nan
-        if times[i, account, 2]:
-            sec, ns = times[i, account, 0], times[i, account, 1]
+        if times[account, 2, i]:
+            sec, ns = times[account, 0, i], times[account, 1, i]
             f[2, i] = (t - (sec * 1_000_000 + ns // 1000) / 1e6) / 86400.0
         lo, hi = item_rows[i], item_rows[i + 1]
         total = risky_value = units = 0.0
         for j in range(lo, hi):
-            q, p = item_ints[j, 0], item_ints[j, 1]
+            q, p = item_ints[0, j], item_ints[1, j]
             line = float(q) * float(p)
             total += line
             units += q
-            c0, c1 = item_spans[j, category, 0], item_spans[j, category, 1]
+            c0, c1 = item_spans[category, 0, j], item_spans[category, 1, j]
             for r in range(risky_offsets.shape[0] - 1):
                 r0, r1 = risky_offsets[r], risky_offsets[r + 1]
                 same = c1 - c0 == r1 - r0
@@ -165,21 +166,21 @@ def _encode(cols, rules, latest, plan, f, amount_minor, keys, countries, key_acc
         f[3, i] = hi - lo
         f[4, i] = units
         f[5, i] = np.nan if hi == lo else risky_value / total if total > 0 else 0.0
-        f[6, i] = utf8_chars(buf, spans[i, note, 0], spans[i, note, 1])
+        f[6, i] = utf8_chars(buf, spans[note, 0, i], spans[note, 1, i])
         amount_minor[i] = amounts[i]
         key_account[i] = accounts[i]
         for j in range(n_entities):
             s = entities[0, j]
-            keys[i, j] = fnv(buf, spans[i, s, 0], spans[i, s, 1], entities[1, j])
+            keys[i, j] = fnv(buf, spans[s, 0, i], spans[s, 1, i], entities[1, j])
         for j in range(country_slots.shape[0]):
             s = country_slots[j]
-            countries[j, i] = fnv(buf, spans[i, s, 0], spans[i, s, 1], 0)
+            countries[j, i] = fnv(buf, spans[s, 0, i], spans[s, 1, i], 0)
         for p in range(pairs.shape[0]):
             x, y = keys[i, pairs[p, 0]], keys[i, pairs[p, 1]]
             keys[i, n_entities + p] = pair_key(x, y, np.uint64(pairs[p, 2]))
         for k in range(2):  # the strings Python builds: order id, channel
             s = own_strings[k]
-            a, b = spans[i, s, 0], spans[i, s, 1]
+            a, b = spans[s, 0, i], spans[s, 1, i]
             text[written : written + b - a] = buf[a:b]
             written += b - a
             n_chars += utf8_chars(buf, a, b)
@@ -206,8 +207,12 @@ def encode(cols, rules, latest: float) -> Encoding:  # type: ignore[no-untyped-d
     keys = np.empty((n, len(ENTITY_KINDS)), np.uint64)
     countries = np.empty((len(COUNTRY_COLUMNS), n), np.uint64)
     key_account = np.empty(n, np.bool_)
-    errors = np.empty((n, 5), np.int64)
-    text = np.empty(cols.buf.shape[0], np.uint8)  # ids and channels are part of buf
+    errors = scratch((n, 5), np.int64)
+    if n < 4096:  # ids and channels are part of buf
+        text = np.empty(cols.buf.shape[0], np.uint8)
+    else:
+        ids, channels = cols.spans[PLAN.slots[ORDER_ID]], cols.spans[PLAN.slots[CHANNEL]]
+        text = np.empty(int((ids[1] - ids[0]).sum() + (channels[1] - channels[0]).sum()), np.uint8)
     chars = np.empty(2 * n + 1, np.int64)
     n_bad, written = _encode(
         cols, rules, float(latest), PLAN, f, amount_minor, keys, countries, key_account,

@@ -3,11 +3,15 @@
 The wire decoder (request bytes), the Arrow reader (IPC batches, Parquet and CSV histories)
 and nothing else build `OrderColumns`; the validator and the encoder (`engine.orders.batch`)
 read only it. Strings are spans into one byte buffer, so the wire decoder points into the
-request itself and copies nothing; the slots follow `engine.orders.schema`.
+request itself and copies nothing; the slots follow `engine.orders.schema`. Arrays are
+field-major (a field's values for all orders side by side), so a columnar source fills
+each field with one contiguous copy.
 """
 
 from __future__ import annotations
 
+import math
+import mmap
 from typing import NamedTuple
 
 import numpy as np
@@ -25,13 +29,13 @@ class OrderColumns(NamedTuple):
     """n orders; every array is C-contiguous. An empty span is an unknown (or empty) value."""
 
     buf: np.ndarray  # uint8: the bytes every span points into
-    spans: np.ndarray  # int64 (n, N_STRINGS, 2): [start, end) of each string in buf
-    times: np.ndarray  # int64 (n, N_TIMES, 3): seconds, nanos, present (0 or 1)
+    spans: np.ndarray  # int64 (N_STRINGS, 2, n): [start, end) of each string in buf
+    times: np.ndarray  # int64 (N_TIMES, 3, n): seconds, nanos, present (0 or 1)
     amount_minor: np.ndarray  # int64 (n,)
     key_account: np.ndarray  # bool (n,)
     item_rows: np.ndarray  # int64 (n + 1,): order i's items are item_rows[i]:item_rows[i + 1]
-    item_spans: np.ndarray  # int64 (m, N_ITEM_STRINGS, 2)
-    item_ints: np.ndarray  # int64 (m, 2): quantity, unit_price_minor
+    item_spans: np.ndarray  # int64 (N_ITEM_STRINGS, 2, m)
+    item_ints: np.ndarray  # int64 (2, m): quantity, unit_price_minor
     malformed: np.ndarray  # int64 (n, 2): the wire decoder's error code (0 none), byte offset
 
     @property
@@ -40,15 +44,30 @@ class OrderColumns(NamedTuple):
 
     def text(self, i: int, slot: int) -> bytes:
         """Order i's string in `slot`, as bytes."""
-        lo, hi = self.spans[i, slot]
+        lo, hi = self.spans[slot, :, i]
         return self.buf[lo:hi].tobytes()
+
+
+def scratch(shape: int | tuple[int, ...], dtype: type | np.dtype) -> np.ndarray:
+    """A zeroed array for a batch's transient columns, on plain anonymous memory.
+
+    numpy advises transparent huge pages for large arrays; where the kernel then compacts
+    memory on the first touch (THP `defrag=madvise`), a large transient array costs several
+    times its copy. The engine's long-lived tables opt into huge pages themselves
+    (`engine.features.velocity`)."""
+    count = shape if isinstance(shape, int) else math.prod(shape)
+    if count < 1 << 17:  # small: numpy's own allocator (and its cache) is cheaper
+        return np.zeros(shape, dtype)
+    dt = np.dtype(dtype)
+    buf = mmap.mmap(-1, count * dt.itemsize)
+    return np.frombuffer(buf, dt, count).reshape(shape)
 
 
 def empty_columns(n: int, n_items: int, buf: np.ndarray) -> OrderColumns:
     """Columns of n orders with n_items items, zeroed (every value unknown), over `buf`. The
     per-order int64 arrays are views of one block: one allocation instead of five."""
     sizes = (n * N_STRINGS * 2, n * N_TIMES * 3, n, n + 1, n * 2)
-    block = np.zeros(sum(sizes), np.int64)
+    block = scratch(sum(sizes), np.int64)
     views = []
     at = 0
     for size in sizes:
@@ -57,12 +76,12 @@ def empty_columns(n: int, n_items: int, buf: np.ndarray) -> OrderColumns:
     spans, times, amount, item_rows, malformed = views
     return OrderColumns(
         buf=buf,
-        spans=spans.reshape(n, N_STRINGS, 2),
-        times=times.reshape(n, N_TIMES, 3),
+        spans=spans.reshape(N_STRINGS, 2, n),
+        times=times.reshape(N_TIMES, 3, n),
         amount_minor=amount,
         key_account=np.zeros(n, np.bool_),
         item_rows=item_rows,
-        item_spans=np.zeros((n_items, N_ITEM_STRINGS, 2), np.int64),
-        item_ints=np.zeros((n_items, 2), np.int64),
+        item_spans=scratch((N_ITEM_STRINGS, 2, n_items), np.int64),
+        item_ints=scratch((2, n_items), np.int64),
         malformed=malformed.reshape(n, 2),
     )

@@ -95,8 +95,8 @@ def check_orders(cols, rules, latest, errors):
         # (rule, field, item, a, b) of the first failure
         rule, field, item, a, b = malformed[i, 0], -1, -1, malformed[i, 1], 0
         if rule == 0:
-            for s in range(spans.shape[1]):
-                lo, hi = spans[i, s, 0], spans[i, s, 1]
+            for s in range(spans.shape[0]):
+                lo, hi = spans[s, 0, i], spans[s, 1, i]
                 rule = _text(buf, lo, hi, strings[IS_REQUIRED, s], strings[MAX_BYTES, s])
                 fmt = strings[FORMAT, s]
                 if rule == 0 and hi > lo and fmt != FREE_TEXT:
@@ -110,8 +110,8 @@ def check_orders(cols, rules, latest, errors):
                     field, a = s, hi - lo
                     break
         if rule == 0:
-            for k in range(times.shape[1]):
-                sec, ns, present = times[i, k, 0], times[i, k, 1], times[i, k, 2]
+            for k in range(times.shape[0]):
+                sec, ns, present = times[k, 0, i], times[k, 1, i], times[k, 2, i]
                 if not present:
                     rule = REQUIRED if time_required[k] else 0
                 elif ns < 0 or ns >= 1_000_000_000:
@@ -135,15 +135,15 @@ def check_orders(cols, rules, latest, errors):
                 if rule:
                     break
                 item = j - lo
-                for s in range(item_spans.shape[1]):
-                    s_lo, s_hi = item_spans[j, s, 0], item_spans[j, s, 1]
+                for s in range(item_spans.shape[0]):
+                    s_lo, s_hi = item_spans[s, 0, j], item_spans[s, 1, j]
                     rule = _text(buf, s_lo, s_hi, False, item_strings[s])
                     if rule:
                         field, a = f_item_string + s, s_hi - s_lo
                         break
                 if rule:
                     break
-                q, p = item_ints[j, 0], item_ints[j, 1]
+                q, p = item_ints[0, j], item_ints[1, j]
                 if q < 0 or q > max_quantity:
                     rule, field, a = (NEGATIVE if q < 0 else TOO_LARGE), f_quantity, q
                 elif p < 0 or p > max_amount:
