@@ -181,8 +181,9 @@ def _encode(cols, rules, latest, plan, f, amount_minor, keys, countries, key_acc
         for k in range(2):  # the strings Python builds: order id, channel
             s = own_strings[k]
             a, b = spans[s, 0, i], spans[s, 1, i]
-            text[written : written + b - a] = buf[a:b]
-            written += b - a
+            for j in range(a, b):
+                text[written] = buf[j]
+                written += 1
             n_chars += utf8_chars(buf, a, b)
             chars[2 * i + 1 + k] = n_chars
     return n_bad, written
@@ -202,10 +203,10 @@ def encode(cols, rules, latest: float) -> Encoding:  # type: ignore[no-untyped-d
     """Validate `cols` (OrderColumns) against `rules` (RuleArrays), created_at no later than
     `latest` (epoch seconds), and encode the valid rows."""
     n = cols.amount_minor.shape[0]
-    f = np.empty((7, n))
-    amount_minor = np.empty(n, np.int64)
-    keys = np.empty((n, len(ENTITY_KINDS)), np.uint64)
-    countries = np.empty((len(COUNTRY_COLUMNS), n), np.uint64)
+    f = scratch((7, n), np.float64)
+    amount_minor = scratch(n, np.int64)
+    keys = scratch((n, len(ENTITY_KINDS)), np.uint64)
+    countries = scratch((len(COUNTRY_COLUMNS), n), np.uint64)
     key_account = np.empty(n, np.bool_)
     errors = scratch((n, 5), np.int64)
     if n < 4096:  # ids and channels are part of buf

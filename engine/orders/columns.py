@@ -49,12 +49,12 @@ class OrderColumns(NamedTuple):
 
 
 def scratch(shape: int | tuple[int, ...], dtype: type | np.dtype) -> np.ndarray:
-    """A zeroed array for a batch's transient columns, on plain anonymous memory.
+    """A zeroed array for a batch's columns, on plain anonymous memory.
 
     numpy advises transparent huge pages for large arrays; where the kernel then compacts
-    memory on the first touch (THP `defrag=madvise`), a large transient array costs several
-    times its copy. The engine's long-lived tables opt into huge pages themselves
-    (`engine.features.velocity`)."""
+    memory on the first touch (THP `defrag=madvise`), a large array written once costs
+    several times its copy. The engine's long-lived, randomly accessed table opts into huge
+    pages itself (`engine.features.velocity`)."""
     count = shape if isinstance(shape, int) else math.prod(shape)
     if count < 1 << 17:  # small: numpy's own allocator (and its cache) is cheaper
         return np.zeros(shape, dtype)

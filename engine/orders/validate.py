@@ -27,7 +27,14 @@ N_SCALARS = 10
 @njit_inline
 def utf8_chars(buf, lo, hi):
     """Code points in buf[lo:hi] (Python's len), or -1 unless strict UTF-8: overlong forms,
-    surrogates and code points past U+10FFFF are refused, as protobuf and Python refuse them."""
+    surrogates and code points past U+10FFFF are refused, as protobuf and Python refuse them.
+    Most values are ASCII: an OR over the bytes (which the compiler vectorises) settles those
+    before the byte-by-byte decoding."""
+    seen = 0
+    for j in range(lo, hi):
+        seen |= buf[j]
+    if seen < 0x80:
+        return hi - lo
     n = 0
     i = lo
     while i < hi:
@@ -80,69 +87,88 @@ def check_orders(cols, rules, latest, errors):
     """The first rule each order breaks, into errors (n, 5) (zeros for a valid order);
     returns how many orders failed.
 
-    Every array is read out of its NamedTuple once, before the loop: reading a NamedTuple's
-    field, or handing arrays to a helper, costs reference counting on every use."""
+    Field by field, in the schema's order, over all orders (a field's values lie side by
+    side), skipping orders that already failed: the first failure of each order in field
+    order, as a row-by-row check finds it, with uniform inner loops. Every array is read out
+    of its NamedTuple once: reading a NamedTuple's field costs reference counting each time."""
     malformed = cols.malformed
     buf, spans, times, amounts = cols.buf, cols.spans, cols.times, cols.amount_minor
     item_rows, item_spans, item_ints = cols.item_rows, cols.item_spans, cols.item_ints
     strings, item_strings, time_required = rules.strings, rules.item_strings, rules.times
     currencies, countries, sc = rules.currencies, rules.countries, rules.scalars
     earliest, max_amount, max_quantity = sc[EARLIEST], sc[MAX_AMOUNT], sc[MAX_QUANTITY]
-    f_time, f_amount, f_items = sc[F_TIME], sc[F_AMOUNT], sc[F_ITEMS]
-    f_item_string, f_quantity, f_price = sc[F_ITEM_STRING], sc[F_QUANTITY], sc[F_PRICE]
+    max_items = sc[MAX_ITEMS]
+    n = amounts.shape[0]
     n_bad = 0
-    for i in range(amounts.shape[0]):
-        # (rule, field, item, a, b) of the first failure
-        rule, field, item, a, b = malformed[i, 0], -1, -1, malformed[i, 1], 0
-        if rule == 0:
-            for s in range(spans.shape[0]):
-                lo, hi = spans[s, 0, i], spans[s, 1, i]
-                rule = _text(buf, lo, hi, strings[IS_REQUIRED, s], strings[MAX_BYTES, s])
-                fmt = strings[FORMAT, s]
-                if rule == 0 and hi > lo and fmt != FREE_TEXT:
-                    width = 3 if fmt == CURRENCY_FORMAT else 2
-                    code = _upper(buf, lo, hi) if hi - lo == width else -1
-                    if fmt == CURRENCY_FORMAT and (code < 0 or currencies[code] < 0):
-                        rule = CURRENCY_CODE
-                    elif fmt == COUNTRY_FORMAT and (code < 0 or not countries[code]):
-                        rule = COUNTRY_CODE
+    for i in range(n):
+        errors[i, :] = 0
+        if malformed[i, 0] != 0:
+            errors[i, 0], errors[i, 1], errors[i, 2], errors[i, 3] = (
+                malformed[i, 0], -1, -1, malformed[i, 1],
+            )  # fmt: skip
+            n_bad += 1
+    for s in range(spans.shape[0]):
+        required, max_bytes, fmt = (
+            strings[IS_REQUIRED, s],
+            strings[MAX_BYTES, s],
+            strings[FORMAT, s],
+        )
+        width = 3 if fmt == CURRENCY_FORMAT else 2
+        starts, ends = spans[s, 0], spans[s, 1]
+        for i in range(n):
+            if errors[i, 0]:
+                continue
+            lo, hi = starts[i], ends[i]
+            rule = _text(buf, lo, hi, required, max_bytes)
+            if rule == 0 and hi > lo and fmt != FREE_TEXT:
+                code = _upper(buf, lo, hi) if hi - lo == width else -1
+                if fmt == CURRENCY_FORMAT and (code < 0 or currencies[code] < 0):
+                    rule = CURRENCY_CODE
+                elif fmt == COUNTRY_FORMAT and (code < 0 or not countries[code]):
+                    rule = COUNTRY_CODE
+            if rule:
+                errors[i, 0], errors[i, 1], errors[i, 2], errors[i, 3] = rule, s, -1, hi - lo
+                n_bad += 1
+    for k in range(times.shape[0]):
+        field, required = sc[F_TIME] + k, time_required[k]
+        for i in range(n):
+            if errors[i, 0]:
+                continue
+            sec, ns, present = times[k, 0, i], times[k, 1, i], times[k, 2, i]
+            rule = 0
+            if not present:
+                rule = REQUIRED if required else 0
+            elif ns < 0 or ns >= 1_000_000_000:
+                rule = TIMESTAMP
+            elif sec < earliest:
+                rule = TOO_EARLY
+            elif sec > latest:
+                rule = FUTURE
+            if rule:
+                errors[i, 0], errors[i, 1], errors[i, 2] = rule, field, -1
+                errors[i, 3], errors[i, 4] = sec, ns
+                n_bad += 1
+    f_amount, f_items, f_item_string = sc[F_AMOUNT], sc[F_ITEMS], sc[F_ITEM_STRING]
+    f_quantity, f_price = sc[F_QUANTITY], sc[F_PRICE]
+    for i in range(n):
+        if errors[i, 0]:
+            continue
+        amount = amounts[i]
+        rule = NEGATIVE if amount < 0 else TOO_LARGE if amount > max_amount else 0
+        field, item, a, b = f_amount, -1, amount, 0
+        lo, hi = item_rows[i], item_rows[i + 1]
+        if rule == 0 and hi - lo > max_items:
+            rule, field, a = TOO_MANY, f_items, hi - lo
+        j = lo
+        while rule == 0 and j < hi:
+            item = j - lo
+            for s in range(item_spans.shape[0]):
+                s_lo, s_hi = item_spans[s, 0, j], item_spans[s, 1, j]
+                rule = _text(buf, s_lo, s_hi, False, item_strings[s])
                 if rule:
-                    field, a = s, hi - lo
+                    field, a = f_item_string + s, s_hi - s_lo
                     break
-        if rule == 0:
-            for k in range(times.shape[0]):
-                sec, ns, present = times[k, 0, i], times[k, 1, i], times[k, 2, i]
-                if not present:
-                    rule = REQUIRED if time_required[k] else 0
-                elif ns < 0 or ns >= 1_000_000_000:
-                    rule = TIMESTAMP
-                elif sec < earliest:
-                    rule = TOO_EARLY
-                elif sec > latest:
-                    rule = FUTURE
-                if rule:
-                    field, a, b = f_time + k, sec, ns
-                    break
-        if rule == 0:
-            amount = amounts[i]
-            rule = NEGATIVE if amount < 0 else TOO_LARGE if amount > max_amount else 0
-            field, a = f_amount, amount
-        if rule == 0:
-            lo, hi = item_rows[i], item_rows[i + 1]
-            if hi - lo > sc[MAX_ITEMS]:
-                rule, field, a = TOO_MANY, f_items, hi - lo
-            for j in range(lo, hi):
-                if rule:
-                    break
-                item = j - lo
-                for s in range(item_spans.shape[0]):
-                    s_lo, s_hi = item_spans[s, 0, j], item_spans[s, 1, j]
-                    rule = _text(buf, s_lo, s_hi, False, item_strings[s])
-                    if rule:
-                        field, a = f_item_string + s, s_hi - s_lo
-                        break
-                if rule:
-                    break
+            if rule == 0:
                 q, p = item_ints[0, j], item_ints[1, j]
                 if q < 0 or q > max_quantity:
                     rule, field, a = (NEGATIVE if q < 0 else TOO_LARGE), f_quantity, q
@@ -150,13 +176,10 @@ def check_orders(cols, rules, latest, errors):
                     rule, field, a = (NEGATIVE if p < 0 else TOO_LARGE), f_price, p
                 elif p > 0 and q > max_amount // p:
                     rule, field, a, b = LINE_TOTAL, f_items, q, p
-            if rule == 0:
-                item = -1
+            j += 1
         if rule:
-            n_bad += 1
             errors[i, 0], errors[i, 1], errors[i, 2], errors[i, 3], errors[i, 4] = (
                 rule, field, item, a, b,
             )  # fmt: skip
-        else:
-            errors[i, :] = 0
+            n_bad += 1
     return n_bad
