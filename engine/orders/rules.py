@@ -233,29 +233,29 @@ def describe(
     raise ValueError(f"unknown rule {rule}")
 
 
+def _refuse(name: str, rule: int, a: int = 0, b: int = 0, limits: Limits | None = None,
+            latest: float = 0.0, field: Field = STRING_FIELDS[0]) -> InvalidInput:  # fmt: skip
+    return InvalidInput(
+        f"{name}: {describe(rule, field, a, b, b'', limits or Limits(), latest)}", name
+    )
+
+
 def check_text(value: str, name: str, limits: Limits, required: bool = False) -> None:
     """A text field outside an order (an event's channel or code), by the TEXT rules."""
     if required and not value:
-        raise InvalidInput(f"{name}: required", name)
+        raise _refuse(name, REQUIRED)
     size = len(value.encode(errors="surrogatepass"))
     if size > limits.max_id_bytes:
-        raise InvalidInput(f"{name}: {size:,} bytes, at most {limits.max_id_bytes:,}", name)
+        raise _refuse(name, TOO_LONG, size, limits=limits)
 
 
 def check_time(seconds: int, nanos: int, name: str, limits: Limits, latest: float) -> float:
     """A time outside an order (an event's, an outcome's known_at), by the TIME rules;
     returns it in epoch seconds."""
     if not 0 <= nanos < 1_000_000_000:
-        raise InvalidInput(
-            f"{name}: not a valid timestamp (seconds {seconds}, nanos {nanos})", name
-        )
+        raise _refuse(name, TIMESTAMP, seconds, nanos)
     if seconds < limits.earliest_s:
-        raise InvalidInput(
-            f"{name}: {iso(seconds)} is before {iso(limits.earliest_s)}, the earliest accepted",
-            name,
-        )
+        raise _refuse(name, TOO_EARLY, seconds, limits=limits)
     if seconds > latest:
-        raise InvalidInput(
-            f"{name}: {iso(seconds)} is in the future (latest accepted {iso(latest)})", name
-        )
+        raise _refuse(name, FUTURE, seconds, limits=limits, latest=latest)
     return seconds + nanos / 1e9
