@@ -156,7 +156,10 @@ class DataPlane:
         if clean:
             results = list(out)
         else:
-            results = [order_decoder.refusal(orders, i) for i in range(len(batch))]
+            ok = orders.ok.tolist()
+            results = [
+                b"" if ok[i] else order_decoder.refusal(orders, i) for i in range(len(batch))
+            ]
             for k, i in enumerate(rows.tolist()):
                 results[i] = out[k]
         return ScoredBatch(

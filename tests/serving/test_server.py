@@ -8,6 +8,7 @@ thread ends in an exception, fails the test that started it.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import threading
 from collections.abc import Callable
@@ -34,10 +35,11 @@ from engine.config import load_settings
 from engine.decision.cascade import Engine
 from engine.decision.policy import FALLBACK, SCREENED_OUT
 from engine.decision.score_file import replay_history
-from engine.errors import ModelLoadError
+from engine.errors import InvalidInput, ModelLoadError
 from engine.features import matrix as features
 from engine.features.velocity import VelocityState
 from engine.models.artifacts import ModelSet
+from engine.serving.batcher import Pending
 from engine.serving.server import Server
 from tests.conftest import CAPACITY
 from tests.grpc_harness import (
@@ -356,6 +358,25 @@ def _gate_first_batch(srv: RunningServer) -> tuple[threading.Event, threading.Ev
 
     srv.server.plane.process = gated
     return entered, release
+
+
+def test_a_bad_order_fails_its_own_call_alone_in_a_micro_batch(server: RunningServer) -> None:
+    """One micro-batch of three Score calls, the middle one refused: the others are scored."""
+    plane, loop = server.server.plane, server.loop
+    assert plane is not None and loop is not None
+    orders = [simple_order("o-a"), simple_order("o-bad", currency="ZZZ"), simple_order("o-c")]
+
+    async def one_micro_batch() -> list:
+        futures = [loop.create_future() for _ in orders]
+        pending = [
+            Pending(o.SerializeToString(), None, plane.clock(), f)
+            for o, f in zip(orders, futures, strict=True)
+        ]
+        return await plane.process(pending)
+
+    results = asyncio.run_coroutine_threadsafe(one_micro_batch(), loop).result(TIMEOUT_S)
+    assert [pb.Decision.FromString(results[i]).order_id for i in (0, 2)] == ["o-a", "o-c"]
+    assert isinstance(results[1], InvalidInput) and results[1].field == "currency"
 
 
 def test_call_expiring_while_queued_never_crashes(server: RunningServer) -> None:
