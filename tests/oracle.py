@@ -88,7 +88,7 @@ def validate_order(o: pb.Order, prefix: str, latest: float, limits: Limits = LIM
             if required:
                 fail(path, "required")
             continue
-        if not 0 <= ts.nanos < 1_000_000_000:
+        if not 0 <= ts.nanos < 1_000_000_000 or ts.seconds > 253_402_300_799:
             fail(path, f"not a valid timestamp (seconds {ts.seconds}, nanos {ts.nanos})")
         if ts.seconds < limits.earliest_s:
             fail(

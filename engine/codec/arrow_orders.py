@@ -62,6 +62,8 @@ def _batch_size(metadata: pa.Buffer, body: pa.Buffer | None) -> tuple[int, int]:
         header = Table(buf, header.Indirect(at))
     at = _slot(header, 0)
     rows = encode.Get(packer.int64, buf, at) if at else 0
+    if rows < 0:
+        raise ValueError(f"a record batch declares {rows} rows")
     at = _slot(header, 2)
     compressed = _slot(header, 3) != 0
     raw = memoryview(body) if body is not None else memoryview(b"")
@@ -75,6 +77,8 @@ def _batch_size(metadata: pa.Buffer, body: pa.Buffer | None) -> tuple[int, int]:
                 raise ValueError("a buffer lies outside the message body")
             if compressed and length >= 8:
                 size = _INT64.unpack_from(raw, offset)[0]
+                if size < -1:  # -1 marks a buffer stored uncompressed; others are sizes
+                    raise ValueError(f"a buffer declares {size} bytes")
                 total += length - 8 if size == -1 else size
             else:
                 total += length
@@ -294,6 +298,10 @@ def to_columns(table: pa.Table) -> OrderColumns:
     cols.item_rows[:] = offsets - offsets[0]
     cols.item_ints[0] = _ints(flat.field("quantity"))
     cols.item_ints[1] = _ints(flat.field("unit_price_minor"))
+    if flat.null_count:  # a null item is an empty one, as protobuf has no null items
+        null = np.asarray(flat.is_null().to_numpy(zero_copy_only=False), np.bool_)
+        cols.item_ints[:, null] = 0
+        cols.item_spans[:, 1, null] = cols.item_spans[:, 0, null]
     return cols._replace(buf=strings.buffer())
 
 

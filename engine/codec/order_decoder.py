@@ -237,8 +237,10 @@ def refusal(batch: OrderBatch, i: int, prefix: str = "") -> InvalidInput:
 
 
 def first_refusal(batch: OrderBatch, prefix_fmt: str) -> InvalidInput | None:
-    """What parsing these messages as one request, then validating, refuses first: a message
-    protobuf cannot parse fails the whole request, else the first bad order. `prefix_fmt` is
+    """What refuses these messages as one request: a message that cannot be parsed fails the
+    whole request, else the first bad order. (Bad UTF-8 in a value kept is a validation rule
+    here, where protobuf would refuse the request's parse: the request is refused either way,
+    named by the first bad order.) `prefix_fmt` is
     formatted with the row's index `i`."""
     bad = np.flatnonzero(batch.malformed)
     bad = bad if bad.size else np.flatnonzero(~batch.ok)

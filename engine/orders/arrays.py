@@ -209,11 +209,10 @@ def encode(cols, rules, latest: float) -> Encoding:  # type: ignore[no-untyped-d
     countries = scratch((len(COUNTRY_COLUMNS), n), np.uint64)
     key_account = np.empty(n, np.bool_)
     errors = scratch((n, 5), np.int64)
-    if n < 4096:  # ids and channels are part of buf
-        text = np.empty(cols.buf.shape[0], np.uint8)
-    else:
-        ids, channels = cols.spans[PLAN.slots[ORDER_ID]], cols.spans[PLAN.slots[CHANNEL]]
-        text = np.empty(int((ids[1] - ids[0]).sum() + (channels[1] - channels[0]).sum()), np.uint8)
+    # Sized from the spans themselves: a caller's spans may overlap, so buf's size bounds
+    # nothing (Numba checks no bounds).
+    ids, channels = cols.spans[PLAN.slots[ORDER_ID]], cols.spans[PLAN.slots[CHANNEL]]
+    text = np.empty(int((ids[1] - ids[0]).sum() + (channels[1] - channels[0]).sum()), np.uint8)
     chars = np.empty(2 * n + 1, np.int64)
     n_bad, written = _encode(
         cols, rules, float(latest), PLAN, f, amount_minor, keys, countries, key_account,

@@ -2,7 +2,8 @@
 
 Each field kind of `engine.orders.schema` has its rules (`RULES_BY_KIND`); the validator
 kernel (`engine.orders.validate`) checks every order of every entry point against them, in
-the schema's field order, and reports the first rule a row breaks. This module words that
+slot order (the strings in the schema's order, then the times, the amount, the items), and
+reports the first rule a row breaks. This module words that
 report (`describe`): the rule and the value, and the entry point says where (`orders[537].note`
 for gRPC, `column 'note' row 537` for a file). Events and outcome times, which are not
 orders, are checked here in Python with the same rules and limits.
@@ -252,7 +253,7 @@ def check_text(value: str, name: str, limits: Limits, required: bool = False) ->
 def check_time(seconds: int, nanos: int, name: str, limits: Limits, latest: float) -> float:
     """A time outside an order (an event's, an outcome's known_at), by the TIME rules;
     returns it in epoch seconds."""
-    if not 0 <= nanos < 1_000_000_000:
+    if not 0 <= nanos < 1_000_000_000 or seconds > v.TIMESTAMP_MAX_S:
         raise _refuse(name, TIMESTAMP, seconds, nanos)
     if seconds < limits.earliest_s:
         raise _refuse(name, TOO_EARLY, seconds, limits=limits)

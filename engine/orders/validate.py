@@ -17,6 +17,9 @@ from engine.jit import njit, njit_inline
 REQUIRED, UTF8, TOO_LONG, CURRENCY_CODE, COUNTRY_CODE = 20, 21, 22, 23, 24
 TIMESTAMP, TOO_EARLY, FUTURE, NEGATIVE, TOO_LARGE, TOO_MANY, LINE_TOTAL = range(25, 32)
 FREE_TEXT, CURRENCY_FORMAT, COUNTRY_FORMAT = 0, 1, 2
+TIMESTAMP_MAX_S = 253_402_300_799
+"""google.protobuf.Timestamp's own upper limit (9999-12-31): later is not a time, whatever
+the clock bound (histories have none), and would overflow microseconds in int64."""
 # Rows of RuleArrays.strings, and the entries of RuleArrays.scalars.
 MAX_BYTES, IS_REQUIRED, FORMAT = 0, 1, 2
 EARLIEST, MAX_AMOUNT, MAX_QUANTITY, MAX_ITEMS = 0, 1, 2, 3
@@ -138,7 +141,7 @@ def check_orders(cols, rules, latest, errors):
             rule = 0
             if not present:
                 rule = REQUIRED if required else 0
-            elif ns < 0 or ns >= 1_000_000_000:
+            elif ns < 0 or ns >= 1_000_000_000 or sec > TIMESTAMP_MAX_S:
                 rule = TIMESTAMP
             elif sec < earliest:
                 rule = TOO_EARLY

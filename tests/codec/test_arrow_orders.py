@@ -86,3 +86,29 @@ def test_bad_utf8_names_the_column_and_row() -> None:
 
 def test_the_schema_is_the_order_schema() -> None:
     assert conform(minimal()).schema == ORDER_SCHEMA
+
+
+def test_a_negative_declared_size_does_not_slip_past_the_cap() -> None:
+    """A compressed buffer's size prefix of -1 means "stored as is"; any other negative size
+    is refused, so it cannot cancel out another buffer's size in the cap."""
+    rows = 20_000
+    big = pa.table({"a": pa.array([b"\0" * 2000] * rows, pa.binary(2000))})
+    payload = bytearray(ipc(big, "zstd"))
+    declared = (rows * 2000).to_bytes(8, "little")
+    at = bytes(payload).rfind(declared)
+    assert at > 0
+    payload[at : at + 8] = (-(rows * 2000) - 10).to_bytes(8, "little", signed=True)
+    with pytest.raises(InvalidInput, match="not a readable Arrow IPC stream"):
+        read_ipc(bytes(payload), Limits(max_arrow_bytes=1_000_000))
+
+
+def test_a_null_item_is_an_empty_item() -> None:
+    child = pa.StructArray.from_arrays(
+        [pa.array(["s"]), pa.array(["electronics"]), pa.array([5]), pa.array([100])],
+        names=["sku", "category", "quantity", "unit_price_minor"],
+        mask=pa.array([True]),
+    )
+    items = pa.ListArray.from_arrays(pa.array([0, 1, 1], pa.int32()), child)
+    got = decode_table(minimal(items=items)).arrays
+    assert got.n_units.tolist() == [0.0, 0.0]
+    assert got.risky_share[0] == 0.0 and np.isnan(got.risky_share[1])

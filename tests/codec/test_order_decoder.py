@@ -528,3 +528,11 @@ def test_each_limit_names_the_field_and_the_rule(change: Any, field: str, messag
     with pytest.raises(InvalidInput) as want:  # the oracle words it the same
         validate_order(o, BATCH_PREFIX.format(i=0), LATEST)
     assert str(want.value) == str(err)
+
+
+def test_overlapping_spans_are_encoded_without_overrun() -> None:
+    """The same message named 50 times: ids and channels are gathered into a text sized
+    from the spans, not from the buffer."""
+    raw = simple_order("o" * 100, channel="c" * 100).SerializeToString()
+    dec = RULES.check(decode_spans(raw, np.zeros(50, np.int64), np.full(50, len(raw))), LATEST)
+    assert dec.ids == ["o" * 100] * 50 and dec.channels == ["c" * 100] * 50
