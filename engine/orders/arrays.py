@@ -196,7 +196,6 @@ class Encoding(NamedTuple):
     ids: list[str]
     channels: list[str | None]
     errors: np.ndarray  # int64 (n, 5): rule, field, item, a, b; rule 0 for a valid row
-    n_failed: int
 
 
 def encode(cols, rules, latest: float) -> Encoding:  # type: ignore[no-untyped-def]
@@ -214,7 +213,7 @@ def encode(cols, rules, latest: float) -> Encoding:  # type: ignore[no-untyped-d
     ids, channels = cols.spans[PLAN.slots[ORDER_ID]], cols.spans[PLAN.slots[CHANNEL]]
     text = np.empty(int((ids[1] - ids[0]).sum() + (channels[1] - channels[0]).sum()), np.uint8)
     chars = np.empty(2 * n + 1, np.int64)
-    n_bad, written = _encode(
+    _, written = _encode(
         cols, rules, float(latest), PLAN, f, amount_minor, keys, countries, key_account,
         errors, text, chars,
     )  # fmt: skip
@@ -229,4 +228,4 @@ def encode(cols, rules, latest: float) -> Encoding:  # type: ignore[no-untyped-d
         shipping_country=countries[1], ip_country=countries[2], n_lines=n_lines,
         n_units=n_units, risky_share=risky, note_len=note_len,
     )  # fmt: skip
-    return Encoding(arrays, ids, channels, errors, int(n_bad))
+    return Encoding(arrays, ids, channels, errors)

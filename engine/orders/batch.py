@@ -25,9 +25,10 @@ from engine.orders.rules import (
     rule_arrays,
 )
 from engine.orders.schema import STRING_FIELDS, Field
+from engine.orders.validate import RULE_CODES
 
-MALFORMED_BELOW = 20
-"""Rule codes below this are the wire decoder's: the message could not be parsed at all."""
+MALFORMED_BELOW = min(RULE_CODES)
+"""Rule codes below the validator's are the wire decoder's: the message did not parse."""
 
 
 class OrderRules:
@@ -73,14 +74,6 @@ class OrderBatch:
         r = self.errors[:, 0]
         return (r > 0) & (r < MALFORMED_BELOW)
 
-    def take(self, rows: np.ndarray) -> OrderBatch:
-        """The given rows (indices), in that order."""
-        idx = rows.tolist()
-        return OrderBatch(
-            [self.ids[i] for i in idx], [self.channels[i] for i in idx],
-            self.arrays.take(rows), self.errors[rows], self.columns, self.rules, self.latest,
-        )  # fmt: skip
-
     def describe(self, i: int) -> tuple[Field | None, int, str]:
         """(field, item index or -1, what is wrong) for refused row i."""
         rule, field, item, a, b = (int(v) for v in self.errors[i])
@@ -103,25 +96,21 @@ class OrderBatch:
             path = prefix + f.path
         return InvalidInput(f"{path}: {what}", path)
 
-    def refusal_in(self, i: int, where: str, row: int | None = None) -> InvalidInput:
+    def refusal_in(self, i: int, where: str) -> InvalidInput:
         """Refused row i worded for a table: `where: column 'x' row r: ...`."""
         rule, field, item = (int(v) for v in self.errors[i, :3])
         f, item, what = self.describe(i)
         assert f is not None, "tables have no malformed rows"
-        r = i if row is None else row
         if field in ITEM_ERROR_FIELDS:
-            place = f"column 'items.{f.column}' row {r} item {item}"
+            place = f"column 'items.{f.column}' row {i} item {item}"
         elif rule == LINE_TOTAL:
-            place = f"column 'items' row {r} item {item}"
+            place = f"column 'items' row {i} item {item}"
         else:
-            place = f"column '{f.column}' row {r}"
+            place = f"column '{f.column}' row {i}"
         return InvalidInput(f"{where}: {place}: {what}", f.column)
 
-    def first_refused(self) -> int | None:
-        bad = np.flatnonzero(~self.ok)
-        return int(bad[0]) if bad.size else None
-
     def raise_first(self, word: Callable[[int], InvalidInput]) -> None:
-        i = self.first_refused()
-        if i is not None:
-            raise word(i)
+        """Raise the first refused row's refusal, worded by `word(row)`."""
+        bad = np.flatnonzero(~self.ok)
+        if bad.size:
+            raise word(int(bad[0]))

@@ -58,11 +58,3 @@ def country_table(extra: Iterable[str] = ()) -> np.ndarray:
         if len(code) == 2 and code.isascii() and code.isupper():
             table[pack(code)] = True
     return table
-
-
-def minor_exponent(currency: str) -> int:
-    """Decimal places of a known currency's minor unit (ValueError for an unknown code)."""
-    try:
-        return currency_exponents()[currency]
-    except KeyError:
-        raise ValueError(f"{currency!r} is not an ISO 4217 currency with a minor unit") from None

@@ -1,12 +1,16 @@
 """The validation rule table: what a valid order is, with limits, and how a refusal is worded.
 
-Each field kind of `engine.orders.schema` has its rules (`RULES_BY_KIND`); the validator
-kernel (`engine.orders.validate`) checks every order of every entry point against them, in
-slot order (the strings in the schema's order, then the times, the amount, the items), and
-reports the first rule a row breaks. This module words that
-report (`describe`): the rule and the value, and the entry point says where (`orders[537].note`
-for gRPC, `column 'note' row 537` for a file). Events and outcome times, which are not
-orders, are checked here in Python with the same rules and limits.
+Each field kind of `engine.orders.schema` has its rules, with the limits below: text is
+required where the schema says so, at most `max_id_bytes` (a note `max_note_bytes`) and
+strict UTF-8; a currency or country is also a known code; a time is a valid timestamp from
+`earliest` to the clock plus `max_future_s`; an amount or quantity lies between 0 and its
+limit; an order has at most `max_items` lines, none over `max_amount_minor`. The validator
+kernel (`engine.orders.validate`, where the rule codes are defined) checks every order of
+every entry point against them, in slot order (the strings in the schema's order, then the
+times, the amount, the items), and reports the first rule a row breaks. This module words
+that report (`describe`): the rule and the value, and the entry point says where
+(`orders[537].note` for gRPC, `column 'note' row 537` for a file). Events and outcome times,
+which are not orders, are checked here in Python with the same rules and limits.
 
 Limits are one typed class with safe defaults, overridden by a `[limits]` table in the
 config file.
@@ -115,21 +119,6 @@ class Limits:
         return cls(**merged)
 
 
-RULES_BY_KIND: dict[str, tuple[int, ...]] = {
-    "text": (REQUIRED, TOO_LONG, UTF8),
-    "note": (TOO_LONG, UTF8),
-    "currency": (REQUIRED, TOO_LONG, UTF8, CURRENCY_CODE),
-    "country": (TOO_LONG, UTF8, COUNTRY_CODE),
-    "time": (REQUIRED, TIMESTAMP, TOO_EARLY, FUTURE),
-    "amount": (NEGATIVE, TOO_LARGE),
-    "quantity": (NEGATIVE, TOO_LARGE),
-    "items": (TOO_MANY, LINE_TOTAL),
-    "flag": (),
-}
-"""The rules of each kind, in the order they are checked (REQUIRED only where the schema
-says so; an empty optional value is unknown and passes). `engine.orders.validate` implements
-exactly these; tests/orders/test_rules.py holds a Python oracle of them."""
-
 # What the kernel's `field` output indexes: where each slot's Field is.
 ERROR_FIELDS: tuple[Field, ...] = (
     STRING_FIELDS
@@ -172,13 +161,13 @@ def rule_arrays(limits: Limits) -> RuleArrays:
         strings[v.IS_REQUIRED, s] = f.required
         strings[v.FORMAT, s] = fmt.get(f.kind, FREE_TEXT)
     scalars = np.zeros(v.N_SCALARS, np.int64)
-    scalars[v.EARLIEST] = limits.earliest_s
-    scalars[v.MAX_AMOUNT] = limits.max_amount_minor
-    scalars[v.MAX_QUANTITY] = limits.max_quantity
-    scalars[v.MAX_ITEMS] = limits.max_items
-    scalars[v.F_TIME], scalars[v.F_AMOUNT], scalars[v.F_ITEMS] = F_TIME, F_AMOUNT, F_ITEMS
-    scalars[v.F_ITEM_STRING], scalars[v.F_QUANTITY] = F_ITEM_STRING, F_QUANTITY
-    scalars[v.F_PRICE] = F_PRICE
+    scalars[v.SC_EARLIEST] = limits.earliest_s
+    scalars[v.SC_MAX_AMOUNT] = limits.max_amount_minor
+    scalars[v.SC_MAX_QUANTITY] = limits.max_quantity
+    scalars[v.SC_MAX_ITEMS] = limits.max_items
+    scalars[v.SC_F_TIME], scalars[v.SC_F_AMOUNT], scalars[v.SC_F_ITEMS] = F_TIME, F_AMOUNT, F_ITEMS
+    scalars[v.SC_F_ITEM_STRING], scalars[v.SC_F_QUANTITY] = F_ITEM_STRING, F_QUANTITY
+    scalars[v.SC_F_PRICE] = F_PRICE
     return RuleArrays(
         strings=strings,
         item_strings=np.array([_max_bytes(f, limits) for f in ITEM_STRING_FIELDS], np.int64),

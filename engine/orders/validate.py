@@ -16,28 +16,23 @@ from engine.jit import njit, njit_inline
 
 REQUIRED, UTF8, TOO_LONG, CURRENCY_CODE, COUNTRY_CODE = 20, 21, 22, 23, 24
 TIMESTAMP, TOO_EARLY, FUTURE, NEGATIVE, TOO_LARGE, TOO_MANY, LINE_TOTAL = range(25, 32)
+RULE_CODES = range(REQUIRED, LINE_TOTAL + 1)
 FREE_TEXT, CURRENCY_FORMAT, COUNTRY_FORMAT = 0, 1, 2
 TIMESTAMP_MAX_S = 253_402_300_799
 """google.protobuf.Timestamp's own upper limit (9999-12-31): later is not a time, whatever
 the clock bound (histories have none), and would overflow microseconds in int64."""
 # Rows of RuleArrays.strings, and the entries of RuleArrays.scalars.
 MAX_BYTES, IS_REQUIRED, FORMAT = 0, 1, 2
-EARLIEST, MAX_AMOUNT, MAX_QUANTITY, MAX_ITEMS = 0, 1, 2, 3
-F_TIME, F_AMOUNT, F_ITEMS, F_ITEM_STRING, F_QUANTITY, F_PRICE = 4, 5, 6, 7, 8, 9
+SC_EARLIEST, SC_MAX_AMOUNT, SC_MAX_QUANTITY, SC_MAX_ITEMS = 0, 1, 2, 3
+# ... and where each kind of field starts in engine.orders.rules.ERROR_FIELDS:
+SC_F_TIME, SC_F_AMOUNT, SC_F_ITEMS, SC_F_ITEM_STRING, SC_F_QUANTITY, SC_F_PRICE = range(4, 10)
 N_SCALARS = 10
 
 
 @njit_inline
 def utf8_chars(buf, lo, hi):
     """Code points in buf[lo:hi] (Python's len), or -1 unless strict UTF-8: overlong forms,
-    surrogates and code points past U+10FFFF are refused, as protobuf and Python refuse them.
-    Most values are ASCII: an OR over the bytes (which the compiler vectorises) settles those
-    before the byte-by-byte decoding."""
-    seen = 0
-    for j in range(lo, hi):
-        seen |= buf[j]
-    if seen < 0x80:
-        return hi - lo
+    surrogates and code points past U+10FFFF are refused, as protobuf and Python refuse them."""
     n = 0
     i = lo
     while i < hi:
@@ -99,8 +94,8 @@ def check_orders(cols, rules, latest, errors):
     item_rows, item_spans, item_ints = cols.item_rows, cols.item_spans, cols.item_ints
     strings, item_strings, time_required = rules.strings, rules.item_strings, rules.times
     currencies, countries, sc = rules.currencies, rules.countries, rules.scalars
-    earliest, max_amount, max_quantity = sc[EARLIEST], sc[MAX_AMOUNT], sc[MAX_QUANTITY]
-    max_items = sc[MAX_ITEMS]
+    earliest, max_amount, max_quantity = sc[SC_EARLIEST], sc[SC_MAX_AMOUNT], sc[SC_MAX_QUANTITY]
+    max_items = sc[SC_MAX_ITEMS]
     n = amounts.shape[0]
     n_bad = 0
     for i in range(n):
@@ -133,7 +128,7 @@ def check_orders(cols, rules, latest, errors):
                 errors[i, 0], errors[i, 1], errors[i, 2], errors[i, 3] = rule, s, -1, hi - lo
                 n_bad += 1
     for k in range(times.shape[0]):
-        field, required = sc[F_TIME] + k, time_required[k]
+        field, required = sc[SC_F_TIME] + k, time_required[k]
         for i in range(n):
             if errors[i, 0]:
                 continue
@@ -151,8 +146,8 @@ def check_orders(cols, rules, latest, errors):
                 errors[i, 0], errors[i, 1], errors[i, 2] = rule, field, -1
                 errors[i, 3], errors[i, 4] = sec, ns
                 n_bad += 1
-    f_amount, f_items, f_item_string = sc[F_AMOUNT], sc[F_ITEMS], sc[F_ITEM_STRING]
-    f_quantity, f_price = sc[F_QUANTITY], sc[F_PRICE]
+    f_amount, f_items, f_item_string = sc[SC_F_AMOUNT], sc[SC_F_ITEMS], sc[SC_F_ITEM_STRING]
+    f_quantity, f_price = sc[SC_F_QUANTITY], sc[SC_F_PRICE]
     for i in range(n):
         if errors[i, 0]:
             continue

@@ -141,31 +141,24 @@ class DataPlane:
         orders = self.rules.check(
             order_decoder.decode_orders([p.payload for p in batch]), self.latest()
         )
+        ok = orders.ok.tolist()
+        clean = all(ok)
         rows = np.flatnonzero(orders.ok)
-        clean = rows.size == len(batch)
-        live_orders = orders if clean else orders.take(rows)
+        arrays = orders.arrays if clean else orders.arrays.take(rows)
+        ids = orders.ids if clean else [orders.ids[i] for i in rows.tolist()]
+        channels = orders.channels if clean else [orders.channels[i] for i in rows.tolist()]
         live = batch if clean else [batch[i] for i in rows.tolist()]
         deadlines = np.array(
             [np.inf if p.deadline is None else p.deadline for p in live], dtype=np.float64
         )
-        decisions = self.engine.score(live_orders, deadlines)
+        decisions = self.engine.score_arrays(ids, arrays, deadlines)
         now = self.clock()
         waited = [now - p.arrival for p in live]
-        out = decision_encoder.decision_bytes(decisions, [int(w * 1e6) for w in waited])
-        results: list[bytes | InvalidInput]
-        if clean:
-            results = list(out)
-        else:
-            ok = orders.ok.tolist()
-            results = [
-                b"" if ok[i] else order_decoder.refusal(orders, i) for i in range(len(batch))
-            ]
-            for k, i in enumerate(rows.tolist()):
-                results[i] = out[k]
-        return ScoredBatch(
-            results, live_orders.arrays.t, live_orders.channels, decisions.action,
-            decisions.path, waited,
-        )  # fmt: skip
+        answers = iter(decision_encoder.decision_bytes(decisions, [int(w * 1e6) for w in waited]))
+        results: list[bytes | InvalidInput] = [
+            next(answers) if good else order_decoder.refusal(orders, i) for i, good in enumerate(ok)
+        ]
+        return ScoredBatch(results, arrays.t, channels, decisions.action, decisions.path, waited)
 
     # --- ScoreBatch -------------------------------------------------------------------------
 

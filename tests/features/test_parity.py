@@ -66,5 +66,8 @@ def test_batch_and_single_order_scoring_agree(history, models: ModelSet) -> None
     orders = decode_table(_slice(history, 1500).table.drop_columns(["is_fraud", "label_known_at"]))
     batch = Engine(models, VelocityState(CAPACITY)).score(orders)
     single_engine = Engine(models, VelocityState(CAPACITY))
-    singles = [single_engine.score(orders.take(np.array([i]))) for i in range(orders.n)]
+    singles = [
+        single_engine.score_arrays(orders.ids[i : i + 1], orders.arrays.take(slice(i, i + 1)))
+        for i in range(orders.n)
+    ]
     assert_decisions_equal(batch, Decisions.concat(singles))
