@@ -4,6 +4,8 @@
 
 - decode: `pb.Order.FromString` alone (parsing, no checks, no arrays) against the engine's
   codec (the wire decoder, the rule table's validator and the encoder) on the same orders;
+- phases: the order codec's two passes (to columns; validation and encoding) per order, for
+  serialized orders and for an Arrow table, written to benchmarks/results/codecs.md;
 - encode: protobuf objects (tests/oracle.py `decisions_to_pb`) + `SerializeToString` (per
   Decision, and as one ScoreBatchResponse) against `engine.codec.decision_encoder`, over
   plain approvals, flagged decisions (reasons and triggers) and the simulated mix.
@@ -14,6 +16,8 @@ from models/default when it loads (`make models`), else from small models traine
 
 from __future__ import annotations
 
+import argparse
+import datetime as dt
 import math
 import tempfile
 import time
@@ -25,7 +29,7 @@ import pyarrow.parquet as pq
 from ordersight.v1 import risk_pb2 as pb
 
 from engine.codec import decision_encoder
-from engine.codec.arrow_orders import decode_table
+from engine.codec.arrow_orders import conform, decode_table, to_columns
 from engine.codec.order_decoder import decode_orders
 from engine.codec.order_messages import orders_from_table
 from engine.decision.cascade import Engine
@@ -117,6 +121,55 @@ def encode() -> None:
             print(f"{name:>9} {n:>6} {a:>12.2f} {b:>6.2f} {c:>9.2f} {e:>6.2f}")
 
 
-if __name__ == "__main__":
+def phases() -> list[str]:
+    """ns per order of each phase of the order codec, for serialized orders (parse, then
+    validation and encoding) and for an Arrow table (to columns, then the same check): the
+    rows of benchmarks/results/codecs.md."""
+    table = simulate(14, seed=5, orders_per_day=1500)
+    orders = table.drop_columns(
+        [c for c in ("is_fraud", "label_known_at", "scenario") if c in table.column_names]
+    )
+    raws = [o.SerializeToString() for o in orders_from_table(orders)]
+    rules = OrderRules()
+    rules.check(decode_orders(raws[:2]), LATEST)
+    lines = [
+        "| source | orders | to columns | validate + encode | total |",
+        "|---|---|---|---|---|",
+    ]
+    for n in (1, 64, 4096, len(raws)):
+        raw = raws[:n]
+        cols = decode_orders(raw)
+        rounds = 15 if n < 10_000 else 5
+        a = _best_us(lambda r=raw: decode_orders(r), n, 8_000, rounds) * 1e3
+        b = _best_us(lambda c=cols: rules.check(c, LATEST), n, 8_000, rounds) * 1e3
+        lines.append(f"| serialized Order | {n:,} | {a:,.0f} | {b:,.0f} | {a + b:,.0f} |")
+    arrow = conform(orders)
+    for n in (4096, arrow.num_rows):
+        part = arrow.slice(0, n)
+        cols = to_columns(part)
+        a = _best_us(lambda t=part: to_columns(t), n, 8_000, 5) * 1e3
+        b = _best_us(lambda c=cols: rules.check(c, LATEST), n, 8_000, 5) * 1e3
+        lines.append(f"| Arrow table | {n:,} | {a:,.0f} | {b:,.0f} | {a + b:,.0f} |")
+    return lines
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--out", default=str(Path(__file__).parent / "results" / "codecs.md"))
+    args = p.parse_args()
     decode()
     encode()
+    lines = phases()
+    print("\n".join(lines))
+    when = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    Path(args.out).write_text(
+        "# The order codec, phase by phase (ns per order)\n\n"
+        f"Command: `python -m benchmarks.codecs` on {when}; best of several short runs on this "
+        "machine's shared cores; the orders are simulated (14 days, seed 5).\n\n"
+        + "\n".join(lines)
+        + "\n"
+    )
+
+
+if __name__ == "__main__":
+    main()
