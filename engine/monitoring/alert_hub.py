@@ -118,6 +118,12 @@ class AlertHub:
         self.calls = _CallMetrics()
         r.register(self.calls)
         self.events = Counter("ordersight_checkout_events", "Checkout error events", registry=r)
+        self.refused = Counter(
+            "ordersight_orders_refused",
+            "Orders refused with INVALID_ARGUMENT, by the rule they broke",
+            ["rule"],
+            registry=r,
+        )
         self.alerts_open = Gauge(
             "ordersight_alerts_open", "Open operational alerts", ["severity"], registry=r
         )

@@ -119,6 +119,19 @@ class Limits:
         return cls(**merged)
 
 
+RULE_NAMES: dict[int, str] = {
+    REQUIRED: "required", UTF8: "utf8", TOO_LONG: "too_long", CURRENCY_CODE: "currency",
+    COUNTRY_CODE: "country", TIMESTAMP: "timestamp", TOO_EARLY: "too_early", FUTURE: "future",
+    NEGATIVE: "negative", TOO_LARGE: "too_large", TOO_MANY: "too_many_items",
+    LINE_TOTAL: "line_total",
+}  # fmt: skip
+"""A short name per rule, for metrics; the wire decoder's codes are all "malformed"."""
+
+
+def rule_name(code: int) -> str:
+    return RULE_NAMES.get(code, "malformed")
+
+
 # What the kernel's `field` output indexes: where each slot's Field is.
 ERROR_FIELDS: tuple[Field, ...] = (
     STRING_FIELDS

@@ -34,7 +34,7 @@ from engine.monitoring.alert_hub import AlertHub
 from engine.monitoring.anomaly import Alert
 from engine.orders.arrays import OrderArrays
 from engine.orders.batch import OrderBatch, OrderRules
-from engine.orders.rules import check_text, check_time
+from engine.orders.rules import check_text, check_time, rule_name
 from engine.serving.batcher import MicroBatcher, Pending
 
 LONE_GAP_S = 500e-6
@@ -143,6 +143,8 @@ class DataPlane:
         )
         ok = orders.ok.tolist()
         clean = all(ok)
+        if not clean:
+            self._count_refused(orders)
         rows = np.flatnonzero(orders.ok)
         arrays = orders.arrays if clean else orders.arrays.take(rows)
         ids = orders.ids if clean else [orders.ids[i] for i in rows.tolist()]
@@ -213,8 +215,14 @@ class DataPlane:
             ).SerializeToString()
         return decision_encoder.batch_response_bytes(decisions, [elapsed] * len(decisions))
 
+    def _count_refused(self, orders: OrderBatch) -> None:
+        """Refused orders by rule, in `ordersight_orders_refused`."""
+        for code in orders.errors[~orders.ok, 0].tolist():
+            self.hub.refused.labels(rule_name(code)).inc()
+
     def _batch_orders(self, req: Any) -> OrderBatch:
         orders = self.rules.check(req.order_columns(), self.latest())
+        self._count_refused(orders)
         bad = order_decoder.first_refusal(orders, "orders.orders[{i}].")
         if bad is not None:
             raise bad
@@ -223,6 +231,7 @@ class DataPlane:
     def _arrow_orders(self, payload: memoryview) -> OrderBatch:
         table = conform(read_ipc(payload, self.rules.limits), where="arrow_ipc")
         orders = self.rules.check(to_columns(table), self.latest())
+        self._count_refused(orders)
         orders.raise_first(lambda i: orders.refusal_in(i, "arrow_ipc"))
         return orders
 
@@ -250,6 +259,7 @@ class DataPlane:
             return 0
         latest = self.latest()
         batch = self.rules.check(order_decoder.decode_orders(orders), latest)
+        self._count_refused(batch)
         bad = order_decoder.first_refusal(batch, "outcomes[{i}].order.")
         if bad is not None:
             raise bad

@@ -112,12 +112,17 @@ def test_metrics_endpoint_counts_decisions(start_server: Callable[..., RunningSe
     )
     order.created_at.FromSeconds(int(MONDAY))
     decision = server.stub.Score(order)
+    bad = pb.Order(order_id="o-bad", customer_id="c-m", amount_minor=1, currency="ZZZ")
+    bad.created_at.FromSeconds(int(MONDAY))
+    with pytest.raises(grpc.RpcError):
+        server.stub.Score(bad)
     body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=TIMEOUT_S).read()
     text = body.decode()
     action, path = pb.Action.Name(decision.action), pb.Path.Name(decision.path)
     assert f'ordersight_decisions_total{{action="{action}",path="{path}"}} 1.0' in text
     assert "ordersight_engine_latency_seconds_count 1.0" in text
     assert "ordersight_batch_size_sum 1.0" in text
+    assert 'ordersight_orders_refused_total{rule="currency"} 1.0' in text
 
 
 def test_call_metrics_count_decisions_latency_and_batches_as_prometheus_would() -> None:
