@@ -23,7 +23,7 @@ from flatbuffers import encode, number_types, packer
 from flatbuffers.table import Table
 
 from engine.errors import InvalidInput
-from engine.orders.batch import OrderBatch, OrderRules
+from engine.orders.batch import OrderBatch, OrderRules, default_rules
 from engine.orders.columns import NANOS, PRESENT, SECONDS, OrderColumns, empty_columns, scratch
 from engine.orders.rules import Limits
 from engine.orders.schema import (
@@ -313,6 +313,6 @@ def decode_table(
 ) -> OrderBatch:
     """A table of orders (trusted or already validated), conformed, checked and encoded;
     raises the first refusal (`where: column 'x' row r: ...`)."""
-    batch = (rules or OrderRules()).check(to_columns(conform(table, where=where)), latest)
+    batch = (rules or default_rules()).check(to_columns(conform(table, where=where)), latest)
     batch.raise_first(lambda i: batch.refusal_in(i, where))
     return batch

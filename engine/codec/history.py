@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from engine.codec.arrow_orders import conform, to_columns
 from engine.errors import InvalidInput
 from engine.orders.arrays import OrderArrays
-from engine.orders.batch import OrderRules
+from engine.orders.batch import OrderRules, default_rules
 from engine.orders.schema import HISTORY_SCHEMA
 
 DAY_S = 86400.0
@@ -73,7 +73,7 @@ def history_from_table(
     if label_delay_days < 0:
         raise InvalidInput(f"--label-delay must be >= 0, is {label_delay_days}", "label_delay")
     table = conform(raw, with_labels=True, where=where)
-    rules = rules or OrderRules()
+    rules = rules or default_rules()
     batch = rules.check(to_columns(table), latest=np.inf)
     batch.raise_first(lambda i: batch.refusal_in(i, where))
     fraud = table.column("is_fraud")

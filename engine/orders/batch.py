@@ -8,6 +8,7 @@ field path for gRPC (`orders.orders[537].note`), a column and row for a file.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -45,6 +46,12 @@ class OrderRules:
     def check(self, cols: OrderColumns, latest: float) -> OrderBatch:
         enc = encode(cols, self.arrays, latest)
         return OrderBatch(enc.ids, enc.channels, enc.arrays, enc.errors, cols, self, latest)
+
+
+@functools.cache
+def default_rules() -> OrderRules:
+    """The rule table with the default limits, built once (its ISO tables take a moment)."""
+    return OrderRules()
 
 
 @dataclass(slots=True)
