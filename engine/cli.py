@@ -23,6 +23,8 @@ def _serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         warm_history=args.warm_from,
+        workers=args.workers,
+        single_process=args.single_process or None,
     )
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -158,6 +160,14 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int)
     s.add_argument(
         "--warm-from", help="history (Parquet) replayed into the velocity state at start-up"
+    )
+    s.add_argument(
+        "--workers", type=int, help="gRPC front processes sharing the port (default: one per core)"
+    )
+    s.add_argument(
+        "--single-process",
+        action="store_true",
+        help="take gRPC calls in the engine's own process (no front processes)",
     )
     s.set_defaults(func=_serve)
 

@@ -40,6 +40,11 @@ class Settings:
     """Bucket of the operational anomaly detector (orders, declines, errors per channel)."""
     metrics_port: int = 0
     """Port of the Prometheus /metrics endpoint on `host` (0 = off)."""
+    workers: int = 0
+    """gRPC front processes sharing the port (SO_REUSEPORT) in front of the one engine
+    process, which owns the models and the velocity state; 0 = one per core."""
+    single_process: bool = False
+    """Take gRPC calls in the engine's own process (no front processes, `workers` unused)."""
     engine_thread: bool = True
     """Score on a dedicated thread, so the event loop keeps taking calls (and micro-batches
     form) while a batch is scored; Numba and onnxruntime release the GIL. False scores on

@@ -70,6 +70,12 @@ def start_server(models_dir: Path) -> Iterator[Callable[..., RunningServer]]:
         raise problems[0]
 
 
-@pytest.fixture
-def server(start_server: Callable[..., RunningServer]) -> RunningServer:
+@pytest.fixture(params=["fronts", "one_process"])
+def server(
+    request: pytest.FixtureRequest, start_server: Callable[..., RunningServer]
+) -> RunningServer:
+    """A fresh server, once with two gRPC front processes before the engine (the default
+    layout) and once taking calls in the engine's own process."""
+    if request.param == "one_process":
+        return start_server(single_process=True)
     return start_server()

@@ -43,7 +43,7 @@ class RunningServer:
             host="127.0.0.1",
             port=0,
             state_capacity=CAPACITY,
-            **settings,
+            **{"workers": 2, **settings},
         )
         self.loop_errors: list[dict[str, Any]] = []
         self.failure: BaseException | None = None

@@ -18,12 +18,25 @@ from typing import Any
 from engine.errors import Unavailable
 
 
-@dataclass
+@dataclass(slots=True)
 class Pending:
+    """One call waiting: its answer goes to `future` (`submit`) or to `reply` (`enqueue`)."""
+
     payload: Any
     deadline: float | None  # monotonic seconds, None = no deadline
     arrival: float
-    future: asyncio.Future = field(repr=False)
+    future: asyncio.Future | None = field(default=None, repr=False)
+    reply: Callable[[Any], None] | None = field(default=None, repr=False)
+
+    def settle(self, result: Any) -> None:
+        """Answer with `result`, or fail with it when it is an exception."""
+        if self.reply is not None:
+            self.reply(result)
+        elif self.future is not None and not self.future.done():
+            if isinstance(result, BaseException):
+                self.future.set_exception(result)
+            else:
+                self.future.set_result(result)
 
 
 class MicroBatcher:
@@ -69,6 +82,19 @@ class MicroBatcher:
         self._wakeup.set()
         return await fut
 
+    @property
+    def waiting(self) -> int:
+        """Calls accepted and not yet taken into a batch."""
+        return len(self._queue)
+
+    def enqueue(self, payload: Any, deadline: float | None, reply: Callable[[Any], None]) -> None:
+        """Like `submit`, without a coroutine: `reply` gets the result or the exception."""
+        if self._closing or self._wakeup is None:
+            reply(Unavailable("the engine is shutting down"))
+            return
+        self._queue.append(Pending(payload, deadline, self.clock(), reply=reply))
+        self._wakeup.set()
+
     async def _run(self) -> None:
         assert self._wakeup is not None
         while True:
@@ -90,7 +116,7 @@ class MicroBatcher:
             await self._dispatch(batch)
 
     async def _dispatch(self, batch: list[Pending]) -> None:
-        live = [p for p in batch if not p.future.cancelled()]
+        live = [p for p in batch if p.future is None or not p.future.cancelled()]
         if not live:
             return
         self.batches += 1
@@ -101,13 +127,7 @@ class MicroBatcher:
                 results = await results
         except Exception as exc:  # every caller gets the error; the batcher goes on
             for p in live:
-                if not p.future.done():
-                    p.future.set_exception(exc)
+                p.settle(exc)
             return
         for p, r in zip(live, results, strict=True):
-            if p.future.done():
-                continue
-            if isinstance(r, BaseException):  # this call alone failed (e.g. a bad order)
-                p.future.set_exception(r)
-            else:
-                p.future.set_result(r)
+            p.settle(r)  # an exception: this call alone failed (e.g. a bad order)

@@ -40,7 +40,9 @@ from engine.serving.batcher import MicroBatcher, Pending
 LONE_GAP_S = 500e-6
 """A lone Score call is scored on the event loop while micro-batches come further apart than
 this (low load): it spares two thread hand-offs. Under load the loop is what limits
-throughput, so the engine's work stays on its own thread."""
+throughput, so the engine's work stays on its own thread. With `inline_scores` (the engine
+process behind front processes, whose loop runs no gRPC) Score micro-batches are always
+scored on the loop while the engine's thread is idle."""
 BATCH_CHUNK = 8192
 """ScoreBatch orders featurized per step on the engine's thread: between steps, Score
 micro-batches get their turn."""
@@ -70,6 +72,7 @@ class DataPlane:
         max_batch: int = 256,
         max_wait_s: float = 0.0005,
         engine_thread: bool = True,
+        inline_scores: bool = False,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
@@ -80,6 +83,7 @@ class DataPlane:
         self.wall = wall
         # Late-bound, so that `process` can be wrapped (tests gate micro-batches with it).
         self.batcher = MicroBatcher(lambda b: self.process(b), max_batch, max_wait_s, clock)
+        self.inline_scores = inline_scores
         self._engine_thread = (
             ThreadPoolExecutor(1, thread_name_prefix="engine") if engine_thread else None
         )
@@ -128,15 +132,32 @@ class DataPlane:
         now = self.clock()
         gap, self._last_batch = now - self._last_batch, now
         self._mean_gap += 0.2 * (min(gap, 1.0) - self._mean_gap)
-        lone = len(batch) == 1 and self._mean_gap > LONE_GAP_S
-        scored: ScoredBatch = await self._on_engine(self._score, batch, inline_ok=lone)
+        lone = self.inline_scores or (len(batch) == 1 and self._mean_gap > LONE_GAP_S)
+        scored: ScoredBatch = await self._on_engine(self.score_calls, batch, inline_ok=lone)
+        self._observe(scored)
+        return scored.results
+
+    def score_now(self, batch: Sequence[Pending]) -> bool:
+        """Score `batch` on the calling thread (the event loop) and settle its calls, when
+        no engine work is queued or running (so the state's order of updates holds);
+        False, and nothing done, otherwise. Spares a lone burst the batcher's hand-off."""
+        if self._engine_jobs or self.batcher.waiting:
+            return False
+        self.batcher.batches += 1
+        self.batcher.items += len(batch)
+        scored = self.score_calls(batch)
+        self._observe(scored)
+        for p, r in zip(batch, scored.results, strict=True):
+            p.settle(r)
+        return True
+
+    def _observe(self, scored: ScoredBatch) -> None:
         if len(scored.t):
             self.hub.on_decisions(
                 scored.t, scored.channels, scored.action, scored.path, scored.waited
             )
-        return scored.results
 
-    def _score(self, batch: Sequence[Pending]) -> ScoredBatch:
+    def score_calls(self, batch: Sequence[Pending]) -> ScoredBatch:
         """Decode, score and serialize one micro-batch; a bad order fails its call alone."""
         orders = self.rules.check(
             order_decoder.decode_orders([p.payload for p in batch]), self.latest()

@@ -1,14 +1,25 @@
 """The running engine: load models, warm kernels and state, serve gRPC (health, reflection,
-metrics), stop gracefully. The servicer (`engine.serving.servicer`) moves bytes; the data
-plane (`engine.serving.data_plane`) does the work.
+metrics), stop gracefully. The data plane (`engine.serving.data_plane`) does the work;
+`engine.serving.methods` reads requests and writes answers.
+
+gRPC calls are taken by `workers` front processes (`engine.serving.front`) that share the
+port and move bytes to this process over a Unix socket (`engine.serving.link`): the fronts
+add cores to the transport's work, this process stays the one writer of the velocity state.
+With `single_process` this process takes the calls itself (`engine.serving.servicer`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
+import os
 import signal
+import socket
+import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -27,7 +38,9 @@ from engine.monitoring.anomaly import StreamMonitor
 from engine.orders.batch import OrderRules
 from engine.orders.rules import Limits
 from engine.serving.data_plane import DataPlane
-from engine.serving.servicer import SERVICE, OrderRiskServicer, method_handlers
+from engine.serving.link import Link
+from engine.serving.methods import SERVICE, Methods
+from engine.serving.servicer import method_handlers
 from engine.serving.warm_start import warm_state
 
 log = logging.getLogger(__name__)
@@ -62,15 +75,49 @@ class Server:
             max_batch=settings.max_batch,
             max_wait_s=settings.max_wait_us / 1e6,
             engine_thread=settings.engine_thread,
+            inline_scores=not settings.single_process,
         )
-        self.servicer = OrderRiskServicer(self.plane)
+        self.methods = Methods(self.plane)
+        self.workers = 0 if settings.single_process else settings.workers or os.cpu_count() or 1
         self.health: health.aio.HealthServicer | None = None
         self.server: grpc.aio.Server | None = None
+        self.link: Link | None = None
+        self.fronts: list[asyncio.subprocess.Process] = []
         self.port = 0
         self._ticker: asyncio.Task | None = None
         self._metrics: Any = None
+        self._reserved: socket.socket | None = None
+        self._rundir: tempfile.TemporaryDirectory[str] | None = None
+        self._stopping = False
 
     async def start(self) -> int:
+        if self.workers:
+            await self._start_fronts()
+        else:
+            await self._start_grpc()
+        self._ticker = asyncio.get_running_loop().create_task(self._tick(), name="alert-ticker")
+        if self.settings.metrics_port:
+            self._metrics, _ = start_http_server(
+                self.settings.metrics_port, self.settings.host, registry=self.hub.registry
+            )
+        # Everything built so far (models, warmed state, the history's leftovers) lives as
+        # long as the server: moved out of the collector's sight, it is not traversed by
+        # every full collection, which otherwise stalls bulk scoring.
+        gc.collect()
+        gc.freeze()
+        m = self.engine.models
+        log.info(
+            "serving %s on %s:%d with %s (models %s%s)",
+            SERVICE,
+            self.settings.host,
+            self.port,
+            f"{self.workers} front processes" if self.workers else "one process",
+            m.version,
+            f"; problems: {m.problems}" if m.problems else "",
+        )
+        return self.port
+
+    async def _start_grpc(self) -> None:
         self.health = health.aio.HealthServicer()
         self.server = grpc.aio.server(
             options=[
@@ -79,7 +126,7 @@ class Server:
                 ("grpc.max_send_message_length", self.settings.max_request_bytes),
             ]
         )
-        handlers = method_handlers(self.servicer)
+        handlers = method_handlers(self.methods)
         self.server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(SERVICE, handlers),)
         )
@@ -98,41 +145,99 @@ class Server:
             raise OSError(f"cannot listen on {self.settings.host}:{self.settings.port}")
         self.plane.start()
         await self.server.start()
-        self._ticker = asyncio.get_running_loop().create_task(self._tick(), name="alert-ticker")
-        if self.settings.metrics_port:
-            self._metrics, _ = start_http_server(
-                self.settings.metrics_port, self.settings.host, registry=self.hub.registry
-            )
-        # Everything built so far (models, warmed state, the history's leftovers) lives as
-        # long as the server: moved out of the collector's sight, it is not traversed by
-        # every full collection, which otherwise stalls bulk scoring.
-        gc.collect()
-        gc.freeze()
         serving = health_pb2.HealthCheckResponse.SERVING
         await self.health.set("", serving)
         await self.health.set(SERVICE, serving)
-        m = self.engine.models
-        log.info(
-            "serving %s on %s:%d (models %s%s)",
-            SERVICE,
-            self.settings.host,
-            self.port,
-            m.version,
-            f"; problems: {m.problems}" if m.problems else "",
+
+    async def _start_fronts(self) -> None:
+        """Reserve the port, open the link, start the fronts and wait until each serves."""
+        host = self.settings.host
+        self._reserved = _reserve_port(host, self.settings.port)
+        self.port = self._reserved.getsockname()[1]
+        self._rundir = tempfile.TemporaryDirectory(prefix="ordersight-")
+        self.link = Link(self.methods)
+        await self.link.start(str(Path(self._rundir.name) / "engine.sock"))
+        self.plane.start()
+        await asyncio.gather(*(self._spawn_front() for _ in range(self.workers)))
+        log.info("%d front processes serving on %s:%d", self.workers, host, self.port)
+
+    async def _spawn_front(self) -> None:
+        """Start one front process and wait until it serves; one that exits or stalls first
+        fails start-up with the reason."""
+        assert self.link is not None
+        s = self.settings
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "engine.serving.front", "--link", self.link.path,
+            "--host", s.host, "--port", str(self.port),
+            "--max-request-bytes", str(s.max_request_bytes), "--grace", str(s.grace_s),
+            "--log-level", s.log_level,
+        )  # fmt: skip
+        self.fronts.append(proc)
+        ready = self.link.expect(proc.pid)
+        exited = asyncio.ensure_future(proc.wait())
+        waits: set[asyncio.Future[Any]] = {ready, exited}
+        done, _ = await asyncio.wait(
+            waits, timeout=FRONT_START_S, return_when=asyncio.FIRST_COMPLETED
         )
-        return self.port
+        if ready not in done:
+            ready.cancel()
+            if exited not in done:
+                proc.kill()
+            why = f"exited with {proc.returncode}" if exited in done else "did not start"
+            raise OSError(f"front process {proc.pid} {why} (on {s.host}:{self.port})")
+        exited.add_done_callback(lambda _f: self._front_exited(proc))
+
+    def _front_exited(self, proc: asyncio.subprocess.Process) -> None:
+        if self._stopping:
+            return
+        log.error("front process %d exited with %s: starting another", proc.pid, proc.returncode)
+        with contextlib.suppress(ValueError):
+            self.fronts.remove(proc)
+        asyncio.get_running_loop().create_task(self._respawn())
+
+    async def _respawn(self) -> None:
+        try:
+            await self._spawn_front()
+        except OSError as exc:
+            log.error("could not replace a front process: %s", exc)
 
     async def stop(self) -> None:
-        if self.server is None or self.health is None:
+        if self._stopping or (self.server is None and self.link is None):
             return
-        await self.health.enter_graceful_shutdown()
-        await self.server.stop(self.settings.grace_s)
+        self._stopping = True
+        if self.server is not None and self.health is not None:
+            await self.health.enter_graceful_shutdown()
+            await self.server.stop(self.settings.grace_s)
+        if self.link is not None:
+            await self._stop_fronts()
         await self.plane.stop()
         if self._ticker is not None:
             self._ticker.cancel()
         if self._metrics is not None:
             self._metrics.shutdown()
         self.server = None
+
+    async def _stop_fronts(self) -> None:
+        """Fronts stop taking calls and finish those in flight (the engine still answers
+        them), then exit; one that overstays its grace is killed."""
+        assert self.link is not None
+        for conn in list(self.link.connections):
+            conn.stop()
+        waits = [asyncio.ensure_future(p.wait()) for p in self.fronts]
+        if waits:
+            _, late = await asyncio.wait(waits, timeout=self.settings.grace_s + FRONT_START_S)
+            for proc in self.fronts:
+                if proc.returncode is None:
+                    log.error("front process %d did not stop: killed", proc.pid)
+                    proc.kill()
+            if late:
+                await asyncio.wait(late)
+        await self.link.close()
+        self.link = None
+        if self._reserved is not None:
+            self._reserved.close()
+        if self._rundir is not None:
+            self._rundir.cleanup()
 
     async def _tick(self) -> None:
         """Let the alert monitor see time pass when live traffic stops (AlertHub.tick)."""
@@ -150,6 +255,29 @@ class Server:
         await stop.wait()
         log.info("shutting down: finishing in-flight calls (grace %.1fs)", self.settings.grace_s)
         await self.stop()
+
+
+FRONT_START_S = 60.0
+"""Longest a front process may take to connect and serve, or to exit once told to."""
+
+
+def _reserve_port(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port with SO_REUSEPORT and not listening: it keeps a free port
+    (port 0) ours for the fronts to share, and it refuses a port another server listens on,
+    which a front's own SO_REUSEPORT bind would otherwise join."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        if port and probe.connect_ex((host, port)) == 0:
+            raise OSError(f"cannot listen on {host}:{port}: another server is listening there")
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    return sock
 
 
 def _warm_codec(rules: OrderRules) -> None:

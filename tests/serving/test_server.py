@@ -342,21 +342,21 @@ def test_score_rejects_currency_with_trailing_newline(server: RunningServer) -> 
 
 
 def _gate_first_batch(srv: RunningServer) -> tuple[threading.Event, threading.Event]:
-    """Hold the server's event loop inside the first micro-batch until `release` is set.
+    """Hold the engine inside the first micro-batch until `release` is set.
 
     The batch is still scored by the real engine; the gate only fixes *when*, so that a
     test can line calls up against it without sleeping.
     """
     entered, release = threading.Event(), threading.Event()
-    process = srv.server.plane.process
+    score_calls = srv.server.plane.score_calls
 
     def gated(batch):
         if not entered.is_set():
             entered.set()
             release.wait(TIMEOUT_S)
-        return process(batch)
+        return score_calls(batch)
 
-    srv.server.plane.process = gated
+    srv.server.plane.score_calls = gated
     return entered, release
 
 
@@ -439,13 +439,13 @@ def test_concurrent_calls_each_get_their_own_decision(
 
 
 def test_graceful_stop_finishes_the_call_in_flight(server: RunningServer) -> None:
-    process = server.server.plane.process
+    score_calls = server.server.plane.score_calls
 
     def stop_then_process(batch):
-        server.request_stop()  # runs on the server's loop: the stop begins before the answer
-        return process(batch)
+        server.request_stop()  # the stop begins before the answer
+        return score_calls(batch)
 
-    server.server.plane.process = stop_then_process
+    server.server.plane.score_calls = stop_then_process
     in_flight = server.stub.Score.future(simple_order("o-in-flight"))
     assert in_flight.result(timeout=TIMEOUT_S).order_id == "o-in-flight"
     server.join()  # stopped, and nothing escaped the server

@@ -1,0 +1,204 @@
+"""A gRPC front process: takes `ordersight.v1.OrderRisk` calls on the shared port
+(SO_REUSEPORT, one process per core) and moves their bytes to the engine process over its
+link (`engine.serving.frames`); serves health and reflection itself. It loads no model and
+holds no state, so any number of fronts see one velocity state, in one order of updates.
+
+Started by the engine (`engine.serving.server.Server` with `workers >= 1`); it exits when
+the engine tells it to stop (after finishing the calls in flight) or when the link drops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from ordersight.v1 import risk_pb2 as pb
+
+from engine.serving import frames
+
+log = logging.getLogger("engine.serving.front")
+SERVICE = pb.DESCRIPTOR.services_by_name["OrderRisk"].full_name
+STATUS = {s.value[0]: s for s in grpc.StatusCode}
+
+
+class EngineLink:
+    """The front's end of the link: calls out, answers and stream items back."""
+
+    def __init__(self) -> None:
+        self.protocol: frames.FrameProtocol | None = None
+        self._calls: dict[int, asyncio.Future[tuple[int, bytes]]] = {}
+        self._streams: dict[int, asyncio.Queue[tuple[int, int, bytes]]] = {}
+        self._next = 0
+        self.stop = asyncio.Event()
+        self.lost = asyncio.Event()
+
+    async def connect(self, path: str, timeout_s: float = 60.0) -> None:
+        loop = asyncio.get_running_loop()
+        end = time.monotonic() + timeout_s
+        while True:
+            try:
+                _, self.protocol = await loop.create_unix_connection(
+                    lambda: frames.FrameProtocol(self._on_frame, self._on_lost), path
+                )
+                return
+            except (FileNotFoundError, ConnectionRefusedError):
+                if time.monotonic() > end:
+                    raise
+                await asyncio.sleep(0.05)
+
+    def _id(self) -> int:
+        self._next = (self._next + 1) & 0xFFFFFFFF
+        return self._next
+
+    def _on_frame(self, kind: int, call: int, code: int, deadline: float, body: bytes) -> None:
+        if kind == frames.REPLY:
+            fut = self._calls.pop(call, None)
+            if fut is not None and not fut.done():
+                fut.set_result((code, body))
+            q = self._streams.get(call)
+            if q is not None:
+                q.put_nowait((frames.REPLY, code, body))
+        elif kind == frames.ITEM:
+            q = self._streams.get(call)
+            if q is not None:
+                q.put_nowait((frames.ITEM, 0, body))
+        elif kind == frames.STOP:
+            self.stop.set()
+
+    def _on_lost(self, exc: Exception | None) -> None:
+        gone = (grpc.StatusCode.UNAVAILABLE.value[0], b"the engine process went away")
+        for fut in self._calls.values():
+            if not fut.done():
+                fut.set_result(gone)
+        self._calls.clear()
+        for q in self._streams.values():
+            q.put_nowait((frames.REPLY, *gone))
+        self.lost.set()
+
+    async def call(self, method: int, request: bytes, deadline: float) -> tuple[int, bytes]:
+        """(gRPC status, answer or message) of one unary call."""
+        if self.protocol is None or self.protocol.closed:
+            return grpc.StatusCode.UNAVAILABLE.value[0], b"the engine process went away"
+        call = self._id()
+        fut = asyncio.get_running_loop().create_future()
+        self._calls[call] = fut
+        self.protocol.send(frames.CALL, call, method, request, deadline)
+        try:
+            return await fut
+        finally:
+            self._calls.pop(call, None)
+
+    async def watch(self, request: bytes) -> AsyncIterator[tuple[int, int, bytes]]:
+        """(kind, status, body) of one server stream, ending with its REPLY."""
+        assert self.protocol is not None
+        call = self._id()
+        q: asyncio.Queue[tuple[int, int, bytes]] = asyncio.Queue()
+        self._streams[call] = q
+        self.protocol.send(frames.WATCH, call, 0, request)
+        try:
+            while True:
+                item = await q.get()
+                yield item
+                if item[0] == frames.REPLY:
+                    return
+        finally:
+            del self._streams[call]
+            if not self.protocol.closed:
+                self.protocol.send(frames.CANCEL, call, 0)
+
+
+def handlers(link: EngineLink) -> dict[str, grpc.RpcMethodHandler]:
+    def unary(index: int) -> grpc.RpcMethodHandler:
+        async def handler(request: bytes, context: grpc.aio.ServicerContext) -> Any:
+            remaining = context.time_remaining()
+            deadline = frames.NO_DEADLINE if remaining is None else time.monotonic() + remaining
+            code, body = await link.call(index, request, deadline)
+            if code:
+                await context.abort(STATUS[code], body.decode("utf-8", "replace"))
+            return body
+
+        return grpc.unary_unary_rpc_method_handler(handler)
+
+    async def watch(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        async for kind, code, body in link.watch(request):
+            if kind == frames.ITEM:
+                yield body
+            elif code:
+                await context.abort(STATUS[code], body.decode("utf-8", "replace"))
+
+    out = {name: unary(i) for i, name in enumerate(frames.UNARY)}
+    out["WatchAlerts"] = grpc.unary_stream_rpc_method_handler(watch)
+    return out
+
+
+async def serve(args: argparse.Namespace) -> int:
+    link = EngineLink()
+    await link.connect(args.link)
+    server = grpc.aio.server(
+        options=[
+            ("grpc.so_reuseport", 1),
+            ("grpc.max_receive_message_length", args.max_request_bytes),
+            ("grpc.max_send_message_length", args.max_request_bytes),
+        ]
+    )
+    hs = health.aio.HealthServicer()
+    h = handlers(link)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, h),))
+    server.add_registered_method_handlers(SERVICE, h)
+    health_pb2_grpc.add_HealthServicer_to_server(hs, server)
+    if args.reflection:
+        names = (SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
+        reflection.enable_server_reflection((*names, reflection.SERVICE_NAME), server)
+    if server.add_insecure_port(f"{args.host}:{args.port}") == 0:
+        log.error("front %d: cannot listen on %s:%d", os.getpid(), args.host, args.port)
+        return 2
+    await server.start()
+    for name in ("", SERVICE):
+        await hs.set(name, health_pb2.HealthCheckResponse.SERVING)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, link.stop.set)
+    assert link.protocol is not None
+    link.protocol.send(frames.READY, 0, os.getpid())
+    waits = [asyncio.ensure_future(e.wait()) for e in (link.stop, link.lost)]
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for w in waits:
+        w.cancel()
+    lost = link.lost.is_set()
+    await hs.enter_graceful_shutdown()
+    await server.stop(0 if lost else args.grace)
+    if link.protocol is not None:
+        link.protocol.close()
+    if lost:
+        log.error("front %d: the engine process went away", os.getpid())
+    return 1 if lost else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--link", required=True, help="the engine's Unix socket")
+    p.add_argument("--host", required=True)
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--max-request-bytes", type=int, required=True)
+    p.add_argument("--grace", type=float, default=5.0)
+    p.add_argument("--reflection", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--log-level", default="INFO")
+    args = p.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return asyncio.run(serve(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

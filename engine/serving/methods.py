@@ -1,0 +1,97 @@
+"""Every `ordersight.v1.OrderRisk` method as bytes in, bytes out, over the data plane.
+
+This is the one place where requests are read and answers written: the in-process servicer
+(`engine.serving.servicer`) and the engine side of the front processes' link
+(`engine.serving.link`) both call it, so a method behaves the same whichever process took
+the call. A method raises `OrderSightError` (its `code` is the gRPC status); a request that
+is not the method's message is INVALID_ARGUMENT.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import numpy as np
+from google.protobuf.message import DecodeError
+from ordersight.v1 import risk_pb2 as pb
+
+from engine.codec.alert_messages import alert_to_pb
+from engine.errors import InvalidInput
+from engine.serving.data_plane import DataPlane
+from engine.serving.frames import UNARY
+
+SERVICE = pb.DESCRIPTOR.services_by_name["OrderRisk"].full_name
+
+Unary = Callable[[bytes, "float | None"], Awaitable[bytes]]
+
+
+def _parse(message: Any, request: bytes) -> Any:
+    try:
+        return message.FromString(request)
+    except DecodeError as exc:
+        raise InvalidInput(f"request: not a {message.DESCRIPTOR.name} ({exc})", "request") from exc
+
+
+def _time(ts: Any, present: bool) -> tuple[int, int] | None:
+    return (int(ts.seconds), int(ts.nanos)) if present else None
+
+
+class Methods:
+    """The service's methods over one data plane (`deadline`: monotonic seconds or None)."""
+
+    def __init__(self, plane: DataPlane) -> None:
+        self.plane = plane
+        self.unary: dict[str, Unary] = {
+            "Score": self.score,
+            "ScoreBatch": self.score_batch,
+            "ReportOutcomes": self.report_outcomes,
+            "ReportEvent": self.report_event,
+            "ListAlerts": self.list_alerts,
+        }
+        assert tuple(self.unary) == UNARY
+
+    async def score(self, request: bytes, deadline: float | None) -> bytes:
+        """A serialized Order's serialized Decision."""
+        return await self.plane.score(request, deadline)
+
+    async def score_batch(self, request: bytes, deadline: float | None) -> bytes:
+        return await self.plane.score_batch(request, deadline)
+
+    async def report_outcomes(self, request: bytes, deadline: float | None) -> bytes:
+        outcomes = _parse(pb.ReportOutcomesRequest, request).outcomes
+        accepted = await self.plane.report_outcomes(
+            [oc.order.SerializeToString() for oc in outcomes],
+            np.array([oc.is_fraud for oc in outcomes], np.int8),
+            [_time(oc.known_at, oc.HasField("known_at")) for oc in outcomes],
+        )
+        return pb.ReportOutcomesResponse(accepted=accepted).SerializeToString()
+
+    async def report_event(self, request: bytes, deadline: float | None) -> bytes:
+        events = _parse(pb.ReportEventRequest, request).events
+        accepted = self.plane.report_events(
+            [ev.channel for ev in events],
+            [ev.code for ev in events],
+            [_time(ev.time, ev.HasField("time")) for ev in events],
+        )
+        return pb.ReportEventResponse(accepted=accepted).SerializeToString()
+
+    async def list_alerts(self, request: bytes, deadline: float | None) -> bytes:
+        _parse(pb.ListAlertsRequest, request)
+        alerts = [alert_to_pb(a) for a in self.plane.active_alerts()]
+        return pb.ListAlertsResponse(alerts=alerts).SerializeToString()
+
+    async def watch_alerts(self, request: bytes) -> AsyncIterator[bytes]:
+        """Serialized Alerts: the open ones first when asked, then each change, until the
+        caller stops iterating."""
+        include_active = _parse(pb.WatchAlertsRequest, request).include_active
+        hub = self.plane.hub
+        queue = hub.subscribe()
+        try:
+            if include_active:
+                for a in self.plane.active_alerts():
+                    yield alert_to_pb(a).SerializeToString()
+            while True:
+                yield alert_to_pb(await queue.get()).SerializeToString()
+        finally:
+            hub.unsubscribe(queue)
