@@ -46,13 +46,14 @@ async def _worker(load: Load, share: float, requests: list[bytes], seed: int) ->
         await call(requests[0], timeout=30)  # connect before the clock starts
         lat: list[int] = []
         errors = 0
+        completed = 0  # every call answered, warm-up included (for CPU per call)
         start = time.perf_counter()
         warm_until = start + WARMUP_S
         end = warm_until + load.duration_s
         counter = seed
 
         async def one(scheduled: float) -> None:
-            nonlocal errors, counter
+            nonlocal errors, counter, completed
             req = requests[counter % len(requests)]
             counter += 1
             try:
@@ -61,6 +62,7 @@ async def _worker(load: Load, share: float, requests: list[bytes], seed: int) ->
                 errors += 1
                 return
             done = time.perf_counter()
+            completed += 1
             if scheduled >= warm_until and done <= end:
                 lat.append(int((done - scheduled) * 1e9))
 
@@ -99,7 +101,7 @@ async def _worker(load: Load, share: float, requests: list[bytes], seed: int) ->
             if pending:
                 await asyncio.wait(pending, timeout=load.timeout_s + 1)
         cpu = _cpu_s() - cpu0
-        return {"lat_ns": lat, "errors": errors, "cpu_s": cpu}
+        return {"lat_ns": lat, "errors": errors, "cpu_s": cpu, "completed": completed}
 
 
 def _run_worker(load: Load, share: float, requests: list[bytes], seed: int, q: Any) -> None:
@@ -134,6 +136,7 @@ def run(load: Load, requests: list[bytes]) -> dict[str, Any]:
         "calls": int(lat.size),
         "calls_per_s": lat.size / load.duration_s,
         "errors": int(sum(r["errors"] for r in results)),
+        "completed": int(sum(r["completed"] for r in results)),
         "client_procs": load.procs,
         "client_cpu_cores": cpu / load.duration_s,
     }

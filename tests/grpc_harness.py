@@ -40,10 +40,13 @@ class RunningServer:
         self.settings = load_settings(
             env={},
             models=str(models_dir),
-            host="127.0.0.1",
-            port=0,
-            state_capacity=CAPACITY,
-            **{"workers": 2, **settings},
+            **{
+                "host": "127.0.0.1",
+                "port": 0,
+                "state_capacity": CAPACITY,
+                "workers": 2,
+                **settings,
+            },
         )
         self.loop_errors: list[dict[str, Any]] = []
         self.failure: BaseException | None = None

@@ -43,6 +43,7 @@ class FrontConnection:
         self.link = link
         self.protocol = frames.FrameProtocol(self._on_frame, self._on_lost)
         self.pid = 0
+        self.calls = 0  # calls this front has passed on
         self._tasks: dict[int, asyncio.Task] = {}
 
     def _reply(self, call: int) -> Callable[[Any], None]:
@@ -59,6 +60,7 @@ class FrontConnection:
 
     def _on_frame(self, kind: int, call: int, code: int, deadline: float, body: bytes) -> None:
         d = None if deadline != deadline else deadline  # NaN: no deadline
+        self.calls += kind == frames.CALL
         if kind == frames.CALL and code == 0:  # Score
             self.link.score(body, d, self._reply(call))
         elif kind == frames.CALL and 0 < code < len(frames.UNARY):

@@ -1,0 +1,138 @@
+"""The engine behind several gRPC front processes (`workers`): one velocity state, one order
+of updates, whichever front takes a call; a front that dies is replaced.
+
+Real front processes on 127.0.0.1 (started by the engine, which runs in this process), real
+clients on separate connections; nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import pyarrow as pa
+import pytest
+from ordersight.v1 import risk_pb2_grpc as pb_grpc
+
+from engine.codec.arrow_orders import decode_table
+from engine.config import load_settings
+from engine.decision.cascade import Engine
+from engine.decision.score_file import replay_history
+from engine.features.velocity import VelocityState
+from engine.models.artifacts import ModelSet
+from engine.serving.server import Server
+from tests.conftest import CAPACITY
+from tests.grpc_harness import (
+    TIMEOUT_S,
+    RunningServer,
+    assert_same_decisions,
+    orders_of,
+    simple_order,
+    unknown_labels,
+)
+
+CONNECTIONS = 16  # SO_REUSEPORT spreads connections, not calls: 16 miss a front w.p. 2^-15
+
+
+def _stubs(srv: RunningServer, n: int) -> tuple[list[grpc.Channel], list[pb_grpc.OrderRiskStub]]:
+    """n clients, each on its own TCP connection (no shared subchannel)."""
+    channels = [
+        grpc.insecure_channel(f"127.0.0.1:{srv.port}", [("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(n)
+    ]
+    return channels, [pb_grpc.OrderRiskStub(c) for c in channels]
+
+
+def _front_calls(srv: RunningServer) -> list[int]:
+    assert srv.server is not None and srv.server.link is not None
+    return sorted(c.calls for c in srv.server.link.connections)
+
+
+def test_orders_through_every_front_score_as_one_process(
+    start_server: Callable[..., RunningServer], history: pa.Table, models: ModelSet
+) -> None:
+    """Orders sent one after another over 16 connections, which the kernel spreads over
+    both fronts: the same decisions, features and order of updates as one engine fed them
+    all offline."""
+    rows = history.slice(12_000, 480)
+    decoded = decode_table(rows)
+    offline = replay_history(
+        Engine(models, VelocityState(CAPACITY)), decoded.ids, decoded.arrays,
+        *unknown_labels(rows.num_rows),
+    )  # fmt: skip
+    srv = start_server(workers=2)
+    channels, stubs = _stubs(srv, CONNECTIONS)
+    try:
+        got = [
+            stubs[i % CONNECTIONS].Score(o, timeout=TIMEOUT_S)
+            for i, o in enumerate(orders_of(rows))
+        ]
+    finally:
+        for c in channels:
+            c.close()
+    assert_same_decisions(got, offline, tol=1e-9)
+    calls = _front_calls(srv)
+    assert len(calls) == 2 and min(calls) > 0 and sum(calls) == rows.num_rows
+
+
+def test_concurrent_calls_from_many_connections_each_get_their_own_decision(
+    start_server: Callable[..., RunningServer], history: pa.Table
+) -> None:
+    srv = start_server(workers=2)
+    orders = orders_of(history.slice(0, 256))
+    channels, stubs = _stubs(srv, CONNECTIONS)
+    try:
+        with ThreadPoolExecutor(max_workers=32) as pool:
+            got = list(
+                pool.map(
+                    lambda io: stubs[io[0] % CONNECTIONS].Score(io[1], timeout=TIMEOUT_S),
+                    enumerate(orders),
+                )
+            )
+    finally:
+        for c in channels:
+            c.close()
+    assert [d.order_id for d in got] == [o.order_id for o in orders]
+    assert srv.server is not None and srv.server.plane.batcher.items == len(orders)
+
+
+def test_a_front_that_dies_is_replaced(start_server: Callable[..., RunningServer]) -> None:
+    srv = start_server(workers=2)
+    assert srv.server is not None
+    victim = srv.server.fronts[0]
+    os.kill(victim.pid, signal.SIGKILL)
+    end = time.monotonic() + TIMEOUT_S
+    while True:  # bounded: the engine notices the exit and starts another front
+        alive = [p for p in srv.server.fronts if p.returncode is None and p.pid != victim.pid]
+        if len(alive) == 2 and len(srv.server.link.connections) == 2:  # type: ignore[union-attr]
+            break
+        assert time.monotonic() < end, "no front replaced the one that died"
+        time.sleep(0.05)
+    channels, stubs = _stubs(srv, CONNECTIONS)
+    try:
+        for i, stub in enumerate(stubs):
+            assert stub.Score(simple_order(f"o-{i}"), timeout=TIMEOUT_S).order_id == f"o-{i}"
+    finally:
+        for c in channels:
+            c.close()
+
+
+def test_a_port_another_server_listens_on_is_refused(models_dir: Path) -> None:
+    """SO_REUSEPORT would let the fronts join another server's port: start-up refuses it."""
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        settings = load_settings(
+            env={}, models=str(models_dir), port=port, workers=2, state_capacity=CAPACITY
+        )
+        with pytest.raises(OSError, match="another server is listening"):
+            asyncio.run(Server(settings).start())
