@@ -11,7 +11,7 @@ HISTORY ?= models/default-history.parquet
 SIM_DAYS ?= 56
 PORT ?= 50051
 
-.PHONY: install proto models run test lint format bench bench-micro bench-anomaly fuzz clean
+.PHONY: install services proto models run test lint format bench bench-micro bench-anomaly fuzz clean
 
 install: $(STAMP) $(PROTO_PY)
 
@@ -36,11 +36,15 @@ $(MODELS)/manifest.json: | install
 run: install models
 	$(BIN)/ordersight serve --models $(MODELS) --port $(PORT) --warm-from $(HISTORY)
 
-test: install
+# Services the tests start themselves (nats-server), from Debian's packages.
+services:
+	bash scripts/install-services.sh
+
+test: install services
 	$(PY) -m pytest -q
 
 # Side-by-side benchmarks (about 10 minutes); results in benchmarks/results/, nothing committed.
-bench: install models
+bench: install models services
 	$(PY) -m pip install -q -e '.[dev,bench]'
 	$(PY) -m benchmarks.run
 

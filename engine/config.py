@@ -45,6 +45,18 @@ class Settings:
     process, which owns the models and the velocity state; 0 = one per core."""
     single_process: bool = False
     """Take gRPC calls in the engine's own process (no front processes, `workers` unused)."""
+    replication_url: str = ""
+    """NATS server (JetStream) through which replicas share accepted orders and outcomes,
+    e.g. nats://127.0.0.1:4222 ("" = this engine is alone)."""
+    replication_stream: str = "ORDERSIGHT"
+    """JetStream stream of the replicas (created if missing)."""
+    replica_id: str = ""
+    """This replica's name in the stream ("" = host name and process id)."""
+    replication_max_age_s: float = 31 * 86400.0
+    """How long the stream keeps messages: what a new replica can catch up from (the
+    longest velocity window, 30 days, and a day)."""
+    replication_max_lag_s: float = 1.0
+    """Replication lag past which a warning is logged (at most once a minute)."""
     engine_thread: bool = True
     """Score on a dedicated thread, so the event loop keeps taking calls (and micro-batches
     form) while a batch is scored; Numba and onnxruntime release the GIL. False scores on

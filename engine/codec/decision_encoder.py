@@ -62,6 +62,11 @@ def _varint(v: int) -> bytes:
     return bytes(out)
 
 
+def length_delimited(field: int, payload: bytes) -> bytes:
+    """A length-delimited field (a message, bytes or a string) with its tag and length."""
+    return _varint(field << 3 | 2) + _varint(len(payload)) + payload
+
+
 def _string_field(tag: int, s: str) -> bytes:
     """A singular string field: nothing for an empty string, as proto3 omits it."""
     if not s:

@@ -36,6 +36,8 @@ from engine.orders.arrays import OrderArrays
 from engine.orders.batch import OrderBatch, OrderRules
 from engine.orders.rules import check_text, check_time, rule_name
 from engine.serving.batcher import MicroBatcher, Pending
+from engine.serving.replication import ARROW, OUTCOMES, Replication
+from engine.serving.replication import ORDERS as REPLICATED_ORDERS
 
 LONE_GAP_S = 500e-6
 """A lone Score call is scored on the event loop while micro-batches come further apart than
@@ -60,6 +62,7 @@ class ScoredBatch(NamedTuple):
     action: np.ndarray
     path: np.ndarray
     waited: list[float]
+    accepted: list[bytes]  # the valid orders' bytes, for the other replicas
 
 
 class DataPlane:
@@ -84,6 +87,8 @@ class DataPlane:
         # Late-bound, so that `process` can be wrapped (tests gate micro-batches with it).
         self.batcher = MicroBatcher(lambda b: self.process(b), max_batch, max_wait_s, clock)
         self.inline_scores = inline_scores
+        self.replication: Replication | None = None  # set when replicas share a stream
+        self.replicated_orders = 0  # other replicas' orders applied to the state
         self._engine_thread = (
             ThreadPoolExecutor(1, thread_name_prefix="engine") if engine_thread else None
         )
@@ -153,6 +158,8 @@ class DataPlane:
 
     def _observe(self, scored: ScoredBatch) -> None:
         if len(scored.t):
+            if self.replication is not None:
+                self.replication.publish_orders(scored.accepted)
             self.hub.on_decisions(
                 scored.t, scored.channels, scored.action, scored.path, scored.waited
             )
@@ -181,7 +188,10 @@ class DataPlane:
         results: list[bytes | InvalidInput] = [
             next(answers) if good else order_decoder.refusal(orders, i) for i, good in enumerate(ok)
         ]
-        return ScoredBatch(results, arrays.t, channels, decisions.action, decisions.path, waited)
+        accepted = [p.payload for p in live]
+        return ScoredBatch(
+            results, arrays.t, channels, decisions.action, decisions.path, waited, accepted
+        )
 
     # --- ScoreBatch -------------------------------------------------------------------------
 
@@ -197,9 +207,10 @@ class DataPlane:
                     "orders.orders",
                 )
             orders = await self._on_engine(self._batch_orders, req)
+            table = None
         elif req.kind == ARROW_IPC:
             assert req.arrow_ipc is not None
-            orders = await self._on_engine(self._arrow_orders, req.arrow_ipc)
+            orders, table = await self._on_engine(self._arrow_orders, req.arrow_ipc)
         else:
             raise InvalidInput("payload: set either orders or arrow_ipc", "payload")
         loop = asyncio.get_running_loop()
@@ -221,6 +232,17 @@ class DataPlane:
                     req.arrow_response,
                 )  # fmt: skip
             )
+        if self.replication is not None:  # the state has them: so shall the other replicas
+            if table is not None:
+                self.replication.publish_table(table)
+            else:
+                payload = req.payload
+                self.replication.publish_orders(
+                    [
+                        payload[a:b]
+                        for a, b in zip(req.starts.tolist(), req.ends.tolist(), strict=True)
+                    ]
+                )
         done = await asyncio.gather(*parts)
         decisions = Decisions.concat([d for d, _ in done])
         self.hub.on_decisions(enc.t, orders.channels, decisions.action, decisions.path)
@@ -249,12 +271,12 @@ class DataPlane:
             raise bad
         return orders
 
-    def _arrow_orders(self, payload: memoryview) -> OrderBatch:
+    def _arrow_orders(self, payload: memoryview) -> tuple[OrderBatch, pa.Table]:
         table = conform(read_ipc(payload, self.rules.limits), where="arrow_ipc")
         orders = self.rules.check(to_columns(table), self.latest())
         self._count_refused(orders)
         orders.raise_first(lambda i: orders.refusal_in(i, "arrow_ipc"))
-        return orders
+        return orders, table
 
     def _decide_chunk(
         self,
@@ -272,7 +294,11 @@ class DataPlane:
     # --- feedback and alerts ----------------------------------------------------------------
 
     async def report_outcomes(
-        self, orders: list[bytes], is_fraud: np.ndarray, known_at: Sequence[Timestamp | None]
+        self,
+        orders: list[bytes],
+        is_fraud: np.ndarray,
+        known_at: Sequence[Timestamp | None],
+        replicate: bool = True,
     ) -> int:
         """Known outcomes of orders (serialized Orders with at least their entity fields);
         an unset `known_at` means now, the latest order time the engine has scored."""
@@ -290,10 +316,39 @@ class DataPlane:
             name = f"outcomes[{i}].known_at"
             known[i] = now if k is None else check_time(*k, name, self.rules.limits, latest)
         is_fraud = np.asarray(is_fraud, np.int8)
-        await self._on_engine(
-            self.engine.report_outcomes, batch.arrays, is_fraud, np.maximum(known, batch.arrays.t)
-        )
+        known = np.maximum(known, batch.arrays.t)
+        await self._on_engine(self.engine.report_outcomes, batch.arrays, is_fraud, known)
+        if replicate and self.replication is not None:
+            self.replication.publish_outcomes(_outcomes_request(orders, is_fraud, known))
         return len(orders)
+
+    async def apply_replicated(self, kind: str, body: bytes) -> None:
+        """Apply another replica's accepted orders or outcomes to the velocity state, in
+        the stream's order, on the engine's single writer."""
+        if kind == OUTCOMES:
+            outcomes = pb.ReportOutcomesRequest.FromString(body).outcomes
+            await self.report_outcomes(
+                [oc.order.SerializeToString() for oc in outcomes],
+                np.array([oc.is_fraud for oc in outcomes], np.int8),
+                [(oc.known_at.seconds, oc.known_at.nanos) for oc in outcomes],
+                replicate=False,
+            )
+            return
+        if kind == ARROW:
+            cols = to_columns(
+                conform(read_ipc(memoryview(body), self.rules.limits), where="stream")
+            )
+        elif kind == REPLICATED_ORDERS:
+            cols = split_score_batch(body).order_columns()
+        else:
+            raise InvalidInput(f"replicated message of unknown kind {kind!r}", "kind")
+        # Accepted by its origin, whose clock may run ahead of this one: no time limit.
+        orders = self.rules.check(cols, np.inf)
+        arrays = (
+            orders.arrays.take(np.flatnonzero(orders.ok)) if not orders.ok.all() else orders.arrays
+        )
+        await self._on_engine(self.engine.featurize, arrays, inline_ok=True)
+        self.replicated_orders += arrays.n
 
     def report_events(
         self, channels: Sequence[str], codes: Sequence[str], times: Sequence[Timestamp | None]
@@ -314,3 +369,14 @@ class DataPlane:
 
     def active_alerts(self) -> list[Alert]:
         return self.hub.monitor.active_alerts()
+
+
+def _outcomes_request(orders: list[bytes], is_fraud: np.ndarray, known: np.ndarray) -> bytes:
+    """A ReportOutcomesRequest of accepted outcomes, each with the known_at applied here."""
+    req = pb.ReportOutcomesRequest()
+    for o, f, k in zip(orders, is_fraud.tolist(), known.tolist(), strict=True):
+        oc = req.outcomes.add(is_fraud=bool(f))
+        oc.order.MergeFromString(o)
+        sec = int(np.floor(k))
+        oc.known_at.seconds, oc.known_at.nanos = sec, min(int(round((k - sec) * 1e9)), 999_999_999)
+    return req.SerializeToString()

@@ -40,6 +40,7 @@ from engine.orders.rules import Limits
 from engine.serving.data_plane import DataPlane
 from engine.serving.link import Link
 from engine.serving.methods import SERVICE, Methods
+from engine.serving.replication import Replication
 from engine.serving.servicer import method_handlers
 from engine.serving.warm_start import warm_state
 
@@ -78,6 +79,18 @@ class Server:
             inline_scores=not settings.single_process,
         )
         self.methods = Methods(self.plane)
+        self.replication: Replication | None = None
+        if settings.replication_url:
+            self.replication = Replication(
+                settings.replication_url,
+                settings.replication_stream,
+                settings.replica_id,
+                self.plane.apply_replicated,
+                max_age_s=settings.replication_max_age_s,
+                max_lag_s=settings.replication_max_lag_s,
+                registry=self.hub.registry,
+            )
+            self.plane.replication = self.replication
         self.workers = 0 if settings.single_process else settings.workers or os.cpu_count() or 1
         self.health: health.aio.HealthServicer | None = None
         self.server: grpc.aio.Server | None = None
@@ -91,6 +104,8 @@ class Server:
         self._stopping = False
 
     async def start(self) -> int:
+        if self.replication is not None:  # caught up on the stream before taking calls
+            await self.replication.start()
         if self.workers:
             await self._start_fronts()
         else:
@@ -211,6 +226,8 @@ class Server:
         if self.link is not None:
             await self._stop_fronts()
         await self.plane.stop()
+        if self.replication is not None:
+            await self.replication.stop()
         if self._ticker is not None:
             self._ticker.cancel()
         if self._metrics is not None:

@@ -1,0 +1,259 @@
+"""Replicas across hosts share what they accept through one NATS JetStream stream.
+
+Each replica publishes the orders it accepts (a Score micro-batch's valid orders, a whole
+ScoreBatch) and the outcomes reported to it, in the order it applied them, to
+`<stream>.orders.<replica>` and `<stream>.outcomes.<replica>`, and applies every other
+replica's messages to its own velocity state in stream order (an ordered consumer from the
+stream's start, so a new replica catches up on everything the stream still holds). Any
+gRPC load balancer can then spread calls over the replicas: each one's features see every
+order accepted anywhere, later by at most the replication lag, which is measured
+(`ordersight_replication_lag_seconds`: from the origin's acceptance to the application
+here) and logged when it passes `max_lag_s`.
+
+Messages carry the origin's acceptance time (wall clock) in a header. A message is the
+request as the origin accepted it: ScoreBatchRequest bytes for orders (a Score micro-batch
+is written as one), ReportOutcomesRequest bytes for outcomes, with every `known_at` filled
+in so that no replica has to guess it. Publishing never delays an answer: messages queue
+and one task sends them, merging consecutive order messages into one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import nats
+import pyarrow as pa
+from nats.js import api
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from engine.codec.decision_encoder import length_delimited
+from engine.codec.decision_table import table_to_ipc
+
+log = logging.getLogger(__name__)
+SENT = "Ordersight-Accepted"
+ORDERS, ARROW, OUTCOMES = "orders", "arrow", "outcomes"
+KINDS = (ORDERS, ARROW, OUTCOMES)
+QUEUE_MAX = 100_000
+"""Messages waiting to be published; past this they are dropped and counted (the stream is
+then missing them: the lag bound cannot hold while the stream is unreachable that long)."""
+
+
+CATCH_UP_S = 600.0
+"""Longest a starting replica may take to apply what the stream holds."""
+
+
+def default_replica_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def orders_request(orders: list[bytes]) -> bytes:
+    """A ScoreBatchRequest holding `orders` (serialized Orders), written by hand: the same
+    bytes protobuf writes, without parsing the orders again."""
+    return length_delimited(1, b"".join(length_delimited(1, o) for o in orders))
+
+
+class Replication:
+    def __init__(
+        self,
+        url: str,
+        stream: str,
+        replica: str,
+        apply: Callable[[str, bytes], Awaitable[Any]],
+        *,
+        max_age_s: float,
+        max_lag_s: float,
+        registry: CollectorRegistry,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.url, self.stream, self.replica = url, stream, replica or default_replica_id()
+        self.apply = apply
+        self.max_age_s, self.max_lag_s = max_age_s, max_lag_s
+        self.wall = wall
+        self._queue: asyncio.Queue[tuple[str, bytes, float]] | None = None
+        self._nc: Any = None
+        self._js: Any = None
+        self._sub: Any = None
+        self._sender: asyncio.Task | None = None
+        self._last_warned = 0.0
+        r = registry
+        self.published = Counter(
+            "ordersight_replication_published", "Messages published", ["kind"], registry=r
+        )
+        self.dropped = Counter(
+            "ordersight_replication_dropped", "Messages not published (queue full)", registry=r
+        )
+        self.failed = Counter(
+            "ordersight_replication_publish_failures", "Publish attempts that failed", registry=r
+        )
+        self.applied = Counter(
+            "ordersight_replication_applied", "Other replicas' messages applied", ["kind"],
+            registry=r,
+        )  # fmt: skip
+        self.lag = Histogram(
+            "ordersight_replication_lag_seconds",
+            "From acceptance at another replica to application here",
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60),
+            registry=r,
+        )
+        self.last_lag = Gauge(
+            "ordersight_replication_last_lag_seconds", "Lag of the last message applied",
+            registry=r,
+        )  # fmt: skip
+        self.applied_messages = 0  # other replicas' messages applied
+        self.seq = 0  # stream sequence of the last message seen
+
+    async def start(self) -> None:
+        self._queue = asyncio.Queue(QUEUE_MAX)
+        self._nc = await nats.connect(
+            self.url,
+            name=f"ordersight-{self.replica}",
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+        )
+        self._js = self._nc.jetstream()
+        config = api.StreamConfig(
+            name=self.stream,
+            subjects=[f"{self.stream}.>"],
+            storage=api.StorageType.FILE,
+            max_age=self.max_age_s,
+        )
+        try:
+            await self._js.add_stream(config)
+        except nats.js.errors.BadRequestError:  # exists with other settings: use it as it is
+            log.warning("stream %s exists with other settings; using it", self.stream)
+        target = (await self._js.stream_info(self.stream)).state.last_seq
+        self._sub = await self._js.subscribe(
+            f"{self.stream}.>",
+            cb=self._on_message,
+            ordered_consumer=True,
+            deliver_policy=api.DeliverPolicy.ALL,
+        )
+        await self._catch_up(target)
+        self._sender = asyncio.get_running_loop().create_task(self._send(), name="replication")
+        log.info(
+            "replica %s on stream %s at %s: caught up on %d messages",
+            self.replica, self.stream, self.url, target,
+        )  # fmt: skip
+
+    async def _catch_up(self, target: int) -> None:
+        """Wait until the stream's messages up to `target` (its last when we subscribed)
+        are applied: a replica that starts takes calls with every order the stream holds."""
+        end = time.monotonic() + CATCH_UP_S
+        while self.seq < target:
+            if time.monotonic() > end:
+                raise TimeoutError(
+                    f"replica {self.replica}: applied {self.seq:,} of the stream's {target:,} "
+                    f"messages in {CATCH_UP_S:.0f}s"
+                )
+            await asyncio.sleep(0.01)
+
+    @property
+    def max_message(self) -> int:
+        """Largest message body the NATS server takes (its max_payload), less headers."""
+        return int(getattr(self._nc, "max_payload", 1 << 20) or 1 << 20) - 4096
+
+    def publish_orders(self, orders: Sequence[bytes]) -> None:
+        """Queue accepted orders (serialized Orders), in messages the server takes."""
+        limit, size = self.max_message, 0
+        chunk: list[bytes] = []
+        for o in orders:
+            if chunk and size + len(o) + 16 > limit:
+                self._put(ORDERS, orders_request(chunk))
+                chunk, size = [], 0
+            chunk.append(o)
+            size += len(o) + 16
+        if chunk:
+            self._put(ORDERS, orders_request(chunk))
+
+    def publish_table(self, table: pa.Table) -> None:
+        """Queue accepted orders given as an Arrow table, as Arrow IPC messages."""
+        if not table.num_rows:
+            return
+        rows = max(1, int(table.num_rows * self.max_message / 2 / max(table.nbytes, 1)))
+        for lo in range(0, table.num_rows, rows):
+            self._put(ARROW, table_to_ipc(table.slice(lo, rows)))
+
+    def publish_outcomes(self, request: bytes) -> None:
+        """Queue accepted outcomes (a ReportOutcomesRequest with every known_at set)."""
+        self._put(OUTCOMES, request)
+
+    def _put(self, kind: str, body: bytes) -> None:
+        if self._queue is None:
+            return
+        try:
+            self._queue.put_nowait((kind, body, self.wall()))
+        except asyncio.QueueFull:
+            self.dropped.inc()
+
+    async def _send(self) -> None:
+        assert self._queue is not None
+        while True:
+            kind, body, accepted = await self._queue.get()
+            parts, size = [body], len(body)
+            while kind == ORDERS and not self._queue.empty():  # merge what waits behind
+                nxt = self._queue._queue[0]  # type: ignore[attr-defined]
+                if nxt[0] != ORDERS or size + len(nxt[1]) > self.max_message:
+                    break
+                parts.append(self._queue.get_nowait()[1])
+                size += len(nxt[1])
+            subject = f"{self.stream}.{kind}.{self.replica}"
+            # Concatenated ScoreBatchRequests of orders parse as one with all their orders.
+            payload = b"".join(parts)
+            while True:
+                try:
+                    await self._js.publish(subject, payload, headers={SENT: repr(accepted)})
+                    break
+                except (nats.errors.TimeoutError, nats.errors.ConnectionClosedError,
+                        nats.js.errors.APIError, nats.errors.NoRespondersError) as exc:  # fmt: skip
+                    self.failed.inc()
+                    log.warning("publish to %s failed (%s): retrying", subject, exc)
+                    await asyncio.sleep(0.2)
+            self.published.labels(kind).inc(len(parts))
+
+    async def _on_message(self, msg: Any) -> None:
+        seq = msg.metadata.sequence.stream
+        _, kind, origin = msg.subject.split(".", 2)
+        if origin == self.replica:
+            self.seq = seq
+            return  # applied when this replica accepted it
+        try:
+            await self.apply(kind, msg.data)
+        except Exception:
+            log.exception("message %s from %s could not be applied", kind, origin)
+            return
+        finally:
+            self.seq = seq
+        self.applied.labels(kind).inc()
+        self.applied_messages += 1
+        sent = float((msg.headers or {}).get(SENT, "nan"))
+        if sent == sent:
+            lag = max(self.wall() - sent, 0.0)
+            self.lag.observe(lag)
+            self.last_lag.set(lag)
+            now = time.monotonic()
+            if lag > self.max_lag_s and now - self._last_warned > 60:
+                self._last_warned = now
+                log.warning("replication lag %.3fs passes the bound of %.3fs", lag, self.max_lag_s)
+
+    async def stop(self) -> None:
+        """Publish what is queued, then disconnect."""
+        if self._nc is None:
+            return
+        if self._queue is not None:
+            end = time.monotonic() + 5.0
+            while not self._queue.empty() and time.monotonic() < end:
+                await asyncio.sleep(0.01)
+        if self._sender is not None:
+            self._sender.cancel()
+        try:
+            await asyncio.wait_for(self._nc.drain(), 5.0)
+        except (TimeoutError, nats.errors.Error) as exc:
+            log.warning("replication: the NATS connection did not drain (%s)", exc)
+            await self._nc.close()
+        self._nc = None

@@ -1,0 +1,100 @@
+"""Replicas behind a load balancer share what they accept through NATS JetStream.
+
+A real nats-server (tests/services.py) and real replicas (each an engine with its front
+processes, on its own port) spoken to by real clients; nothing is mocked. Waits are
+bounded polls on what a replica has applied, never sleeps of a guessed length.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from ordersight.v1 import risk_pb2 as pb
+
+from engine.codec.arrow_orders import decode_table
+from engine.decision.cascade import Engine
+from engine.decision.score_file import replay_history
+from engine.features.velocity import VelocityState
+from engine.models.artifacts import ModelSet
+from tests.conftest import CAPACITY
+from tests.grpc_harness import (
+    TIMEOUT_S,
+    RunningServer,
+    arrow_ipc,
+    assert_same_decisions,
+    order_columns,
+    orders_of,
+    unknown_labels,
+)
+from tests.services import nats_server
+
+
+def _wait_for(srv: RunningServer, orders: int) -> None:
+    """Until `srv` has applied `orders` orders from the other replicas (bounded)."""
+    assert srv.server is not None
+    end = time.monotonic() + TIMEOUT_S
+    while srv.server.plane.replicated_orders < orders:
+        assert time.monotonic() < end, (
+            f"replica applied {srv.server.plane.replicated_orders} of {orders} orders"
+        )
+        time.sleep(0.005)
+
+
+def _state(srv: RunningServer) -> np.ndarray:
+    assert srv.server is not None
+    return srv.server.engine.state.words
+
+
+def test_replicas_fed_alternately_decide_as_one_engine_fed_everything(
+    start_server: Callable[..., RunningServer],
+    history: pa.Table,
+    models: ModelSet,
+    tmp_path: Path,
+) -> None:
+    """Orders sent alternately to two replicas, each once the other has it: every decision
+    is the one a single engine fed all the orders makes, and both states end bit-equal; a
+    third replica started afterwards catches up from the stream to the same state."""
+    rows = history.slice(12_000, 240)
+    decoded = decode_table(rows)
+    offline = replay_history(
+        Engine(models, VelocityState(CAPACITY)), decoded.ids, decoded.arrays,
+        *unknown_labels(rows.num_rows),
+    )  # fmt: skip
+    with nats_server(tmp_path / "nats") as url:
+        a = start_server(replication_url=url, replica_id="a")
+        b = start_server(replication_url=url, replica_id="b", single_process=True)
+        got: list[pb.Decision] = []
+        sent = {"a": 0, "b": 0}
+        for i, order in enumerate(orders_of(rows)):
+            here, there, name = (a, b, "a") if i % 2 == 0 else (b, a, "b")
+            got.append(here.stub.Score(order, timeout=TIMEOUT_S))
+            sent[name] += 1
+            _wait_for(there, sent[name])
+        assert_same_decisions(got, offline, tol=1e-9)
+        np.testing.assert_array_equal(_state(a), _state(b))
+
+        # A ScoreBatch (Arrow in) at one replica reaches the other as well.
+        more = history.slice(12_240, 300)
+        a.stub.ScoreBatch(pb.ScoreBatchRequest(arrow_ipc=arrow_ipc(order_columns(more))))
+        _wait_for(b, sent["a"] + more.num_rows)
+        np.testing.assert_array_equal(_state(a), _state(b))
+
+        # Outcomes too, with the time each became known as the origin applied it.
+        outcome = pb.Outcome(order=orders_of(rows.slice(0, 1))[0], is_fraud=True)
+        outcome.known_at.FromSeconds(int(rows.column("created_at")[0].value // 10**6) + 3600)
+        b.stub.ReportOutcomes(pb.ReportOutcomesRequest(outcomes=[outcome]))
+        end = time.monotonic() + TIMEOUT_S
+        while not np.array_equal(_state(a), _state(b)):
+            assert time.monotonic() < end, "the outcome did not reach the other replica"
+            time.sleep(0.005)
+
+        late = start_server(replication_url=url, replica_id="c")  # caught up once it serves
+        np.testing.assert_array_equal(_state(late), _state(a))
+        assert late.server is not None and late.server.replication is not None
+        assert late.server.replication.applied.labels("outcomes")._value.get() == 1
+        for srv in (a, b, late):  # while the stream is still there
+            srv.stop()
