@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from benchmarks import batch, mlserver, stages
+from benchmarks import batch, mlserver, replication, stages
 from benchmarks.loadgen import Load, run
 from engine.codec.history import read_history
 from engine.codec.order_messages import orders_from_table
@@ -234,6 +234,26 @@ def main(argv: list[str] | None = None) -> int:
                 results["bulk"] = batch.score_batch(target, history)
                 for r in results["bulk"]:
                     log(f"  {r['rpc']:22s} {r['orders']:>7,}: {r['orders_per_s']:,.0f} orders/s")
+    log("Two replicas over NATS JetStream:")
+    serve = [
+        py,
+        "-m",
+        "engine.cli",
+        "serve",
+        "--models",
+        str(models),
+        "--warm-from",
+        str(head_path),
+    ]
+    ports = (PORTS["ordersight"] + 100, PORTS["ordersight"] + 101)
+    results["replication"] = replication.replicated_load(
+        serve, ports, requests, args.seconds, logs, _process, _wait_serving
+    )
+    rep = results["replication"]
+    log(
+        f"  {rep['calls_per_s']:,.0f} calls/s over both, p99 {rep['p99_ms']:.2f} ms; lag "
+        + ", ".join(f"{k} mean {v['mean_ms']:.2f} ms" for k, v in rep["lag"].items())
+    )
     echo = [py, "-m", "benchmarks.echo_server", "--port", str(PORTS["echo"])]
     with _process(echo, logs / "echo.log") as proc:
         target = f"127.0.0.1:{PORTS['echo']}"
@@ -408,6 +428,26 @@ def markdown(results: dict[str, Any]) -> str:
                 f"- parallel_workers={t['parallel_workers']}, max_batch_size="
                 f"{t['max_batch_size']}, max_batch_time={t['max_batch_time_s']}s: "
                 f"{t['calls_per_s']:,.0f} calls/s, p99 {t['p99_ms']:.2f} ms"
+            )
+    rep = results.get("replication")
+    if rep:
+        lines += [
+            "",
+            "## Two replicas over NATS JetStream",
+            "",
+            f"Both replicas (one front process each) driven at once, concurrency 32 each: "
+            f"{rep['calls_per_s']:,.0f} calls/s in all, p99 {rep['p99_ms']:.2f} ms, "
+            f"{rep['errors']} errors; both states held every order the other accepted "
+            f"{rep['converged_after_load_s'] * 1e3:,.0f} ms after the load stopped.",
+            "",
+            "| replica | messages applied | mean lag ms | p50 lag ms (bucket bound) "
+            "| p99 lag ms (bucket bound) |",
+            "|---|---|---|---|---|",
+        ]
+        for name, v in rep["lag"].items():
+            lines.append(
+                f"| {name} | {v['messages']:,.0f} | {v['mean_ms']:.2f} | {v['p50_le_ms']:.0f} "
+                f"| {v['p99_le_ms']:.0f} |"
             )
     lines += ["", "## Bulk", "", "| path | orders | orders/s |", "|---|---|---|"]
     for r in results["bulk"]:

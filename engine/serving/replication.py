@@ -214,7 +214,7 @@ class Replication:
                     self.failed.inc()
                     log.warning("publish to %s failed (%s): retrying", subject, exc)
                     await asyncio.sleep(0.2)
-            self.published.labels(kind).inc(len(parts))
+            self.published.labels(kind).inc()
 
     async def _on_message(self, msg: Any) -> None:
         seq = msg.metadata.sequence.stream
