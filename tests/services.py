@@ -25,7 +25,9 @@ def free_port() -> int:
 @contextmanager
 def nats_server(store: Path) -> Iterator[str]:
     """A JetStream-enabled nats-server on a free loopback port; yields its URL."""
-    binary = shutil.which("nats-server")
+    binary = shutil.which("nats-server") or shutil.which(
+        "nats-server", path="/usr/sbin:/usr/bin:/usr/local/bin"
+    )
     if binary is None:
         raise RuntimeError("nats-server is not installed: run scripts/install-services.sh")
     port = free_port()

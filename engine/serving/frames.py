@@ -83,15 +83,16 @@ class FrameProtocol(asyncio.Protocol):
         self._out.append(body)
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            asyncio.get_running_loop().call_soon(self.flush)
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Write what is queued now (otherwise it goes at the end of this loop turn)."""
         self._flush_scheduled = False
         out, self._out = self._out, []
         if out and self.transport is not None and not self.closed:
             self.transport.write(b"".join(out))
 
     def close(self) -> None:
-        self._flush()
+        self.flush()
         if self.transport is not None:
             self.transport.close()

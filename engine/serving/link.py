@@ -148,6 +148,8 @@ class Link:
             for p in batch:
                 assert p.reply is not None
                 plane.batcher.enqueue(p.payload, p.deadline, p.reply)
+        for conn in self.connections:  # the answers go now, not one loop turn later
+            conn.protocol.flush()
 
     async def start(self, path: str) -> None:
         self.path = path
