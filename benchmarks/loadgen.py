@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing as mp
+import os
 import resource
 import time
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ class Load:
     duration_s: float = 5.0
     procs: int = 1
     timeout_s: float = 5.0
+    cpus: tuple[int, ...] = ()  # pin the generator's processes to these CPUs (() = any)
 
 
 def _cpu_s() -> float:
@@ -105,6 +107,8 @@ async def _worker(load: Load, share: float, requests: list[bytes], seed: int) ->
 
 
 def _run_worker(load: Load, share: float, requests: list[bytes], seed: int, q: Any) -> None:
+    if load.cpus:
+        os.sched_setaffinity(0, load.cpus)
     try:
         q.put(asyncio.run(_worker(load, share, requests, seed)))
     except Exception as exc:  # reported by the parent, which would otherwise wait

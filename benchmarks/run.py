@@ -90,8 +90,10 @@ def _wait_port(target: str, deadline_s: float = 60.0) -> None:
 
 @contextlib.contextmanager
 def _process(
-    cmd: list[str], log: Path, env: dict[str, str] | None = None
+    cmd: list[str], log: Path, env: dict[str, str] | None = None, cpus: tuple[int, ...] = ()
 ) -> Iterator[subprocess.Popen]:
+    """A server in its own session (its processes, fronts included, are one group), pinned
+    to `cpus` when given (children inherit it)."""
     with log.open("w") as out:
         proc = subprocess.Popen(
             cmd,
@@ -100,6 +102,7 @@ def _process(
             cwd=ROOT,
             start_new_session=True,
             env={**os.environ, **(env or {})},
+            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
         )
         try:
             yield proc
@@ -234,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
                 results["bulk"] = batch.score_batch(target, history)
                 for r in results["bulk"]:
                     log(f"  {r['rpc']:22s} {r['orders']:>7,}: {r['orders_per_s']:,.0f} orders/s")
+    if cores >= 2:
+        log("Scaling, load generator pinned to CPU 0, c=64:")
+        results["scaling"] = _scaling(models, head_path, requests, args.seconds, logs, log)
     log("Two replicas over NATS JetStream:")
     serve = [
         py,
@@ -276,6 +282,36 @@ def main(argv: list[str] | None = None) -> int:
     plot(results, out / "latency_throughput.png")
     log((out / "results.md").read_text())
     return 0
+
+
+def _scaling(
+    models: Path, head: Path, requests: list[bytes], seconds: float, logs: Path, log: Any
+) -> list[dict[str, Any]]:
+    """Score at concurrency 64 with the generator on CPU 0: the server on CPU 1 alone (one
+    core's worth), then on every CPU with one and with two fronts."""
+    rows = []
+    cores = os.cpu_count() or 1
+    every = tuple(range(cores))
+    for workers, cpus in ((1, (1,)), (1, every), (2, every)):
+        serve = [
+            sys.executable, "-m", "engine.cli", "serve", "--models", str(models),
+            "--port", str(PORTS["ordersight"]), "--warm-from", str(head),
+            "--workers", str(workers),
+        ]  # fmt: skip
+        name = f"{workers} front(s), server on CPUs {','.join(map(str, cpus))}"
+        with _process(serve, logs / "scaling.log", cpus=cpus) as proc:
+            target = f"127.0.0.1:{PORTS['ordersight']}"
+            _wait_serving(target, proc)
+            load = Load(target, SCORE, concurrency=64, duration_s=seconds, procs=2, cpus=(0,))
+            cpu0 = _cpu_by_process(proc.pid)
+            r = run(load, requests)
+            cpu1 = _cpu_by_process(proc.pid)
+        used = sum(c - cpu0.get(pid, (role, 0.0))[1] for pid, (role, c) in cpu1.items())
+        row = {"setup": name, "workers": workers, "cpus": list(cpus), **r}
+        row["server_cpu_us"] = used / max(r["completed"], 1) * 1e6
+        log(f"  {name}: {r['calls_per_s']:,.0f}/s, server {row['server_cpu_us']:.0f} us/call")
+        rows.append(row)
+    return rows
 
 
 def _mlserver(
@@ -428,6 +464,19 @@ def markdown(results: dict[str, Any]) -> str:
                 f"- parallel_workers={t['parallel_workers']}, max_batch_size="
                 f"{t['max_batch_size']}, max_batch_time={t['max_batch_time_s']}s: "
                 f"{t['calls_per_s']:,.0f} calls/s, p99 {t['p99_ms']:.2f} ms"
+            )
+    if results.get("scaling"):
+        lines += [
+            "",
+            "## Scaling: load generator pinned to CPU 0, concurrency 64",
+            "",
+            "| server | calls/s | p99 ms | server CPU µs/call | client cores |",
+            "|---|---|---|---|---|",
+        ]
+        for r in results["scaling"]:
+            lines.append(
+                f"| {r['setup']} | {r['calls_per_s']:,.0f} | {r['p99_ms']:.2f} | "
+                f"{r['server_cpu_us']:,.0f} | {r['client_cpu_cores']:.2f} |"
             )
     rep = results.get("replication")
     if rep:

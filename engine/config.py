@@ -55,6 +55,9 @@ class Settings:
     replication_max_age_s: float = 31 * 86400.0
     """How long the stream keeps messages: what a new replica can catch up from (the
     longest velocity window, 30 days, and a day)."""
+    replication_decisions: bool = False
+    """Also publish every decision to `<stream>.decisions.<replica>` (each message a
+    ScoreBatchResponse) for downstream consumers."""
     replication_max_lag_s: float = 1.0
     """Replication lag past which a warning is logged (at most once a minute)."""
     engine_thread: bool = True

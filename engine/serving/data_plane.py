@@ -160,6 +160,9 @@ class DataPlane:
         if len(scored.t):
             if self.replication is not None:
                 self.replication.publish_orders(scored.accepted)
+                self.replication.publish_decisions(
+                    [r for r in scored.results if isinstance(r, bytes)]
+                )
             self.hub.on_decisions(
                 scored.t, scored.channels, scored.action, scored.path, scored.waited
             )
@@ -247,6 +250,10 @@ class DataPlane:
         decisions = Decisions.concat([d for d, _ in done])
         self.hub.on_decisions(enc.t, orders.channels, decisions.action, decisions.path)
         elapsed = int((self.clock() - t0) * 1e6)
+        if self.replication is not None and self.replication.decisions:
+            self.replication.publish_decisions(
+                decision_encoder.decision_bytes(decisions, [elapsed] * len(decisions))
+            )
         if req.arrow_response:
             table = pa.concat_tables([t for _, t in done])
             latency = pa.array(np.full(table.num_rows, elapsed, np.int64))

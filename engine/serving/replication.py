@@ -2,7 +2,8 @@
 
 Each replica publishes the orders it accepts (a Score micro-batch's valid orders, a whole
 ScoreBatch) and the outcomes reported to it, in the order it applied them, to
-`<stream>.orders.<replica>` and `<stream>.outcomes.<replica>`, and applies every other
+`<stream>.orders.<replica>` and `<stream>.outcomes.<replica>` (and, when asked, its decisions
+to `<stream>.decisions.<replica>` for downstream consumers), and applies every other
 replica's messages to its own velocity state in stream order (an ordered consumer from the
 stream's start, so a new replica catches up on everything the stream still holds). Any
 gRPC load balancer can then spread calls over the replicas: each one's features see every
@@ -37,8 +38,8 @@ from engine.codec.decision_table import table_to_ipc
 
 log = logging.getLogger(__name__)
 SENT = "Ordersight-Accepted"
-ORDERS, ARROW, OUTCOMES = "orders", "arrow", "outcomes"
-KINDS = (ORDERS, ARROW, OUTCOMES)
+ORDERS, ARROW, OUTCOMES, DECISIONS = "orders", "arrow", "outcomes", "decisions"
+MERGEABLE = (ORDERS, DECISIONS)  # concatenated messages parse as one with all their items
 QUEUE_MAX = 100_000
 """Messages waiting to be published; past this they are dropped and counted (the stream is
 then missing them: the lag bound cannot hold while the stream is unreachable that long)."""
@@ -58,6 +59,11 @@ def orders_request(orders: list[bytes]) -> bytes:
     return length_delimited(1, b"".join(length_delimited(1, o) for o in orders))
 
 
+def decisions_response(decisions: list[bytes]) -> bytes:
+    """A ScoreBatchResponse holding `decisions` (serialized Decisions)."""
+    return b"".join(length_delimited(1, d) for d in decisions)
+
+
 class Replication:
     def __init__(
         self,
@@ -69,10 +75,12 @@ class Replication:
         max_age_s: float,
         max_lag_s: float,
         registry: CollectorRegistry,
+        decisions: bool = False,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.url, self.stream, self.replica = url, stream, replica or default_replica_id()
         self.apply = apply
+        self.decisions = decisions
         self.max_age_s, self.max_lag_s = max_age_s, max_lag_s
         self.wall = wall
         self._queue: asyncio.Queue[tuple[str, bytes, float]] | None = None
@@ -160,16 +168,27 @@ class Replication:
 
     def publish_orders(self, orders: Sequence[bytes]) -> None:
         """Queue accepted orders (serialized Orders), in messages the server takes."""
+        self._chunked(ORDERS, orders, orders_request)
+
+    def publish_decisions(self, decisions: Sequence[bytes]) -> None:
+        """Queue decisions (serialized Decisions) for downstream consumers, when asked to
+        (`decisions`): each message is a ScoreBatchResponse."""
+        if self.decisions:
+            self._chunked(DECISIONS, decisions, decisions_response)
+
+    def _chunked(
+        self, kind: str, items: Sequence[bytes], wrap: Callable[[list[bytes]], bytes]
+    ) -> None:
         limit, size = self.max_message, 0
         chunk: list[bytes] = []
-        for o in orders:
-            if chunk and size + len(o) + 16 > limit:
-                self._put(ORDERS, orders_request(chunk))
+        for item in items:
+            if chunk and size + len(item) + 16 > limit:
+                self._put(kind, wrap(chunk))
                 chunk, size = [], 0
-            chunk.append(o)
-            size += len(o) + 16
+            chunk.append(item)
+            size += len(item) + 16
         if chunk:
-            self._put(ORDERS, orders_request(chunk))
+            self._put(kind, wrap(chunk))
 
     def publish_table(self, table: pa.Table) -> None:
         """Queue accepted orders given as an Arrow table, as Arrow IPC messages."""
@@ -196,14 +215,13 @@ class Replication:
         while True:
             kind, body, accepted = await self._queue.get()
             parts, size = [body], len(body)
-            while kind == ORDERS and not self._queue.empty():  # merge what waits behind
+            while kind in MERGEABLE and not self._queue.empty():  # merge what waits behind
                 nxt = self._queue._queue[0]  # type: ignore[attr-defined]
-                if nxt[0] != ORDERS or size + len(nxt[1]) > self.max_message:
+                if nxt[0] != kind or size + len(nxt[1]) > self.max_message:
                     break
                 parts.append(self._queue.get_nowait()[1])
                 size += len(nxt[1])
             subject = f"{self.stream}.{kind}.{self.replica}"
-            # Concatenated ScoreBatchRequests of orders parse as one with all their orders.
             payload = b"".join(parts)
             while True:
                 try:
@@ -219,9 +237,9 @@ class Replication:
     async def _on_message(self, msg: Any) -> None:
         seq = msg.metadata.sequence.stream
         _, kind, origin = msg.subject.split(".", 2)
-        if origin == self.replica:
+        if origin == self.replica or kind == DECISIONS:
             self.seq = seq
-            return  # applied when this replica accepted it
+            return  # applied when this replica accepted it; decisions are for others
         try:
             await self.apply(kind, msg.data)
         except Exception:

@@ -89,6 +89,7 @@ class Server:
                 max_age_s=settings.replication_max_age_s,
                 max_lag_s=settings.replication_max_lag_s,
                 registry=self.hub.registry,
+                decisions=settings.replication_decisions,
             )
             self.plane.replication = self.replication
         self.workers = 0 if settings.single_process else settings.workers or os.cpu_count() or 1

@@ -7,12 +7,15 @@ bounded polls on what a replica has applied, never sleeps of a guessed length.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import nats
 import numpy as np
 import pyarrow as pa
+from nats.js.api import DeliverPolicy
 from ordersight.v1 import risk_pb2 as pb
 
 from engine.codec.arrow_orders import decode_table
@@ -98,3 +101,33 @@ def test_replicas_fed_alternately_decide_as_one_engine_fed_everything(
         assert late.server.replication.applied.labels("outcomes")._value.get() == 1
         for srv in (a, b, late):  # while the stream is still there
             srv.stop()
+
+
+def test_decisions_go_to_the_stream_for_downstream_consumers(
+    start_server: Callable[..., RunningServer], history: pa.Table, tmp_path: Path
+) -> None:
+    """With replication_decisions, every decision (Score and ScoreBatch alike) is published
+    as a ScoreBatchResponse; a consumer of the stream reads them all, in order."""
+    orders = orders_of(history.slice(12_000, 20))
+    with nats_server(tmp_path / "nats") as url:
+        srv = start_server(replication_url=url, replica_id="a", replication_decisions=True)
+        want = [srv.stub.Score(o, timeout=TIMEOUT_S) for o in orders[:10]]
+        batch = srv.stub.ScoreBatch(pb.ScoreBatchRequest(orders=pb.OrderList(orders=orders[10:])))
+        want += list(batch.decisions)
+
+        async def read() -> list[pb.Decision]:
+            nc = await nats.connect(url)
+            got: list[pb.Decision] = []
+            sub = await nc.jetstream().subscribe(
+                "ORDERSIGHT.decisions.>", deliver_policy=DeliverPolicy.ALL, ordered_consumer=True
+            )
+            while len(got) < len(want):
+                msg = await sub.next_msg(timeout=TIMEOUT_S)
+                got += pb.ScoreBatchResponse.FromString(msg.data).decisions
+            await nc.close()
+            return got
+
+        got = asyncio.run(read())
+        srv.stop()
+    assert [d.order_id for d in got] == [d.order_id for d in want]
+    assert [(d.action, d.score, d.path) for d in got] == [(d.action, d.score, d.path) for d in want]
