@@ -188,7 +188,7 @@ def parses(cols: OrderColumns) -> bool:
 
 
 def decode_spans(
-    buf: bytes, starts: np.ndarray, ends: np.ndarray, depth: int = MAX_DEPTH
+    buf: bytes | bytearray, starts: np.ndarray, ends: np.ndarray, depth: int = MAX_DEPTH
 ) -> OrderColumns:
     """Columns of the Orders serialized at buf[starts[i]:ends[i]], each parsed on its own.
 

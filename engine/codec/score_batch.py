@@ -100,7 +100,7 @@ def _split(buf, stack):
 class BatchRequest(NamedTuple):
     """A ScoreBatchRequest's parts, as views of its bytes."""
 
-    payload: bytes
+    payload: bytes | bytearray
     kind: int  # NO_PAYLOAD, ORDERS or ARROW_IPC
     starts: np.ndarray  # offsets in `payload` of the live OrderList's Orders
     ends: np.ndarray
@@ -111,7 +111,7 @@ class BatchRequest(NamedTuple):
         return decode_spans(self.payload, self.starts, self.ends, ORDER_DEPTH_IN_BATCH)
 
 
-def split_score_batch(payload: bytes) -> BatchRequest:
+def split_score_batch(payload: bytes | bytearray) -> BatchRequest:
     """Locate the parts of a serialized ScoreBatchRequest (see the module docstring)."""
     s = Split(*_split(np.frombuffer(payload, np.uint8), np.empty(MAX_DEPTH + 1, np.int64)))
     err = s.error

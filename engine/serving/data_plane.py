@@ -128,7 +128,7 @@ class DataPlane:
 
     # --- Score ------------------------------------------------------------------------------
 
-    async def score(self, order: bytes, deadline: float | None) -> bytes:
+    async def score(self, order: bytes | bytearray, deadline: float | None) -> bytes:
         """A serialized Order's serialized Decision (`deadline`: monotonic seconds)."""
         return await self.batcher.submit(order, deadline)
 
@@ -198,7 +198,7 @@ class DataPlane:
 
     # --- ScoreBatch -------------------------------------------------------------------------
 
-    async def score_batch(self, request: bytes, deadline: float | None) -> bytes:
+    async def score_batch(self, request: bytes | bytearray, deadline: float | None) -> bytes:
         """A serialized ScoreBatchRequest's serialized ScoreBatchResponse."""
         t0 = self.clock()
         req = split_score_batch(request)
@@ -242,7 +242,7 @@ class DataPlane:
                 payload = req.payload
                 self.replication.publish_orders(
                     [
-                        payload[a:b]
+                        bytes(payload[a:b])
                         for a, b in zip(req.starts.tolist(), req.ends.tolist(), strict=True)
                     ]
                 )

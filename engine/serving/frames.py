@@ -33,20 +33,32 @@ STOP = 7  # engine → front: stop taking calls, finish those in flight, exit
 
 NO_DEADLINE = math.nan
 
-Handler = Callable[[int, int, int, float, bytes], None]
+Body = bytes | bytearray
+Handler = Callable[[int, int, int, float, Body], None]
 """(kind, call id, code, deadline, body) for each frame received."""
 
 
-class FrameProtocol(asyncio.Protocol):
+SCRATCH = 1 << 16
+"""Bytes read at once while frames are small."""
+LARGE = 1 << 20
+"""A body at least this long is read straight into its own buffer (a ScoreBatch of many
+orders), and written without being joined to its neighbours first."""
+
+
+class FrameProtocol(asyncio.BufferedProtocol):
     """Frames in and out of one stream connection. Received frames go to `on_frame` in
-    order; `send` queues a frame, and everything queued in one event-loop turn goes out in
-    one write."""
+    order (a body of LARGE bytes or more as a bytearray, others as bytes); `send` queues a
+    frame, and everything queued in one event-loop turn goes out in one write."""
 
     def __init__(self, on_frame: Handler, on_lost: Callable[[Exception | None], None]) -> None:
         self.on_frame = on_frame
         self.on_lost = on_lost
         self.transport: asyncio.Transport | None = None
-        self._in = bytearray()
+        self._buf = bytearray(SCRATCH)
+        self._held = 0  # bytes of _buf read and not yet taken as frames
+        self._large: bytearray | None = None  # the body being read into its own buffer
+        self._large_got = 0
+        self._large_head: tuple[int, int, int, float] = (0, 0, 0, 0.0)
         self._out: list[bytes] = []
         self._flush_scheduled = False
         self.closed = False
@@ -59,18 +71,48 @@ class FrameProtocol(asyncio.Protocol):
         self.closed = True
         self.on_lost(exc)
 
-    def data_received(self, data: bytes) -> None:
-        buf = self._in
-        buf += data
-        at, end, size = 0, len(buf), HEADER.size
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self._large is not None:
+            return memoryview(self._large)[self._large_got :]
+        if self._held == len(self._buf):  # a frame longer than the buffer, under LARGE
+            grown = bytearray(2 * len(self._buf))  # anew: the transport may hold a view
+            grown[: self._held] = self._buf
+            self._buf = grown
+        return memoryview(self._buf)[self._held :]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self._large is not None:
+            self._large_got += nbytes
+            if self._large_got == len(self._large):
+                large, self._large = self._large, None
+                kind, call, code, deadline = self._large_head
+                self.on_frame(kind, call, code, deadline, large)
+            return
+        self._held += nbytes
+        buf, end, size = self._buf, self._held, HEADER.size
+        at = 0
         while end - at >= size:
             n, kind, call, code, deadline = HEADER.unpack_from(buf, at)
-            if end - at - size < n:
+            have = end - at - size
+            if have >= n:
+                body = bytes(buf[at + size : at + size + n])
+                at += size + n
+                self.on_frame(kind, call, code, deadline, body)
+            elif n >= LARGE:  # the rest of this body is read into its own buffer
+                self._large = bytearray(n)
+                self._large[:have] = buf[at + size : end]
+                self._large_got = have
+                self._large_head = (kind, call, code, deadline)
+                at = end
                 break
-            body = bytes(buf[at + size : at + size + n])
-            at += size + n
-            self.on_frame(kind, call, code, deadline, body)
-        del buf[:at]
+            else:
+                break
+        if at:
+            rest = end - at
+            buf[:rest] = buf[at:end]
+            self._held = rest
+            if rest == 0 and len(buf) > SCRATCH:
+                self._buf = bytearray(SCRATCH)
 
     def send(
         self, kind: int, call: int, code: int, body: bytes = b"", deadline: float = 0.0
@@ -89,8 +131,13 @@ class FrameProtocol(asyncio.Protocol):
         """Write what is queued now (otherwise it goes at the end of this loop turn)."""
         self._flush_scheduled = False
         out, self._out = self._out, []
-        if out and self.transport is not None and not self.closed:
+        if not out or self.transport is None or self.closed:
+            return
+        if sum(map(len, out)) < LARGE:
             self.transport.write(b"".join(out))
+        else:  # no joined copy of a large body: the transport buffers what the socket refuses
+            for part in out:
+                self.transport.write(part)
 
     def close(self) -> None:
         self.flush()

@@ -36,8 +36,8 @@ class EngineLink:
 
     def __init__(self) -> None:
         self.protocol: frames.FrameProtocol | None = None
-        self._calls: dict[int, asyncio.Future[tuple[int, bytes]]] = {}
-        self._streams: dict[int, asyncio.Queue[tuple[int, int, bytes]]] = {}
+        self._calls: dict[int, asyncio.Future[tuple[int, frames.Body]]] = {}
+        self._streams: dict[int, asyncio.Queue[tuple[int, int, frames.Body]]] = {}
         self._next = 0
         self.stop = asyncio.Event()
         self.lost = asyncio.Event()
@@ -60,7 +60,9 @@ class EngineLink:
         self._next = (self._next + 1) & 0xFFFFFFFF
         return self._next
 
-    def _on_frame(self, kind: int, call: int, code: int, deadline: float, body: bytes) -> None:
+    def _on_frame(
+        self, kind: int, call: int, code: int, deadline: float, body: frames.Body
+    ) -> None:
         if kind == frames.REPLY:
             fut = self._calls.pop(call, None)
             if fut is not None and not fut.done():
@@ -85,7 +87,7 @@ class EngineLink:
             q.put_nowait((frames.REPLY, *gone))
         self.lost.set()
 
-    async def call(self, method: int, request: bytes, deadline: float) -> tuple[int, bytes]:
+    async def call(self, method: int, request: bytes, deadline: float) -> tuple[int, frames.Body]:
         """(gRPC status, answer or message) of one unary call."""
         if self.protocol is None or self.protocol.closed:
             return grpc.StatusCode.UNAVAILABLE.value[0], b"the engine process went away"
@@ -98,11 +100,11 @@ class EngineLink:
         finally:
             self._calls.pop(call, None)
 
-    async def watch(self, request: bytes) -> AsyncIterator[tuple[int, int, bytes]]:
+    async def watch(self, request: bytes) -> AsyncIterator[tuple[int, int, frames.Body]]:
         """(kind, status, body) of one server stream, ending with its REPLY."""
         assert self.protocol is not None
         call = self._id()
-        q: asyncio.Queue[tuple[int, int, bytes]] = asyncio.Queue()
+        q: asyncio.Queue[tuple[int, int, frames.Body]] = asyncio.Queue()
         self._streams[call] = q
         self.protocol.send(frames.WATCH, call, 0, request)
         try:
@@ -124,17 +126,17 @@ def handlers(link: EngineLink) -> dict[str, grpc.RpcMethodHandler]:
             deadline = frames.NO_DEADLINE if remaining is None else time.monotonic() + remaining
             code, body = await link.call(index, request, deadline)
             if code:
-                await context.abort(STATUS[code], body.decode("utf-8", "replace"))
-            return body
+                await context.abort(STATUS[code], bytes(body).decode("utf-8", "replace"))
+            return body if type(body) is bytes else bytes(body)
 
         return grpc.unary_unary_rpc_method_handler(handler)
 
     async def watch(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
         async for kind, code, body in link.watch(request):
             if kind == frames.ITEM:
-                yield body
+                yield bytes(body)
             elif code:
-                await context.abort(STATUS[code], body.decode("utf-8", "replace"))
+                await context.abort(STATUS[code], bytes(body).decode("utf-8", "replace"))
 
     out = {name: unary(i) for i, name in enumerate(frames.UNARY)}
     out["WatchAlerts"] = grpc.unary_stream_rpc_method_handler(watch)

@@ -58,7 +58,9 @@ class FrontConnection:
 
         return reply
 
-    def _on_frame(self, kind: int, call: int, code: int, deadline: float, body: bytes) -> None:
+    def _on_frame(
+        self, kind: int, call: int, code: int, deadline: float, body: frames.Body
+    ) -> None:
         d = None if deadline != deadline else deadline  # NaN: no deadline
         self.calls += kind == frames.CALL
         if kind == frames.CALL and code == 0:  # Score
@@ -82,7 +84,9 @@ class FrontConnection:
         self._tasks[call] = task
         task.add_done_callback(lambda _t: self._tasks.pop(call, None))
 
-    async def _unary(self, call: int, method: str, body: bytes, deadline: float | None) -> None:
+    async def _unary(
+        self, call: int, method: str, body: frames.Body, deadline: float | None
+    ) -> None:
         try:
             answer = await self.link.methods.unary[method](body, deadline)
         except Exception as exc:
@@ -90,7 +94,7 @@ class FrontConnection:
         else:
             self.protocol.send(frames.REPLY, call, OK, answer)
 
-    async def _watch(self, call: int, body: bytes) -> None:
+    async def _watch(self, call: int, body: frames.Body) -> None:
         try:
             async for item in self.link.methods.watch_alerts(body):
                 self.protocol.send(frames.ITEM, call, 0, item)
@@ -120,7 +124,9 @@ class Link:
         self._waiting: list[Pending] = []
         self._drain_scheduled = False
 
-    def score(self, order: bytes, deadline: float | None, reply: Callable[[Any], None]) -> None:
+    def score(
+        self, order: frames.Body, deadline: float | None, reply: Callable[[Any], None]
+    ) -> None:
         """Take a Score call; every call taken in this event-loop turn, from every front, is
         scored as one micro-batch at its end."""
         plane = self.methods.plane

@@ -19,14 +19,14 @@ from ordersight.v1 import risk_pb2 as pb
 from engine.codec.alert_messages import alert_to_pb
 from engine.errors import InvalidInput
 from engine.serving.data_plane import DataPlane
-from engine.serving.frames import UNARY
+from engine.serving.frames import UNARY, Body
 
 SERVICE = pb.DESCRIPTOR.services_by_name["OrderRisk"].full_name
 
-Unary = Callable[[bytes, "float | None"], Awaitable[bytes]]
+Unary = Callable[[Body, "float | None"], Awaitable[bytes]]
 
 
-def _parse(message: Any, request: bytes) -> Any:
+def _parse(message: Any, request: Body) -> Any:
     try:
         return message.FromString(request)
     except DecodeError as exc:
@@ -51,14 +51,14 @@ class Methods:
         }
         assert tuple(self.unary) == UNARY
 
-    async def score(self, request: bytes, deadline: float | None) -> bytes:
+    async def score(self, request: Body, deadline: float | None) -> bytes:
         """A serialized Order's serialized Decision."""
         return await self.plane.score(request, deadline)
 
-    async def score_batch(self, request: bytes, deadline: float | None) -> bytes:
+    async def score_batch(self, request: Body, deadline: float | None) -> bytes:
         return await self.plane.score_batch(request, deadline)
 
-    async def report_outcomes(self, request: bytes, deadline: float | None) -> bytes:
+    async def report_outcomes(self, request: Body, deadline: float | None) -> bytes:
         outcomes = _parse(pb.ReportOutcomesRequest, request).outcomes
         accepted = await self.plane.report_outcomes(
             [oc.order.SerializeToString() for oc in outcomes],
@@ -67,7 +67,7 @@ class Methods:
         )
         return pb.ReportOutcomesResponse(accepted=accepted).SerializeToString()
 
-    async def report_event(self, request: bytes, deadline: float | None) -> bytes:
+    async def report_event(self, request: Body, deadline: float | None) -> bytes:
         events = _parse(pb.ReportEventRequest, request).events
         accepted = self.plane.report_events(
             [ev.channel for ev in events],
@@ -76,12 +76,12 @@ class Methods:
         )
         return pb.ReportEventResponse(accepted=accepted).SerializeToString()
 
-    async def list_alerts(self, request: bytes, deadline: float | None) -> bytes:
+    async def list_alerts(self, request: Body, deadline: float | None) -> bytes:
         _parse(pb.ListAlertsRequest, request)
         alerts = [alert_to_pb(a) for a in self.plane.active_alerts()]
         return pb.ListAlertsResponse(alerts=alerts).SerializeToString()
 
-    async def watch_alerts(self, request: bytes) -> AsyncIterator[bytes]:
+    async def watch_alerts(self, request: Body) -> AsyncIterator[bytes]:
         """Serialized Alerts: the open ones first when asked, then each change, until the
         caller stops iterating."""
         include_active = _parse(pb.WatchAlertsRequest, request).include_active
