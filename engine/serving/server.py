@@ -174,7 +174,17 @@ class Server:
         self.link = Link(self.methods)
         await self.link.start(str(Path(self._rundir.name) / "engine.sock"))
         self.plane.start()
-        await asyncio.gather(*(self._spawn_front() for _ in range(self.workers)))
+        try:
+            await asyncio.gather(*(self._spawn_front() for _ in range(self.workers)))
+        except BaseException:  # no front outlives a start-up that failed
+            self._stopping = True
+            for proc in self.fronts:
+                if proc.returncode is None:
+                    proc.kill()
+            await asyncio.gather(*(p.wait() for p in self.fronts), return_exceptions=True)
+            await self.link.close()
+            self._reserved.close()
+            raise
         log.info("%d front processes serving on %s:%d", self.workers, host, self.port)
 
     async def _spawn_front(self) -> None:

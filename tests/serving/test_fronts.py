@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import time
+import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -37,6 +38,7 @@ from tests.grpc_harness import (
     simple_order,
     unknown_labels,
 )
+from tests.services import free_port
 
 CONNECTIONS = 16  # SO_REUSEPORT spreads connections, not calls: 16 miss a front w.p. 2^-15
 
@@ -136,3 +138,31 @@ def test_a_port_another_server_listens_on_is_refused(models_dir: Path) -> None:
         )
         with pytest.raises(OSError, match="another server is listening"):
             asyncio.run(Server(settings).start())
+
+
+def test_metrics_count_the_calls_of_every_front(
+    start_server: Callable[..., RunningServer],
+) -> None:
+    """The engine serves the metrics: calls through both fronts are all counted."""
+    srv = start_server(workers=2, metrics_port=free_port())
+    channels, stubs = _stubs(srv, CONNECTIONS)
+    try:
+        for i, stub in enumerate(stubs):
+            stub.Score(simple_order(f"o-{i}"), timeout=TIMEOUT_S)
+    finally:
+        for c in channels:
+            c.close()
+    assert min(_front_calls(srv)) > 0
+    text = (
+        urllib.request.urlopen(
+            f"http://127.0.0.1:{srv.settings.metrics_port}/metrics", timeout=TIMEOUT_S
+        )
+        .read()
+        .decode()
+    )
+    counted = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("ordersight_decisions_total")
+    )
+    assert counted == CONNECTIONS
