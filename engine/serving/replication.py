@@ -3,9 +3,10 @@
 Each replica publishes the orders it accepts (a Score micro-batch's valid orders, a whole
 ScoreBatch) and the outcomes reported to it, in the order it applied them, to
 `<stream>.orders.<replica>` and `<stream>.outcomes.<replica>` (and, when asked, its decisions
-to `<stream>.decisions.<replica>` for downstream consumers), and applies every other
-replica's messages to its own velocity state in stream order (an ordered consumer from the
-stream's start, so a new replica catches up on everything the stream still holds). Any
+to `<stream>.decisions.<replica>` for downstream consumers). It applies to its own velocity
+state, in stream order, every message it did not publish itself since it started (other
+replicas', and its own from before a restart under the same name): an ordered consumer from
+the stream's start, so a new replica catches up on everything the stream still holds. Any
 gRPC load balancer can then spread calls over the replicas: each one's features see every
 order accepted anywhere, later by at most the replication lag, which is measured
 (`ordersight_replication_lag_seconds`: from the origin's acceptance to the application
@@ -25,6 +26,7 @@ import logging
 import os
 import socket
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -38,6 +40,9 @@ from engine.codec.decision_table import table_to_ipc
 
 log = logging.getLogger(__name__)
 SENT = "Ordersight-Accepted"
+RUN = "Ordersight-Run"
+"""Header naming the process that published: a replica skips only what it published itself
+since it started, so one restarted under the same name re-applies its own earlier orders."""
 ORDERS, ARROW, OUTCOMES, DECISIONS = "orders", "arrow", "outcomes", "decisions"
 MERGEABLE = (ORDERS, DECISIONS)  # concatenated messages parse as one with all their items
 QUEUE_MAX = 100_000
@@ -81,6 +86,7 @@ class Replication:
         self.url, self.stream, self.replica = url, stream, replica or default_replica_id()
         self.apply = apply
         self.decisions = decisions
+        self.run = uuid.uuid4().hex
         self.max_age_s, self.max_lag_s = max_age_s, max_lag_s
         self.wall = wall
         self._queue: asyncio.Queue[tuple[str, bytes, float]] | None = None
@@ -225,7 +231,9 @@ class Replication:
             payload = b"".join(parts)
             while True:
                 try:
-                    await self._js.publish(subject, payload, headers={SENT: repr(accepted)})
+                    await self._js.publish(
+                        subject, payload, headers={SENT: repr(accepted), RUN: self.run}
+                    )
                     break
                 except (nats.errors.TimeoutError, nats.errors.ConnectionClosedError,
                         nats.js.errors.APIError, nats.errors.NoRespondersError) as exc:  # fmt: skip
@@ -237,9 +245,10 @@ class Replication:
     async def _on_message(self, msg: Any) -> None:
         seq = msg.metadata.sequence.stream
         _, kind, origin = msg.subject.split(".", 2)
-        if origin == self.replica or kind == DECISIONS:
+        headers = msg.headers or {}
+        if headers.get(RUN) == self.run or kind == DECISIONS:
             self.seq = seq
-            return  # applied when this replica accepted it; decisions are for others
+            return  # applied when this process accepted it; decisions are for others
         try:
             await self.apply(kind, msg.data)
         except Exception:
@@ -249,7 +258,7 @@ class Replication:
             self.seq = seq
         self.applied.labels(kind).inc()
         self.applied_messages += 1
-        sent = float((msg.headers or {}).get(SENT, "nan"))
+        sent = float(headers.get(SENT, "nan"))
         if sent == sent:
             lag = max(self.wall() - sent, 0.0)
             self.lag.observe(lag)

@@ -99,7 +99,11 @@ def test_replicas_fed_alternately_decide_as_one_engine_fed_everything(
         np.testing.assert_array_equal(_state(late), _state(a))
         assert late.server is not None and late.server.replication is not None
         assert late.server.replication.applied.labels("outcomes")._value.get() == 1
-        for srv in (a, b, late):  # while the stream is still there
+        # A replica restarted under its old name takes its own earlier orders from the stream.
+        a.stop()
+        again = start_server(replication_url=url, replica_id="a")
+        np.testing.assert_array_equal(_state(again), _state(b))
+        for srv in (again, b, late):  # while the stream is still there
             srv.stop()
 
 
