@@ -18,22 +18,18 @@ from typing import Any
 
 import grpc
 
-from engine.errors import OrderSightError
 from engine.serving import frames
 from engine.serving.batcher import Pending
-from engine.serving.methods import Methods
+from engine.serving.methods import Methods, status_of
 
 log = logging.getLogger(__name__)
 OK = grpc.StatusCode.OK.value[0]
-INTERNAL = grpc.StatusCode.INTERNAL.value[0]
 
 
-def status_of(exc: BaseException, method: str) -> tuple[int, bytes]:
-    """(gRPC status, message) for an error, as the in-process servicer maps it."""
-    if isinstance(exc, OrderSightError):
-        return exc.code.value[0], str(exc).encode()
-    log.error("%s failed", method, exc_info=exc)
-    return INTERNAL, f"internal error: {type(exc).__name__}".encode()
+def _error_reply(exc: BaseException, method: str) -> tuple[int, bytes]:
+    """(status number, message) of a REPLY frame for an error (`methods.status_of`)."""
+    code, message = status_of(exc, method)
+    return code.value[0], message.encode()
 
 
 class FrontConnection:
@@ -51,7 +47,7 @@ class FrontConnection:
 
         def reply(result: Any) -> None:
             if isinstance(result, BaseException):
-                code, body = status_of(result, "Score")
+                code, body = _error_reply(result, "Score")
                 send(frames.REPLY, call, code, body)
             else:
                 send(frames.REPLY, call, OK, result)
@@ -90,7 +86,7 @@ class FrontConnection:
         try:
             answer = await self.link.methods.unary[method](body, deadline)
         except Exception as exc:
-            self.protocol.send(frames.REPLY, call, *status_of(exc, method))
+            self.protocol.send(frames.REPLY, call, *_error_reply(exc, method))
         else:
             self.protocol.send(frames.REPLY, call, OK, answer)
 
@@ -101,7 +97,7 @@ class FrontConnection:
         except asyncio.CancelledError:
             return
         except Exception as exc:
-            self.protocol.send(frames.REPLY, call, *status_of(exc, "WatchAlerts"))
+            self.protocol.send(frames.REPLY, call, *_error_reply(exc, "WatchAlerts"))
 
     def _on_lost(self, exc: Exception | None) -> None:
         for task in list(self._tasks.values()):

@@ -9,21 +9,34 @@ is not the method's message is INVALID_ARGUMENT.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import grpc
 import numpy as np
 from google.protobuf.message import DecodeError
 from ordersight.v1 import risk_pb2 as pb
 
 from engine.codec.alert_messages import alert_to_pb
-from engine.errors import InvalidInput
+from engine.errors import InvalidInput, OrderSightError
 from engine.serving.data_plane import DataPlane
 from engine.serving.frames import UNARY, Body
 
 SERVICE = pb.DESCRIPTOR.services_by_name["OrderRisk"].full_name
 
 Unary = Callable[[Body, "float | None"], Awaitable[bytes]]
+log = logging.getLogger(__name__)
+
+
+def status_of(exc: BaseException, method: str) -> tuple[grpc.StatusCode, str]:
+    """The one mapping of errors to statuses, whichever process answers: OrderSightError to
+    its own code, anything else to INTERNAL (logged), never the UNKNOWN that grpc would send
+    by default."""
+    if isinstance(exc, OrderSightError):
+        return exc.code, str(exc)
+    log.error("%s failed", method, exc_info=exc)
+    return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}"
 
 
 def _parse(message: Any, request: Body) -> Any:

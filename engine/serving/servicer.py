@@ -5,7 +5,6 @@ model and reads no message: every method sees the request's bytes and answers wi
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -13,20 +12,14 @@ from typing import Any
 import grpc
 
 from engine.errors import OrderSightError
-from engine.serving.methods import SERVICE, Methods, Unary
+from engine.serving.methods import SERVICE, Methods, Unary, status_of
 
-log = logging.getLogger(__name__)
 
 __all__ = ["SERVICE", "method_handlers"]
 
 
 async def abort_with(context: grpc.aio.ServicerContext, exc: BaseException, method: str) -> None:
-    """The one mapping of errors to statuses: OrderSightError to its own code, anything
-    else to INTERNAL (logged), never the UNKNOWN that grpc would send by default."""
-    if isinstance(exc, OrderSightError):
-        await context.abort(exc.code, str(exc))
-    log.error("%s failed", method, exc_info=exc)
-    await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
+    await context.abort(*status_of(exc, method))
 
 
 def deadline_of(context: grpc.aio.ServicerContext, clock: Callable[[], float]) -> float | None:
