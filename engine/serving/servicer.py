@@ -14,7 +14,6 @@ import grpc
 from engine.errors import OrderSightError
 from engine.serving.methods import SERVICE, Methods, Unary, status_of
 
-
 __all__ = ["SERVICE", "method_handlers"]
 
 
