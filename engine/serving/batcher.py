@@ -87,12 +87,13 @@ class MicroBatcher:
         """Calls accepted and not yet taken into a batch."""
         return len(self._queue)
 
-    def enqueue(self, payload: Any, deadline: float | None, reply: Callable[[Any], None]) -> None:
-        """Like `submit`, without a coroutine: `reply` gets the result or the exception."""
+    def enqueue(self, call: Pending) -> None:
+        """Like `submit`, for a call taken elsewhere (its `reply` gets the result or the
+        exception); it keeps its arrival time."""
         if self._closing or self._wakeup is None:
-            reply(Unavailable("the engine is shutting down"))
+            call.settle(Unavailable("the engine is shutting down"))
             return
-        self._queue.append(Pending(payload, deadline, self.clock(), reply=reply))
+        self._queue.append(call)
         self._wakeup.set()
 
     async def _run(self) -> None:

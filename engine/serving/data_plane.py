@@ -160,9 +160,10 @@ class DataPlane:
         if len(scored.t):
             if self.replication is not None:
                 self.replication.publish_orders(scored.accepted)
-                self.replication.publish_decisions(
-                    [r for r in scored.results if isinstance(r, bytes)]
-                )
+                if self.replication.decisions:
+                    self.replication.publish_decisions(
+                        [r for r in scored.results if isinstance(r, bytes)]
+                    )
             self.hub.on_decisions(
                 scored.t, scored.channels, scored.action, scored.path, scored.waited
             )

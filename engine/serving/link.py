@@ -148,8 +148,7 @@ class Link:
                     p.settle(exc)
                 continue
             for p in batch:
-                assert p.reply is not None
-                plane.batcher.enqueue(p.payload, p.deadline, p.reply)
+                plane.batcher.enqueue(p)
         for conn in self.connections:  # the answers go now, not one loop turn later
             conn.protocol.flush()
 

@@ -27,6 +27,7 @@ import os
 import socket
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -89,7 +90,8 @@ class Replication:
         self.run = uuid.uuid4().hex
         self.max_age_s, self.max_lag_s = max_age_s, max_lag_s
         self.wall = wall
-        self._queue: asyncio.Queue[tuple[str, bytes, float]] | None = None
+        self._queue: deque[tuple[str, bytes, float]] = deque()  # (kind, body, accepted at)
+        self._queued: asyncio.Event | None = None  # set while _queue holds something
         self._nc: Any = None
         self._js: Any = None
         self._sub: Any = None
@@ -119,11 +121,10 @@ class Replication:
             "ordersight_replication_last_lag_seconds", "Lag of the last message applied",
             registry=r,
         )  # fmt: skip
-        self.applied_messages = 0  # other replicas' messages applied
         self.seq = 0  # stream sequence of the last message seen
 
     async def start(self) -> None:
-        self._queue = asyncio.Queue(QUEUE_MAX)
+        self._queued = asyncio.Event()
         self._nc = await nats.connect(
             self.url,
             name=f"ordersight-{self.replica}",
@@ -209,24 +210,32 @@ class Replication:
         self._put(OUTCOMES, request)
 
     def _put(self, kind: str, body: bytes) -> None:
-        if self._queue is None:
+        if self._queued is None:
             return
-        try:
-            self._queue.put_nowait((kind, body, self.wall()))
-        except asyncio.QueueFull:
+        if len(self._queue) >= QUEUE_MAX:
             self.dropped.inc()
+            return
+        self._queue.append((kind, body, self.wall()))
+        self._queued.set()
 
     async def _send(self) -> None:
-        assert self._queue is not None
+        assert self._queued is not None
+        queue = self._queue
         while True:
-            kind, body, accepted = await self._queue.get()
+            if not queue:
+                self._queued.clear()
+                await self._queued.wait()
+                continue
+            kind, body, accepted = queue.popleft()
             parts, size = [body], len(body)
-            while kind in MERGEABLE and not self._queue.empty():  # merge what waits behind
-                nxt = self._queue._queue[0]  # type: ignore[attr-defined]
-                if nxt[0] != kind or size + len(nxt[1]) > self.max_message:
-                    break
-                parts.append(self._queue.get_nowait()[1])
-                size += len(nxt[1])
+            while (  # merge what waits behind, up to one message's size
+                kind in MERGEABLE
+                and queue
+                and queue[0][0] == kind
+                and size + len(queue[0][1]) <= self.max_message
+            ):
+                parts.append(queue.popleft()[1])
+                size += len(parts[-1])
             subject = f"{self.stream}.{kind}.{self.replica}"
             payload = b"".join(parts)
             while True:
@@ -257,7 +266,6 @@ class Replication:
         finally:
             self.seq = seq
         self.applied.labels(kind).inc()
-        self.applied_messages += 1
         sent = float(headers.get(SENT, "nan"))
         if sent == sent:
             lag = max(self.wall() - sent, 0.0)
@@ -272,9 +280,9 @@ class Replication:
         """Publish what is queued, then disconnect."""
         if self._nc is None:
             return
-        if self._queue is not None:
+        if self._queued is not None:
             end = time.monotonic() + 5.0
-            while not self._queue.empty() and time.monotonic() < end:
+            while self._queue and time.monotonic() < end:
                 await asyncio.sleep(0.01)
         if self._sender is not None:
             self._sender.cancel()

@@ -11,6 +11,7 @@ import asyncio
 import os
 import signal
 import socket
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from pathlib import Path
 import grpc
 import pyarrow as pa
 import pytest
+from ordersight.v1 import risk_pb2 as pb
 from ordersight.v1 import risk_pb2_grpc as pb_grpc
 
 from engine.codec.arrow_orders import decode_table
@@ -166,3 +168,38 @@ def test_metrics_count_the_calls_of_every_front(
         if line.startswith("ordersight_decisions_total")
     )
     assert counted == CONNECTIONS
+
+
+def test_score_calls_wait_in_order_behind_a_score_batch(
+    start_server: Callable[..., RunningServer], history: pa.Table
+) -> None:
+    """While a ScoreBatch holds the engine's thread, Score calls from the fronts queue in the
+    batcher (the state keeps one writer) and are answered once it is done."""
+    srv = start_server(workers=2)
+    assert srv.server is not None
+    engine = srv.server.engine
+    featurize = engine.featurize
+    entered, release = threading.Event(), threading.Event()
+
+    def gated(enc):  # type: ignore[no-untyped-def]
+        if not entered.is_set():
+            entered.set()
+            release.wait(TIMEOUT_S)
+        return featurize(enc)
+
+    engine.featurize = gated  # type: ignore[method-assign]
+    batch = orders_of(history.slice(0, 50))
+    big = srv.stub.ScoreBatch.future(pb.ScoreBatchRequest(orders=pb.OrderList(orders=batch)))
+    assert entered.wait(TIMEOUT_S)
+    waiting = [srv.stub.Score.future(simple_order(f"o-{i}")) for i in range(3)]
+    end = time.monotonic() + TIMEOUT_S
+    # In the batcher (the first batch waiting for the engine's thread, the rest behind it),
+    # none scored beside the ScoreBatch.
+    batcher = srv.server.plane.batcher
+    while batcher.items + batcher.waiting < len(waiting):
+        assert time.monotonic() < end, "the Score calls did not reach the batcher"
+        time.sleep(0.005)
+    assert not any(f.done() for f in waiting)
+    release.set()
+    assert len(big.result(timeout=TIMEOUT_S).decisions) == len(batch)
+    assert [f.result(timeout=TIMEOUT_S).order_id for f in waiting] == ["o-0", "o-1", "o-2"]
