@@ -22,7 +22,8 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from benchmarks.loadgen import Load, run
-from benchmarks.run import ROOT, SCORE, TAIL, _cpu_by_process, _process, _wait_serving
+from benchmarks.run import SCORE, TAIL
+from benchmarks.servers import ROOT, cpu_by_process, server_process, wait_serving
 from engine.codec.order_messages import orders_from_table
 
 PORT = 50191
@@ -86,14 +87,14 @@ def profile(workers: int, seconds: float, out: Path) -> str:
         "load, summed by the innermost frame's part of the path; the CPU per call is "
         "measured from /proc over the same load.",
     ]
-    with _process(serve, logs / "profile-server.log") as proc:
-        _wait_serving(f"127.0.0.1:{PORT}", proc)
+    with server_process(serve, logs / "profile-server.log") as proc:
+        wait_serving(f"127.0.0.1:{PORT}", proc)
         for concurrency in (64, 1):
             load = Load(f"127.0.0.1:{PORT}", SCORE, concurrency=concurrency,
                         duration_s=seconds + 4, procs=1 if concurrency == 1 else 2)  # fmt: skip
             box: dict[str, Any] = {}
             t = threading.Thread(target=lambda b=box, ld=load: b.update(run(ld, requests)))
-            cpu0 = _cpu_by_process(proc.pid)
+            cpu0 = cpu_by_process(proc.pid)
             t.start()
             time.sleep(3)  # past the generator's start and warm-up
             samples = {}
@@ -109,7 +110,7 @@ def profile(workers: int, seconds: float, out: Path) -> str:
                 spy.wait()
                 samples.setdefault(role, []).append(_summarize(raw))
             t.join()
-            cpu1 = _cpu_by_process(proc.pid)
+            cpu1 = cpu_by_process(proc.pid)
             r = box
             cpu = {}
             for pid, (role, c) in cpu1.items():

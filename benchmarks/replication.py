@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.loadgen import Load, run
+from benchmarks.servers import server_process, wait_serving
 from tests.services import nats_server
 
 SCORE = "/ordersight.v1.OrderRisk/Score"
@@ -52,11 +53,8 @@ def replicated_load(
     requests: list[bytes],
     seconds: float,
     logs: Path,
-    process: Any,
-    wait_serving: Any,
 ) -> dict[str, Any]:
-    """`serve`: the engine's command line without --port; `process` and `wait_serving` are
-    the benchmark's process helpers (benchmarks.run)."""
+    """`serve`: the engine's command line without --port."""
     with (
         tempfile.TemporaryDirectory() as store,
         nats_server(Path(store)) as url,
@@ -70,7 +68,7 @@ def replicated_load(
                 "ORDERSIGHT_METRICS_PORT": str(port + 40),
             }
             cmd = [*serve, "--port", str(port), "--workers", "1"]
-            proc = stack.enter_context(process(cmd, logs / f"replica-{name}.log", env))
+            proc = stack.enter_context(server_process(cmd, logs / f"replica-{name}.log", env))
             wait_serving(f"127.0.0.1:{port}", proc)
             metrics.append(f"http://127.0.0.1:{port + 40}/metrics")
         half = len(requests) // 2
