@@ -131,8 +131,8 @@ def _parse_one(buf, lo, hi, depth, kind_t, arg_t, int_t, time_slot_of, i, spans,
 @njit
 def _parse(buf, starts, ends, depth, kind_t, arg_t, int_t, time_slot_of, spans, times,
            amount_minor, key_account, item_rows, item_spans, item_ints, malformed):  # fmt: skip
-    """Every message into its row; returns the item arrays (grown as needed; item_rows[n]
-    says how many items they hold) and how many spans lay outside the buffer."""
+    """Every message into its row; returns the item arrays (as many items as item_rows[n]
+    says) and how many spans lay outside the buffer."""
     frames = np.zeros((depth + 1, 2), np.int64)
     stack = np.zeros(depth + 1, np.int64)
     m = n_outside = 0
@@ -165,7 +165,7 @@ def _parse(buf, starts, ends, depth, kind_t, arg_t, int_t, time_slot_of, spans, 
         else:
             m = m_after
         item_rows[i + 1] = m
-    return item_spans, item_ints, n_outside
+    return item_spans[:, :, :m].copy(), item_ints[:, :m].copy(), n_outside
 
 
 @njit
@@ -211,11 +211,10 @@ def decode_spans(
     if n_outside:
         i = int(np.flatnonzero(cols.malformed[:, 0] == E_SPAN)[0])
         raise ValueError(f"span {i}, [{starts[i]}, {ends[i]}), lies outside the buffer")
-    m = int(cols.item_rows[n])
-    return cols._replace(
-        item_spans=np.ascontiguousarray(item_spans[:, :, :m]),
-        item_ints=np.ascontiguousarray(item_ints[:, :m]),
-    )
+    return OrderColumns(
+        cols.buf, cols.spans, cols.times, cols.amount_minor, cols.key_account, cols.item_rows,
+        item_spans, item_ints, cols.malformed,
+    )  # fmt: skip
 
 
 def decode_orders(messages: Sequence[bytes]) -> OrderColumns:

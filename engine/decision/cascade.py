@@ -51,15 +51,25 @@ def escalation_mask(
 @njit
 def _screen(p_flag, threshold, amount, key_account, high_value, cal_x, cal_y, escalate, score, raw):
     """`escalation_mask` per row, and for screened-out rows tier one's calibrated score and
-    its log-odds (`_logit`), in one pass: the same values as the NumPy expressions (tested)."""
+    its log-odds (`_logit`), in one pass: the same values as the NumPy expressions (tested).
+    Returns the escalated rows' indices, in row order."""
+    n_up = 0
     for i in range(p_flag.shape[0]):
         esc = p_flag[i] >= threshold or amount[i] >= high_value or key_account[i]
         escalate[i] = esc
+        n_up += esc
         if not esc:
             s = np.interp(p_flag[i], cal_x, cal_y)
             score[i] = s
             c = min(max(s, 1e-12), 1 - 1e-12)
             raw[i] = np.log(c) - np.log1p(-c)
+    up = np.empty(n_up, np.int64)
+    k = 0
+    for i in range(p_flag.shape[0]):
+        if escalate[i]:
+            up[k] = i
+            k += 1
+    return up
 
 
 class _CostModel:
@@ -168,7 +178,8 @@ class Engine:
         action, score and path."""
         m = self.models
         n = enc.n
-        path = np.full(n, SCREENED_OUT, dtype=np.int8)
+        path = np.empty(n, dtype=np.int8)
+        path.fill(SCREENED_OUT)
         raw = np.zeros(n)
         base = np.zeros(n)
         causes = [""] * n
@@ -176,7 +187,7 @@ class Engine:
         if m.tier1 is not None:
             escalate = np.empty(n, dtype=np.bool_)
             cal_x, cal_y = m.tier1.calibration
-            _screen(
+            escalated = _screen(
                 m.tier1.screen(X),
                 m.tier1.threshold,
                 enc.amount,
@@ -188,7 +199,6 @@ class Engine:
                 score,
                 raw,
             )
-            escalated = np.flatnonzero(escalate)
         else:
             escalated = np.arange(n)
 
@@ -224,8 +234,9 @@ class Engine:
         # would cost more than scoring it on a large replay.
         reasons: list[list[Reason]] = [_NO_REASONS] * n
         flagged = action != APPROVE
-        if explain:
-            to_explain = np.flatnonzero(flagged & (path == MODEL))
+        flagged_rows = flagged.nonzero()[0]
+        if explain and flagged_rows.size:
+            to_explain = flagged_rows[path[flagged_rows] == MODEL]
             if to_explain.size:
                 contrib = m.tier2.contributions(X[to_explain])  # type: ignore[union-attr]
                 raw[to_explain] = contrib.sum(axis=1)
@@ -237,7 +248,7 @@ class Engine:
                 for k, i in enumerate(to_rules):
                     if flagged[i]:
                         reasons[i] = rule_reasons(fired[k], m.fallback.weights)
-            for i in np.flatnonzero(flagged):
+            for i in flagged_rows.tolist():
                 reasons[i] = reasons[i] + [trigger_reason(t) for t in triggers[i]]
         return Decisions(
             order_ids, action, score, raw, base, path, reasons, triggers, causes, m.version
@@ -247,9 +258,11 @@ class Engine:
         self, escalated: np.ndarray, deadlines: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """Split escalated rows between tier two and the fallback, with the fallback's cause."""
+        if escalated.size == 0:
+            return escalated, escalated, []
         if self.models.tier2 is None:
             return escalated[:0], escalated, ["MODEL_MISSING"] * escalated.size
-        if deadlines is None or escalated.size == 0:
+        if deadlines is None:
             return escalated, escalated[:0], []
         remaining = deadlines[escalated] - self.clock()
         late = remaining < self.cost.predict(escalated.size)

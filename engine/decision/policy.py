@@ -124,6 +124,6 @@ def decide(
         fired,
     )
     triggers: list[list[str]] = [_NO_TRIGGERS] * n  # shared, never mutated
-    for i in np.flatnonzero(fired).tolist():
+    for i in fired.nonzero()[0].tolist():
         triggers[i] = [name for k, name in enumerate(TRIGGERS) if fired[i] >> k & 1]
     return action, triggers

@@ -105,8 +105,9 @@ PLAN = EncodePlan(
 
 @njit
 def _encode(cols, rules, latest, plan, f, amount_minor, keys, countries, key_account, errors,
-            text, chars):  # fmt: skip
-    """Validate and encode every row; returns (rows that failed, bytes written to `text`).
+            chars):  # fmt: skip
+    """Validate and encode every row; returns (rows that failed, bytes written to `text`,
+    `text`: the valid rows' ids and channels, UTF-8, concatenated).
 
     f rows: t, amount, account age, lines, units, risky share, note length. A failed row gets
     an empty order's values and no id or channel. Arrays are read out of their NamedTuples
@@ -123,6 +124,13 @@ def _encode(cols, rules, latest, plan, f, amount_minor, keys, countries, key_acc
     note, category = slots[NOTE], slots[CATEGORY]
     own_strings = (slots[ORDER_ID], slots[CHANNEL])
     n_entities = entities.shape[1]
+    # Sized from the spans themselves: a caller's spans may overlap, so buf's size bounds
+    # nothing (Numba checks no bounds).
+    size = 0
+    for k in range(2):
+        for i in range(amounts.shape[0]):
+            size += spans[own_strings[k], 1, i] - spans[own_strings[k], 0, i]
+    text = np.empty(size, np.uint8)
     written = n_chars = 0
     chars[0] = 0
     for i in range(amounts.shape[0]):
@@ -186,7 +194,7 @@ def _encode(cols, rules, latest, plan, f, amount_minor, keys, countries, key_acc
                 written += 1
             n_chars += utf8_chars(buf, a, b)
             chars[2 * i + 1 + k] = n_chars
-    return n_bad, written
+    return n_bad, written, text
 
 
 class Encoding(NamedTuple):
@@ -208,14 +216,10 @@ def encode(cols, rules, latest: float) -> Encoding:  # type: ignore[no-untyped-d
     countries = scratch((len(COUNTRY_COLUMNS), n), np.uint64)
     key_account = np.empty(n, np.bool_)
     errors = scratch((n, 5), np.int64)
-    # Sized from the spans themselves: a caller's spans may overlap, so buf's size bounds
-    # nothing (Numba checks no bounds).
-    ids, channels = cols.spans[PLAN.slots[ORDER_ID]], cols.spans[PLAN.slots[CHANNEL]]
-    text = np.empty(int((ids[1] - ids[0]).sum() + (channels[1] - channels[0]).sum()), np.uint8)
     chars = np.empty(2 * n + 1, np.int64)
-    _, written = _encode(
+    _, written, text = _encode(
         cols, rules, float(latest), PLAN, f, amount_minor, keys, countries, key_account,
-        errors, text, chars,
+        errors, chars,
     )  # fmt: skip
     s = text[:written].tobytes().decode()
     c = chars.tolist()

@@ -66,22 +66,16 @@ def scratch(shape: int | tuple[int, ...], dtype: type | np.dtype) -> np.ndarray:
 def empty_columns(n: int, n_items: int, buf: np.ndarray) -> OrderColumns:
     """Columns of n orders with n_items items, zeroed (every value unknown), over `buf`. The
     per-order int64 arrays are views of one block: one allocation instead of five."""
-    sizes = (n * N_STRINGS * 2, n * N_TIMES * 3, n, n + 1, n * 2)
-    block = scratch(sum(sizes), np.int64)
-    views = []
-    at = 0
-    for size in sizes:
-        views.append(block[at : at + size])
-        at += size
-    spans, times, amount, item_rows, malformed = views
+    a, b, c = n * N_STRINGS * 2, n * N_TIMES * 3, n * 2
+    block = scratch(a + b + 2 * n + 1 + c, np.int64)
     return OrderColumns(
         buf=buf,
-        spans=spans.reshape(N_STRINGS, 2, n),
-        times=times.reshape(N_TIMES, 3, n),
-        amount_minor=amount,
+        spans=block[:a].reshape(N_STRINGS, 2, n),
+        times=block[a : a + b].reshape(N_TIMES, 3, n),
+        amount_minor=block[a + b : a + b + n],
         key_account=np.zeros(n, np.bool_),
-        item_rows=item_rows,
+        item_rows=block[a + b + n : a + b + 2 * n + 1],
         item_spans=scratch((N_ITEM_STRINGS, 2, n_items), np.int64),
         item_ints=scratch((2, n_items), np.int64),
-        malformed=malformed.reshape(n, 2),
+        malformed=block[a + b + 2 * n + 1 :].reshape(n, 2),
     )
