@@ -60,6 +60,10 @@ class Settings:
     ScoreBatchResponse) for downstream consumers."""
     replication_max_lag_s: float = 1.0
     """Replication lag past which a warning is logged (at most once a minute)."""
+    replication_queue_max: int = 100_000
+    """Accepted messages waiting to be published while the stream is slow or unreachable;
+    past this, new ones are dropped and counted in `ordersight_replication_dropped` (Score
+    calls are still answered: the other replicas then miss those orders)."""
     engine_thread: bool = True
     """Score on a dedicated thread, so the event loop keeps taking calls (and micro-batches
     form) while a batch is scored; Numba and onnxruntime release the GIL. False scores on

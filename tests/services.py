@@ -25,6 +25,13 @@ def free_port() -> int:
 @contextmanager
 def nats_server(store: Path) -> Iterator[str]:
     """A JetStream-enabled nats-server on a free loopback port; yields its URL."""
+    with nats_process(store) as (url, _):
+        yield url
+
+
+@contextmanager
+def nats_process(store: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`nats_server`, yielding its URL and its process (for tests that kill it)."""
     binary = shutil.which("nats-server") or shutil.which(
         "nats-server", path="/usr/sbin:/usr/bin:/usr/local/bin"
     )
@@ -46,7 +53,7 @@ def nats_server(store: Path) -> Iterator[str]:
                 err = proc.stderr.read().decode() if proc.stderr else ""
                 raise RuntimeError(f"nats-server did not start: {err[-2000:]}")
             time.sleep(0.02)
-        yield f"nats://127.0.0.1:{port}"
+        yield f"nats://127.0.0.1:{port}", proc
     finally:
         proc.terminate()
         try:

@@ -13,10 +13,12 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from engine.serving import frames
 from engine.serving.batcher import Pending
@@ -108,12 +110,42 @@ class FrontConnection:
         self.protocol.send(frames.STOP, 0, 0)
 
 
+class FrontMetrics(Collector):
+    """The fronts an operator watches: how many are connected, the calls each passed on
+    (labelled by process id, so a replaced front starts a new series), and how many were
+    replaced after they died (`Server` counts those in `restarts`)."""
+
+    def __init__(self, link: Link) -> None:
+        self.link = link
+        self.restarts = 0
+
+    def collect(self) -> Iterator[Metric]:
+        conns = list(self.link.connections)
+        yield GaugeMetricFamily(
+            "ordersight_fronts", "Front processes connected to the engine", value=len(conns)
+        )
+        calls = CounterMetricFamily(
+            "ordersight_front_calls",
+            "Calls each front process passed to the engine",
+            labels=["pid"],
+        )
+        for conn in conns:
+            if conn.pid:
+                calls.add_metric([str(conn.pid)], float(conn.calls))
+        yield calls
+        yield CounterMetricFamily(
+            "ordersight_front_restarts", "Front processes started in place of one that died",
+            value=float(self.restarts),
+        )  # fmt: skip
+
+
 class Link:
     """The engine's Unix socket and the fronts connected to it."""
 
     def __init__(self, methods: Methods) -> None:
         self.methods = methods
         self.connections: set[FrontConnection] = set()
+        self.metrics = FrontMetrics(self)
         self._expected: dict[int, asyncio.Future[FrontConnection]] = {}
         self.path = ""
         self._server: asyncio.AbstractServer | None = None

@@ -22,6 +22,7 @@ and one task sends them, merging consecutive order messages into one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -46,9 +47,6 @@ RUN = "Ordersight-Run"
 since it started, so one restarted under the same name re-applies its own earlier orders."""
 ORDERS, ARROW, OUTCOMES, DECISIONS = "orders", "arrow", "outcomes", "decisions"
 MERGEABLE = (ORDERS, DECISIONS)  # concatenated messages parse as one with all their items
-QUEUE_MAX = 100_000
-"""Messages waiting to be published; past this they are dropped and counted (the stream is
-then missing them: the lag bound cannot hold while the stream is unreachable that long)."""
 
 
 CATCH_UP_S = 600.0
@@ -80,6 +78,7 @@ class Replication:
         *,
         max_age_s: float,
         max_lag_s: float,
+        queue_max: int,
         registry: CollectorRegistry,
         decisions: bool = False,
         wall: Callable[[], float] = time.time,
@@ -89,6 +88,9 @@ class Replication:
         self.decisions = decisions
         self.run = uuid.uuid4().hex
         self.max_age_s, self.max_lag_s = max_age_s, max_lag_s
+        # Messages waiting to be published; past this they are dropped and counted (the
+        # stream then misses them: the lag bound cannot hold while it is unreachable).
+        self.queue_max = queue_max
         self.wall = wall
         self._queue: deque[tuple[str, bytes, float]] = deque()  # (kind, body, accepted at)
         self._queued: asyncio.Event | None = None  # set while _queue holds something
@@ -104,6 +106,10 @@ class Replication:
         self.dropped = Counter(
             "ordersight_replication_dropped", "Messages not published (queue full)", registry=r
         )
+        queued = Gauge(
+            "ordersight_replication_queued", "Messages waiting to be published", registry=r
+        )
+        queued.set_function(lambda: len(self._queue))
         self.failed = Counter(
             "ordersight_replication_publish_failures", "Publish attempts that failed", registry=r
         )
@@ -212,7 +218,7 @@ class Replication:
     def _put(self, kind: str, body: bytes) -> None:
         if self._queued is None:
             return
-        if len(self._queue) >= QUEUE_MAX:
+        if len(self._queue) >= self.queue_max:
             self.dropped.inc()
             return
         self._queue.append((kind, body, self.wall()))
@@ -288,7 +294,8 @@ class Replication:
             self._sender.cancel()
         try:
             await asyncio.wait_for(self._nc.drain(), 5.0)
-        except (TimeoutError, nats.errors.Error) as exc:
+        except (TimeoutError, OSError, nats.errors.Error) as exc:
             log.warning("replication: the NATS connection did not drain (%s)", exc)
-            await self._nc.close()
+            with contextlib.suppress(OSError, nats.errors.Error):  # the server is gone
+                await self._nc.close()
         self._nc = None

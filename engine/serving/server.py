@@ -88,6 +88,7 @@ class Server:
                 self.plane.apply_replicated,
                 max_age_s=settings.replication_max_age_s,
                 max_lag_s=settings.replication_max_lag_s,
+                queue_max=settings.replication_queue_max,
                 registry=self.hub.registry,
                 decisions=settings.replication_decisions,
             )
@@ -172,6 +173,7 @@ class Server:
         self.port = self._reserved.getsockname()[1]
         self._rundir = tempfile.TemporaryDirectory(prefix="ordersight-")
         self.link = Link(self.methods)
+        self.hub.registry.register(self.link.metrics)
         await self.link.start(str(Path(self._rundir.name) / "engine.sock"))
         self.plane.start()
         try:
@@ -217,6 +219,8 @@ class Server:
         if self._stopping:
             return
         log.error("front process %d exited with %s: starting another", proc.pid, proc.returncode)
+        if self.link is not None:
+            self.link.metrics.restarts += 1
         with contextlib.suppress(ValueError):
             self.fronts.remove(proc)
         asyncio.get_running_loop().create_task(self._respawn())

@@ -32,6 +32,7 @@ from engine.features.velocity import VelocityState
 from engine.models.artifacts import ModelSet
 from engine.serving.server import Server
 from tests.conftest import CAPACITY
+from tests.fuzzing import ChildServer
 from tests.grpc_harness import (
     TIMEOUT_S,
     RunningServer,
@@ -119,6 +120,7 @@ def test_a_front_that_dies_is_replaced(start_server: Callable[..., RunningServer
             break
         assert time.monotonic() < end, "no front replaced the one that died"
         time.sleep(0.05)
+    assert srv.server.hub.registry.get_sample_value("ordersight_front_restarts_total") == 1
     channels, stubs = _stubs(srv, CONNECTIONS)
     try:
         for i, stub in enumerate(stubs):
@@ -162,12 +164,16 @@ def test_metrics_count_the_calls_of_every_front(
         .read()
         .decode()
     )
-    counted = sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("ordersight_decisions_total")
-    )
-    assert counted == CONNECTIONS
+
+    def total(name: str) -> float:
+        return sum(
+            float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name)
+        )
+
+    assert total("ordersight_decisions_total") == CONNECTIONS
+    assert total("ordersight_front_calls_total") == CONNECTIONS  # each front's own series
+    assert text.count("ordersight_front_calls_total{") == 2
+    assert total("ordersight_fronts ") == 2
 
 
 def test_score_calls_wait_in_order_behind_a_score_batch(
@@ -203,3 +209,51 @@ def test_score_calls_wait_in_order_behind_a_score_batch(
     release.set()
     assert len(big.result(timeout=TIMEOUT_S).decisions) == len(batch)
     assert [f.result(timeout=TIMEOUT_S).order_id for f in waiting] == ["o-0", "o-1", "o-2"]
+
+
+def _fronts_of(engine_pid: int) -> list[int]:
+    """Pids of the front processes the engine `engine_pid` started."""
+    out = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                stat = (p / "stat").read_text().rsplit(")", 1)[1].split()
+                cmd = (p / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if int(stat[1]) == engine_pid and b"engine.serving.front" in cmd:
+                out.append(int(p.name))
+    return out
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state == "Z"  # exited, not yet reaped by its (dead) parent's reaper
+
+
+def test_fronts_exit_and_free_the_port_when_the_engine_is_killed(models_dir: Path) -> None:
+    """kill -9 of the engine process: its fronts see the link drop, fail what they hold with
+    UNAVAILABLE and exit, so no process keeps the port half-served."""
+    child = ChildServer(models_dir).start()  # the CLI's default: a front per core
+    try:
+        assert child.proc is not None
+        status, _, answer = child.call("order", simple_order("before").SerializeToString())
+        assert status == grpc.StatusCode.OK and answer
+        fronts = _fronts_of(child.proc.pid)
+        assert len(fronts) == os.cpu_count()
+        child.proc.send_signal(signal.SIGKILL)
+        child.proc.wait()
+        end = time.monotonic() + TIMEOUT_S
+        while not all(_gone(p) for p in fronts):
+            assert time.monotonic() < end, "a front outlived its engine"
+            time.sleep(0.05)
+        status, _, _ = child.call("order", simple_order("after").SerializeToString())
+        assert status == grpc.StatusCode.UNAVAILABLE
+        with socket.socket() as s:  # nobody listens there any more (closed connections may)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", child.port))
+    finally:
+        child.stop()

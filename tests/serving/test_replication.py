@@ -33,7 +33,7 @@ from tests.grpc_harness import (
     orders_of,
     unknown_labels,
 )
-from tests.services import nats_server
+from tests.services import nats_process, nats_server
 
 
 def _wait_for(srv: RunningServer, orders: int) -> None:
@@ -138,3 +138,34 @@ def test_decisions_go_to_the_stream_for_downstream_consumers(
         srv.stop()
     assert [d.order_id for d in got] == [d.order_id for d in want]
     assert [(d.action, d.score, d.path) for d in got] == [(d.action, d.score, d.path) for d in want]
+
+
+def test_while_the_stream_is_unreachable_calls_are_answered_and_the_queue_is_bounded(
+    start_server: Callable[..., RunningServer], history: pa.Table, tmp_path: Path
+) -> None:
+    """The NATS server dies: Score goes on answering; what waits to be published stays
+    within `replication_queue_max`, and what does not fit is dropped and counted."""
+    orders = orders_of(history.slice(14_000, 31))
+    with nats_process(tmp_path / "nats") as (url, nats_proc):
+        srv = start_server(replication_url=url, replica_id="a", replication_queue_max=5)
+        assert srv.server is not None
+        metrics = srv.server.hub.registry
+
+        def sample(name: str, **labels: str) -> float:
+            return metrics.get_sample_value(name, labels) or 0.0
+
+        srv.stub.Score(orders[0], timeout=TIMEOUT_S)
+        end = time.monotonic() + TIMEOUT_S
+        while sample("ordersight_replication_published_total", kind="orders") < 1:
+            assert time.monotonic() < end, "the first order was never published"
+            time.sleep(0.01)
+        nats_proc.kill()
+        nats_proc.wait()
+        got = [srv.stub.Score(o, timeout=TIMEOUT_S) for o in orders[1:]]
+        assert [d.order_id for d in got] == [o.order_id for o in orders[1:]]
+        queued = sample("ordersight_replication_queued")
+        dropped = sample("ordersight_replication_dropped_total")
+        srv.stop()
+    # Each call was its own micro-batch, one message: one is being retried, five wait.
+    assert queued == 5
+    assert dropped in (len(orders) - 1 - 5 - 1, len(orders) - 1 - 5)
