@@ -17,7 +17,9 @@ def markdown(results: dict[str, Any]) -> str:
         "Load generator and servers share this machine's cores: the generator's own CPU use "
         "is in its own column. Server CPU per call: user + system time of every process of "
         "the server (engine and front processes) over the load point, divided by the calls "
-        "answered. ordersight-Nw: N gRPC front processes before the one engine process. The "
+        "answered. ordersight-Nw: N gRPC front processes before the one engine process. "
+        "link-floor: one such front before an engine stand-in that scores nothing "
+        "(`benchmarks/link_floor.py`): the cost of the hop alone. The "
         "servers are warmed with the history but its last "
         f"{results['held_out_orders']:,} orders, which are the calls sent.",
         "",
@@ -51,6 +53,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"{r['p99_ms']:.2f} | {r['p999_ms']:.2f} | {r['client_cpu_cores']:.2f} | {cpu} | "
             + (f"{r['mean_batch']:.2f} |" if "mean_batch" in r else " |")
         )
+    lines += _hop_split(results["score"])
     if "mlserver" in results:
         lines += ["", "MLServer configurations tried at concurrency 64 (best used above):", ""]
         for t in results["mlserver"]["tried"]:
@@ -177,3 +180,30 @@ def plot(results: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _hop_split(score: list[dict[str, Any]]) -> list[str]:
+    """Echo, the link floor and OrderSight with one front side by side: what the transport
+    costs, what the hop to the engine adds, and what scoring adds."""
+    points = {(r["target"], r["concurrency"]): r for r in score if r["concurrency"]}
+    out = [
+        "",
+        "Where a Score call's cost goes (closed loop), as ratios to the echo at the same load:",
+        "",
+        "| concurrency | server | calls/s | vs echo | server CPU µs/call | vs echo | p99 ms |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in (1, 64):
+        echo = points.get(("echo", c))
+        if echo is None or "server_cpu_us" not in echo:
+            continue
+        for name in ("echo", "link-floor", "ordersight-1w"):
+            r = points.get((name, c))
+            if r is None or "server_cpu_us" not in r:
+                continue
+            out.append(
+                f"| {c} | {name} | {r['calls_per_s']:,.0f} | "
+                f"{r['calls_per_s'] / echo['calls_per_s']:.2f} | {r['server_cpu_us']:,.0f} | "
+                f"{r['server_cpu_us'] / echo['server_cpu_us']:.2f} | {r['p99_ms']:.2f} |"
+            )
+    return out if len(out) > 5 else []

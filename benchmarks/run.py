@@ -1,10 +1,11 @@
 """`make bench`: OrderSight against the gRPC floor, MLServer and the tree runtimes, in one run.
 
-Starts three servers on 127.0.0.1 (OrderSight with its default models and a warmed velocity
-state, a bare grpc.aio echo server, MLServer with mlserver-lightgbm serving the same tier-two
-model), drives each with the same multi-process load generator, then measures ScoreBatch,
-score-file, the in-process stages and the tier-two runtimes. Writes results.json,
-results.md and latency_throughput.png to benchmarks/results/ and commits nothing.
+Starts four servers on 127.0.0.1 (OrderSight with its default models and a warmed velocity
+state; a bare grpc.aio echo server; the link floor, OrderSight's front before an engine that
+scores nothing; MLServer with mlserver-lightgbm serving the same tier-two model), drives each
+with the same multi-process load generator, then measures ScoreBatch, score-file, the
+in-process stages and the tier-two runtimes. Writes results.json, results.md and
+latency_throughput.png to benchmarks/results/ and commits nothing.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SCORE = "/ordersight.v1.OrderRisk/Score"
 CONCURRENCY = (1, 16, 64, 256)
 RATES = (500, 1000, 2000)
-PORTS = {"ordersight": 50151, "echo": 50152, "mlserver": 50153}
+PORTS = {"ordersight": 50151, "echo": 50152, "mlserver": 50153, "link-floor": 50154}
 TAIL = 50_000  # orders sent as Score calls, held out of the servers' warm-up
 
 
@@ -182,6 +183,11 @@ def main(argv: list[str] | None = None) -> int:
         target = f"127.0.0.1:{PORTS['echo']}"
         wait_port(target)
         loads += sweep("echo", target, SCORE, requests, args.seconds, log, None, proc.pid)
+    floor = [py, "-m", "benchmarks.link_floor", "--port", str(PORTS["link-floor"])]
+    with server_process(floor, logs / "link-floor.log") as proc:
+        target = f"127.0.0.1:{PORTS['link-floor']}"
+        wait_serving(target, proc)
+        loads += sweep("link-floor", target, SCORE, requests, args.seconds, log, None, proc.pid)
     if not args.skip_mlserver:
         results["mlserver"] = _mlserver(models, X_tail, args.seconds, logs, loads, log)
     results["score"] = loads
