@@ -47,9 +47,7 @@ async def serve(port: int) -> None:
     template, ready = canned_decision(), asyncio.Event()
     with tempfile.TemporaryDirectory(prefix="link-floor-") as rundir:
         path = str(Path(rundir) / "engine.sock")
-        server = await loop.create_unix_server(
-            lambda: _Connection(template, ready).protocol, path
-        )
+        server = await loop.create_unix_server(lambda: _Connection(template, ready).protocol, path)
         front = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "engine.serving.front", "--link", path,
             "--host", "127.0.0.1", "--port", str(port), "--max-request-bytes", str(4 << 20),
