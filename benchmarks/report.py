@@ -53,7 +53,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"{r['p99_ms']:.2f} | {r['p999_ms']:.2f} | {r['client_cpu_cores']:.2f} | {cpu} | "
             + (f"{r['mean_batch']:.2f} |" if "mean_batch" in r else " |")
         )
-    lines += _hop_split(results["score"])
+    lines += _paired(results.get("paired", []))
     if "mlserver" in results:
         lines += ["", "MLServer configurations tried at concurrency 64 (best used above):", ""]
         for t in results["mlserver"]["tried"]:
@@ -182,28 +182,32 @@ def plot(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def _hop_split(score: list[dict[str, Any]]) -> list[str]:
-    """Echo, the link floor and OrderSight with one front side by side: what the transport
-    costs, what the hop to the engine adds, and what scoring adds."""
-    points = {(r["target"], r["concurrency"]): r for r in score if r["concurrency"]}
+def _paired(rows: list[dict[str, Any]]) -> list[str]:
+    """The paired rounds: echo, the link floor and OrderSight with one front, each ratio
+    taken within a round (`benchmarks.paired`): what the transport costs, what the hop to
+    the engine adds, and what scoring adds."""
+    if not rows:
+        return []
     out = [
         "",
-        "Where a Score call's cost goes (closed loop), as ratios to the echo at the same load:",
+        f"## Paired rounds: ratios to the echo within each round ({rows[0]['rounds']} rounds)",
         "",
-        "| concurrency | server | calls/s | vs echo | server CPU µs/call | vs echo | p99 ms |",
-        "|---|---|---|---|---|---|---|",
+        "The three servers serve at once and are driven in turn, a few seconds each, the order "
+        "rotating by round; each ratio is taken within a round and shown as median (range).",
+        "",
+        "| concurrency | server | calls/s | vs echo | server CPU µs/call | vs echo | p99 ms "
+        "| p99 minus echo's, ms |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for c in (1, 64):
-        echo = points.get(("echo", c))
-        if echo is None or "server_cpu_us" not in echo:
-            continue
-        for name in ("echo", "link-floor", "ordersight-1w"):
-            r = points.get((name, c))
-            if r is None or "server_cpu_us" not in r:
-                continue
-            out.append(
-                f"| {c} | {name} | {r['calls_per_s']:,.0f} | "
-                f"{r['calls_per_s'] / echo['calls_per_s']:.2f} | {r['server_cpu_us']:,.0f} | "
-                f"{r['server_cpu_us'] / echo['server_cpu_us']:.2f} | {r['p99_ms']:.2f} |"
-            )
-    return out if len(out) > 5 else []
+
+    def span(d: dict[str, float], fmt: str) -> str:
+        return f"{d['median']:{fmt}} ({d['min']:{fmt}} – {d['max']:{fmt}})"
+
+    for r in rows:
+        out.append(
+            f"| {r['concurrency']} | {r['server']} | {r['calls_per_s']:,.0f} | "
+            f"{span(r['calls_per_s_ratio'], '.2f')} | {r['server_cpu_us']:,.0f} | "
+            f"{span(r['server_cpu_ratio'], '.2f')} | {r['p99_ms']:.2f} | "
+            f"{span(r['p99_minus_echo_ms'], '+.2f')} |"
+        )
+    return out

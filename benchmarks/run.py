@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from benchmarks import batch, mlserver, replication, stages
 from benchmarks.loadgen import Load, run
+from benchmarks.paired import paired_point, paired_rounds
 from benchmarks.report import markdown, plot
 from benchmarks.servers import batch_stats, cpu_by_process, server_process, wait_port, wait_serving
 from engine.codec.history import read_history
@@ -37,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SCORE = "/ordersight.v1.OrderRisk/Score"
 CONCURRENCY = (1, 16, 64, 256)
 RATES = (500, 1000, 2000)
+PAIRED_SECONDS = 3.0  # per server and round (`benchmarks.paired`)
 PORTS = {"ordersight": 50151, "echo": 50152, "mlserver": 50153, "link-floor": 50154}
 TAIL = 50_000  # orders sent as Score calls, held out of the servers' warm-up
 
@@ -188,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         target = f"127.0.0.1:{PORTS['link-floor']}"
         wait_serving(target, proc)
         loads += sweep("link-floor", target, SCORE, requests, args.seconds, log, None, proc.pid)
+    log("Paired rounds (echo, link floor, ordersight-1w serving at once, driven in turn):")
+    results["paired"] = _paired(models, head_path, requests, logs, log)
     if not args.skip_mlserver:
         results["mlserver"] = _mlserver(models, X_tail, args.seconds, logs, loads, log)
     results["score"] = loads
@@ -205,6 +209,32 @@ def main(argv: list[str] | None = None) -> int:
     plot(results, out / "latency_throughput.png")
     log((out / "results.md").read_text())
     return 0
+
+
+def _paired(
+    models: Path, head: Path, requests: list[bytes], logs: Path, log: Any
+) -> list[dict[str, Any]]:
+    py = sys.executable
+    port = PORTS["ordersight"] + 200
+    cmds = {
+        "echo": [py, "-m", "benchmarks.echo_server", "--port", str(port)],
+        "link-floor": [py, "-m", "benchmarks.link_floor", "--port", str(port + 1)],
+        "ordersight-1w": [
+            py, "-m", "engine.cli", "serve", "--models", str(models), "--port", str(port + 2),
+            "--warm-from", str(head), "--workers", "1",
+        ],
+    }  # fmt: skip
+    with contextlib.ExitStack() as stack:
+        servers = {}
+        for k, (name, cmd) in enumerate(cmds.items()):
+            proc = stack.enter_context(server_process(cmd, logs / f"paired-{name}.log"))
+            target = f"127.0.0.1:{port + k}"
+            if name == "echo":
+                wait_port(target)
+            else:
+                wait_serving(target, proc)
+            servers[name] = (target, proc.pid)
+        return paired_rounds(servers, SCORE, requests, PAIRED_SECONDS, log)
 
 
 def _scaling(
@@ -304,19 +334,20 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append({"target": name, "figure": figure, "goal": goal, "met": met})
 
     one = "ordersight-1w"
-    os64, echo64, ml64 = (_point(results, t, 64) for t in (one, "echo", "mlserver"))
-    os1, echo1 = _point(results, one, 1), _point(results, "echo", 1)
-    if os64 and echo64:
-        ratio = os64["calls_per_s"] / echo64["calls_per_s"]
+    # The echo ratios: medians of the paired rounds (`benchmarks.paired`).
+    paired = results.get("paired", [])
+    p64, p1 = paired_point(paired, one, 64), paired_point(paired, one, 1)
+    if p64:
+        ratio = p64["calls_per_s_ratio"]["median"]
         add("Score c=64, 1 worker, vs echo floor (calls/s ratio)", ratio, ">= 0.85", ratio >= 0.85)
-        if "server_cpu_us" in os64 and "server_cpu_us" in echo64:
-            ratio = os64["server_cpu_us"] / echo64["server_cpu_us"]
-            add("Server CPU per Score call c=64, 1 worker, vs echo", ratio, "<= 1.2", ratio <= 1.2)
+        ratio = p64["server_cpu_ratio"]["median"]
+        add("Server CPU per Score call c=64, 1 worker, vs echo", ratio, "<= 1.2", ratio <= 1.2)
+    os64, ml64 = _point(results, one, 64), _point(results, "mlserver", 64)
     if os64 and ml64:
         ratio = os64["calls_per_s"] / ml64["calls_per_s"]
         add("Score c=64, 1 worker, vs MLServer best (calls/s ratio)", ratio, ">= 1.9", ratio >= 1.9)
-    if os1 and echo1:
-        gap = os1["p99_ms"] - echo1["p99_ms"]
+    if p1:
+        gap = p1["p99_minus_echo_ms"]["median"]
         add("Score c=1 p99 minus echo p99 (ms)", gap, "<= 0.3", gap <= 0.3)
     for r in results.get("bulk", []):
         if r["rpc"] == "ScoreBatch/arrow_ipc+arrow_response" and r["orders"] == max(batch.SIZES):
