@@ -9,6 +9,7 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from engine.errors import InvalidInput, ModelLoadError
 
@@ -149,6 +150,57 @@ def _alerts(args: argparse.Namespace) -> int:
     return 0
 
 
+def _models(args: argparse.Namespace) -> int:
+    import grpc
+    from ordersight.v1 import risk_pb2 as pb
+    from ordersight.v1 import risk_pb2_grpc as pb_grpc
+
+    def when(ts: Any) -> str:
+        return str(ts.ToDatetime().strftime("%Y-%m-%dT%H:%M:%SZ"))
+
+    def show(s: pb.ModelStatus) -> None:
+        print(f"champion {s.champion}  ({s.champion_path}, since {when(s.loaded_since)})")
+        print(f"previous {s.previous or '-'}")
+        print(f"swaps {s.swaps}; parity max error {s.parity_max_error:.1e}")
+        print(f"velocity state: {s.state_bytes / 2**20:,.0f} MiB, {s.state_orders:,} orders seen")
+        for p in s.problems:
+            print(f"problem: {p}")
+
+    with grpc.insecure_channel(args.addr) as channel:
+        stub = pb_grpc.ModelAdminStub(channel)
+        try:
+            if args.action == "list":
+                listed = stub.ListModels(pb.ListModelsRequest(), timeout=args.timeout)
+                print(f"registry {listed.registry}  (* champion, < previous)")
+                for m in listed.models:
+                    mark = "*" if m.champion else "<" if m.previous else " "
+                    made = when(m.created_at) if m.HasField("created_at") else "-"
+                    line = f"{mark} {m.version or '?':24s} {Path(m.path).name:16s} {made}"
+                    if m.problem:
+                        line += f"  unusable: {m.problem}"
+                    else:
+                        line += f"  AUC {m.tier2_auc:.4f}  AP {m.tier2_average_precision:.4f}"
+                    print(line)
+            elif args.action == "status":
+                show(stub.GetStatus(pb.GetModelStatusRequest(), timeout=args.timeout))
+            elif args.action == "load":
+                if bool(args.version) == bool(args.path):
+                    print("ordersight models load: give a VERSION or --path", file=sys.stderr)
+                    return 2
+                req = (
+                    pb.LoadModelRequest(path=str(Path(args.path).resolve()))
+                    if args.path
+                    else pb.LoadModelRequest(version=args.version)
+                )
+                show(stub.LoadModel(req, timeout=args.timeout))
+            else:
+                show(stub.Rollback(pb.RollbackRequest(), timeout=args.timeout))
+        except grpc.RpcError as exc:
+            print(f"{exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ordersight", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -224,6 +276,15 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--timeout", type=float, default=5.0)
     s.add_argument("file", help="one Order or a list of Orders, protobuf JSON")
     s.set_defaults(func=_score)
+    s = sub.add_parser("models", help="list, inspect, load or roll back a running engine's models")
+    s.add_argument("action", choices=("list", "status", "load", "rollback"))
+    s.add_argument("version", nargs="?", help="load: a version or folder name in the registry")
+    s.add_argument("--path", help="load: a model folder the engine can read, instead")
+    s.add_argument("--addr", default="127.0.0.1:50051")
+    s.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds (a load verifies and warms)"
+    )
+    s.set_defaults(func=_models)
     return p
 
 

@@ -25,6 +25,9 @@ class Settings:
     port: int = 50051
     """Port the gRPC server listens on (0 picks a free one)."""
     models: str = "models/default"
+    registry: str = ""
+    """Model registry: the folder whose sub-folders are the versions ModelAdmin lists and
+    loads by name ("" = the folder that holds `models`)."""
     """Artifact folder with manifest.json; missing or broken parts fall back to rules."""
     allow_rules_only: bool = False
     """Serve with the rule fallback alone when the model folder cannot be used; otherwise

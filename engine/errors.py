@@ -29,6 +29,12 @@ class ModelLoadError(OrderSightError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class NotFound(OrderSightError):
+    """What a call names does not exist (a model version, a folder)."""
+
+    code = grpc.StatusCode.NOT_FOUND
+
+
 class Unavailable(OrderSightError):
     """The engine is shutting down or overloaded."""
 

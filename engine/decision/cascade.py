@@ -102,14 +102,25 @@ class Engine:
         self.state = state
         self.clock = clock
         self.cost = _CostModel()
+        self.orders_seen = 0  # orders added to the state
         self.latest_order_time = -np.inf  # event time of the newest order scored
 
     def warm(self) -> None:
         """Run every kernel once and time tier two, so no request pays for compilation."""
+        self.cost = self.warm_models(self.models)
+
+    def swap(self, models: ModelSet, cost: _CostModel) -> None:
+        """Serve `models` (warmed by `warm_models`) from the next batch on: `decide` reads
+        the models once per batch, so a batch is one version's."""
+        self.models, self.cost = models, cost
+
+    def warm_models(self, models: ModelSet) -> _CostModel:
+        """Run every kernel and path of `models` once on a scratch state (the engine's own
+        is not touched) and time its tier two; its cost model is returned."""
         from engine.codec.arrow_orders import decode_table
         from engine.orders.schema import ORDER_SCHEMA
 
-        big = self.models.policy.high_value * 1000  # in minor units: forces tier two and review
+        big = models.policy.high_value * 1000  # in minor units: forces tier two and review
         order = {
             "order_id": "warm", "customer_id": "warm", "created_at": 0,
             "amount_minor": int(big), "currency": "USD", "device_id": "d", "ip": "i",
@@ -121,13 +132,14 @@ class Engine:
         }  # fmt: skip
         order["created_at"] = order["account_created_at"] = 1_700_000_000 * 10**6
         orders = decode_table(pa.Table.from_pylist([order, order], schema=ORDER_SCHEMA))
-        scratch = Engine(self.models, VelocityState(capacity=64, probe=4), self.clock)
+        scratch = Engine(models, VelocityState(capacity=64, probe=4), self.clock)
         scratch.score(orders)
         scratch.score(orders, deadlines=np.full(2, -np.inf))  # the fallback's path
         enc = orders.arrays
         features.replay(enc, np.array([1, 0], np.int8), np.array([1.0, 2.0]), scratch.state)
         scratch.report_outcomes(enc, np.array([1, 0], np.int8), np.array([1.0, 2.0]))
-        tier2 = self.models.tier2
+        cost = _CostModel()
+        tier2 = models.tier2
         if tier2 is not None:
             X = features.compute(enc, scratch.state)[:1]
 
@@ -141,8 +153,9 @@ class Engine:
                 return min(times)
 
             one, many = best(1), best(64)
-            self.cost.fixed = one
-            self.cost.per_row = max(many - one, 0.0) / 63
+            cost.fixed = one
+            cost.per_row = max(many - one, 0.0) / 63
+        return cost
 
     def score(self, orders: OrderBatch, deadlines: np.ndarray | None = None) -> Decisions:
         """Score new, valid orders in row order and add them to the state."""
@@ -159,6 +172,7 @@ class Engine:
         that must run in arrival order; `decide` may then run on any thread."""
         if enc.n:
             self.latest_order_time = max(self.latest_order_time, float(enc.t.max()))
+            self.orders_seen += enc.n
         return features.compute(enc, self.state)
 
     def report_outcomes(self, enc: OrderArrays, is_fraud: np.ndarray, known_at: np.ndarray) -> None:
@@ -172,11 +186,13 @@ class Engine:
         X: np.ndarray,
         deadlines: np.ndarray | None = None,
         explain: bool = True,
+        models: ModelSet | None = None,
     ) -> Decisions:
         """Decisions for rows whose features are computed. `explain=False` skips the reason
         codes (and leaves `raw` as the model's log-odds): for replays that only need the
-        action, score and path."""
-        m = self.models
+        action, score and path. `models` (default: the engine's, read once) lets a caller
+        decide every chunk of one call with the same version."""
+        m = self.models if models is None else models
         n = enc.n
         path = np.empty(n, dtype=np.int8)
         path.fill(SCREENED_OUT)
@@ -202,7 +218,7 @@ class Engine:
         else:
             escalated = np.arange(n)
 
-        to_model, to_rules, cause = self._split_by_deadline(escalated, deadlines)
+        to_model, to_rules, cause = self._split_by_deadline(escalated, deadlines, m)
         if to_model.size:
             t0 = time.perf_counter()
             try:
@@ -255,12 +271,12 @@ class Engine:
         )
 
     def _split_by_deadline(
-        self, escalated: np.ndarray, deadlines: np.ndarray | None
+        self, escalated: np.ndarray, deadlines: np.ndarray | None, m: ModelSet
     ) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """Split escalated rows between tier two and the fallback, with the fallback's cause."""
         if escalated.size == 0:
             return escalated, escalated, []
-        if self.models.tier2 is None:
+        if m.tier2 is None:
             return escalated[:0], escalated, ["MODEL_MISSING"] * escalated.size
         if deadlines is None:
             return escalated, escalated[:0], []

@@ -47,6 +47,11 @@ class Decisions:
 
     @classmethod
     def concat(cls, parts: list[Decisions]) -> Decisions:
+        """One batch of decisions from parts decided by one model version (a call is one
+        version's: the engine reads its models once per call)."""
+        versions = {p.model_version for p in parts}
+        if len(versions) > 1:
+            raise ValueError(f"one batch's decisions by several model versions: {sorted(versions)}")
         return cls(
             [i for p in parts for i in p.order_ids],
             np.concatenate([p.action for p in parts]),

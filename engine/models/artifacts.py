@@ -48,6 +48,7 @@ class ModelSet:
     policy: PolicyConfig
     manifest: dict[str, Any] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    parity_max_error: float = 0.0  # tier two against the scores recorded at export
 
     @classmethod
     def rules_only(cls, policy: PolicyConfig | None = None) -> ModelSet:
@@ -120,6 +121,7 @@ def load(root: str | Path, policy_overrides: dict[str, Any] | None = None) -> Mo
         problems.append(f"tier one unavailable: {exc}")
 
     tier2: TierTwo | None = None
+    err = 0.0
     try:
         t2 = manifest["tier2"]
         onnx_bytes = _file(root, t2, "onnx").read_bytes()
@@ -136,4 +138,4 @@ def load(root: str | Path, policy_overrides: dict[str, Any] | None = None) -> Mo
         problems.append(f"tier two unavailable: {exc}")
     for p in problems:
         log.error("model %s: %s", version, p)
-    return ModelSet(version, tier1, tier2, fallback, policy, manifest, problems)
+    return ModelSet(version, tier1, tier2, fallback, policy, manifest, problems, err)

@@ -30,6 +30,7 @@ from engine.codec.score_batch import ARROW_IPC, ORDERS, split_score_batch
 from engine.decision.cascade import Engine
 from engine.decision.decisions import Decisions
 from engine.errors import InvalidInput
+from engine.models.artifacts import ModelSet
 from engine.monitoring.alert_hub import AlertHub
 from engine.monitoring.anomaly import Alert
 from engine.orders.arrays import OrderArrays
@@ -220,6 +221,7 @@ class DataPlane:
         loop = asyncio.get_running_loop()
         parts = []
         enc = orders.arrays
+        models = self.engine.models  # every chunk of this call decided by one version
         for lo in range(0, max(enc.n, 1), BATCH_CHUNK):
             hi = min(lo + BATCH_CHUNK, enc.n)
             sub = enc.take(slice(lo, hi))
@@ -234,6 +236,7 @@ class DataPlane:
                     X,
                     deadlines,
                     req.arrow_response,
+                    models,
                 )  # fmt: skip
             )
         if self.replication is not None:  # the state has them: so shall the other replicas
@@ -293,10 +296,11 @@ class DataPlane:
         X: np.ndarray,
         deadlines: np.ndarray | None,
         as_table: bool,
+        models: ModelSet,
     ) -> tuple[Decisions, pa.Table | None]:
         """One ScoreBatch chunk's decisions, and their Arrow table when the answer is Arrow
         (built here, off the event loop; the call's latency is filled in at the end)."""
-        d = self.engine.decide(ids, enc, X, deadlines)
+        d = self.engine.decide(ids, enc, X, deadlines, models=models)
         return d, decisions_table(d) if as_table else None
 
     # --- feedback and alerts ----------------------------------------------------------------

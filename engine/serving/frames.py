@@ -17,8 +17,19 @@ import math
 import struct
 from collections.abc import Callable
 
-UNARY = ("Score", "ScoreBatch", "ReportOutcomes", "ReportEvent", "ListAlerts")
-"""The unary methods of `ordersight.v1.OrderRisk`, numbered by their place here."""
+SERVICES = {
+    "ordersight.v1.OrderRisk": (
+        "Score",
+        "ScoreBatch",
+        "ReportOutcomes",
+        "ReportEvent",
+        "ListAlerts",
+    ),
+    "ordersight.v1.ModelAdmin": ("ListModels", "GetStatus", "LoadModel", "Rollback"),
+}
+"""The unary methods the engine serves, by service (OrderRisk's WatchAlerts is a stream)."""
+UNARY = tuple(f"{service}/{name}" for service, names in SERVICES.items() for name in names)
+"""Full method names, numbered by their place here: a CALL's code (Score is 0)."""
 
 HEADER = struct.Struct("<IBIid")
 MAX_BODY = (1 << 32) - 1

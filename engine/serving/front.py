@@ -119,7 +119,9 @@ class EngineLink:
                 self.protocol.send(frames.CANCEL, call, 0)
 
 
-def handlers(link: EngineLink) -> dict[str, grpc.RpcMethodHandler]:
+def handlers(link: EngineLink) -> dict[str, dict[str, grpc.RpcMethodHandler]]:
+    """Every service's handlers (by service, then method), each passing bytes on."""
+
     def unary(index: int) -> grpc.RpcMethodHandler:
         async def handler(request: bytes, context: grpc.aio.ServicerContext) -> Any:
             remaining = context.time_remaining()
@@ -138,8 +140,11 @@ def handlers(link: EngineLink) -> dict[str, grpc.RpcMethodHandler]:
             elif code:
                 await context.abort(STATUS[code], bytes(body).decode("utf-8", "replace"))
 
-    out = {name: unary(i) for i, name in enumerate(frames.UNARY)}
-    out["WatchAlerts"] = grpc.unary_stream_rpc_method_handler(watch)
+    out: dict[str, dict[str, grpc.RpcMethodHandler]] = {s: {} for s in frames.SERVICES}
+    for i, full in enumerate(frames.UNARY):
+        service, name = full.split("/")
+        out[service][name] = unary(i)
+    out[SERVICE]["WatchAlerts"] = grpc.unary_stream_rpc_method_handler(watch)
     return out
 
 
@@ -154,18 +159,18 @@ async def serve(args: argparse.Namespace) -> int:
         ]
     )
     hs = health.aio.HealthServicer()
-    h = handlers(link)
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, h),))
-    server.add_registered_method_handlers(SERVICE, h)
+    for service, h in handlers(link).items():
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, h),))
+        server.add_registered_method_handlers(service, h)
     health_pb2_grpc.add_HealthServicer_to_server(hs, server)
     if args.reflection:
-        names = (SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
+        names = (*frames.SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
         reflection.enable_server_reflection((*names, reflection.SERVICE_NAME), server)
     if server.add_insecure_port(f"{args.host}:{args.port}") == 0:
         log.error("front %d: cannot listen on %s:%d", os.getpid(), args.host, args.port)
         return 2
     await server.start()
-    for name in ("", SERVICE):
+    for name in ("", *frames.SERVICES):
         await hs.set(name, health_pb2.HealthCheckResponse.SERVING)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -1,4 +1,5 @@
-"""Every `ordersight.v1.OrderRisk` method as bytes in, bytes out, over the data plane.
+"""Every method the engine serves as bytes in, bytes out: OrderRisk's over the data plane,
+ModelAdmin's (`engine.serving.model_admin`) beside them.
 
 This is the one place where requests are read and answers written: the in-process servicer
 (`engine.serving.servicer`) and the engine side of the front processes' link
@@ -39,7 +40,8 @@ def status_of(exc: BaseException, method: str) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}"
 
 
-def _parse(message: Any, request: Body) -> Any:
+def parse_request(message: Any, request: Body) -> Any:
+    """`request` as `message`, or INVALID_ARGUMENT naming what it is not."""
     try:
         return message.FromString(request)
     except DecodeError as exc:
@@ -51,16 +53,18 @@ def _time(ts: Any, present: bool) -> tuple[int, int] | None:
 
 
 class Methods:
-    """The service's methods over one data plane (`deadline`: monotonic seconds or None)."""
+    """The unary methods by full name (`frames.UNARY`), over one data plane and the model
+    admin's (`deadline`: monotonic seconds or None)."""
 
-    def __init__(self, plane: DataPlane) -> None:
+    def __init__(self, plane: DataPlane, admin: dict[str, Unary]) -> None:
         self.plane = plane
         self.unary: dict[str, Unary] = {
-            "Score": self.score,
-            "ScoreBatch": self.score_batch,
-            "ReportOutcomes": self.report_outcomes,
-            "ReportEvent": self.report_event,
-            "ListAlerts": self.list_alerts,
+            f"{SERVICE}/Score": self.score,
+            f"{SERVICE}/ScoreBatch": self.score_batch,
+            f"{SERVICE}/ReportOutcomes": self.report_outcomes,
+            f"{SERVICE}/ReportEvent": self.report_event,
+            f"{SERVICE}/ListAlerts": self.list_alerts,
+            **admin,
         }
         assert tuple(self.unary) == UNARY
 
@@ -72,7 +76,7 @@ class Methods:
         return await self.plane.score_batch(request, deadline)
 
     async def report_outcomes(self, request: Body, deadline: float | None) -> bytes:
-        outcomes = _parse(pb.ReportOutcomesRequest, request).outcomes
+        outcomes = parse_request(pb.ReportOutcomesRequest, request).outcomes
         accepted = await self.plane.report_outcomes(
             [oc.order.SerializeToString() for oc in outcomes],
             np.array([oc.is_fraud for oc in outcomes], np.int8),
@@ -81,7 +85,7 @@ class Methods:
         return pb.ReportOutcomesResponse(accepted=accepted).SerializeToString()
 
     async def report_event(self, request: Body, deadline: float | None) -> bytes:
-        events = _parse(pb.ReportEventRequest, request).events
+        events = parse_request(pb.ReportEventRequest, request).events
         accepted = self.plane.report_events(
             [ev.channel for ev in events],
             [ev.code for ev in events],
@@ -90,14 +94,14 @@ class Methods:
         return pb.ReportEventResponse(accepted=accepted).SerializeToString()
 
     async def list_alerts(self, request: Body, deadline: float | None) -> bytes:
-        _parse(pb.ListAlertsRequest, request)
+        parse_request(pb.ListAlertsRequest, request)
         alerts = [alert_to_pb(a) for a in self.plane.active_alerts()]
         return pb.ListAlertsResponse(alerts=alerts).SerializeToString()
 
     async def watch_alerts(self, request: Body) -> AsyncIterator[bytes]:
         """Serialized Alerts: the open ones first when asked, then each change, until the
         caller stops iterating."""
-        include_active = _parse(pb.WatchAlertsRequest, request).include_active
+        include_active = parse_request(pb.WatchAlertsRequest, request).include_active
         hub = self.plane.hub
         queue = hub.subscribe()
         try:

@@ -38,8 +38,10 @@ from engine.monitoring.anomaly import StreamMonitor
 from engine.orders.batch import OrderRules
 from engine.orders.rules import Limits
 from engine.serving.data_plane import DataPlane
+from engine.serving.frames import SERVICES
 from engine.serving.link import Link
 from engine.serving.methods import SERVICE, Methods
+from engine.serving.model_admin import ModelAdmin
 from engine.serving.replication import Replication
 from engine.serving.servicer import method_handlers
 from engine.serving.warm_start import warm_state
@@ -78,7 +80,14 @@ class Server:
             engine_thread=settings.engine_thread,
             inline_scores=not settings.single_process,
         )
-        self.methods = Methods(self.plane)
+        self.admin = ModelAdmin(
+            self.engine,
+            settings.models,
+            settings.registry or Path(settings.models).resolve().parent,
+            self.hub.registry,
+            settings.policy or None,
+        )
+        self.methods = Methods(self.plane, self.admin.unary)
         self.replication: Replication | None = None
         if settings.replication_url:
             self.replication = Replication(
@@ -143,15 +152,15 @@ class Server:
                 ("grpc.max_send_message_length", self.settings.max_request_bytes),
             ]
         )
-        handlers = method_handlers(self.methods)
-        self.server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler(SERVICE, handlers),)
-        )
-        self.server.add_registered_method_handlers(SERVICE, handlers)
+        for service, handlers in method_handlers(self.methods).items():
+            self.server.add_generic_rpc_handlers(
+                (grpc.method_handlers_generic_handler(service, handlers),)
+            )
+            self.server.add_registered_method_handlers(service, handlers)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (
-                SERVICE,
+                *SERVICES,
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                 reflection.SERVICE_NAME,
             ),
@@ -164,7 +173,8 @@ class Server:
         await self.server.start()
         serving = health_pb2.HealthCheckResponse.SERVING
         await self.health.set("", serving)
-        await self.health.set(SERVICE, serving)
+        for service in SERVICES:
+            await self.health.set(service, serving)
 
     async def _start_fronts(self) -> None:
         """Reserve the port, open the link, start the fronts and wait until each serves."""
@@ -241,6 +251,7 @@ class Server:
         if self.link is not None:
             await self._stop_fronts()
         await self.plane.stop()
+        self.admin.close()
         if self.replication is not None:
             await self.replication.stop()
         if self._ticker is not None:

@@ -1,4 +1,4 @@
-"""The `ordersight.v1.OrderRisk` servicer of a process that scores itself: moves bytes
+"""The servicers of a process that scores itself (OrderRisk, ModelAdmin): moves bytes
 between gRPC and `engine.serving.methods`, and maps errors to status codes. It knows no
 model and reads no message: every method sees the request's bytes and answers with bytes.
 """
@@ -12,9 +12,10 @@ from typing import Any
 import grpc
 
 from engine.errors import OrderSightError
+from engine.serving.frames import SERVICES
 from engine.serving.methods import SERVICE, Methods, Unary, status_of
 
-__all__ = ["SERVICE", "method_handlers"]
+__all__ = ["method_handlers"]
 
 
 async def abort_with(context: grpc.aio.ServicerContext, exc: BaseException, method: str) -> None:
@@ -28,8 +29,8 @@ def deadline_of(context: grpc.aio.ServicerContext, clock: Callable[[], float]) -
 
 def method_handlers(
     methods: Methods, clock: Callable[[], float] = time.monotonic
-) -> dict[str, grpc.RpcMethodHandler]:
-    """The service's handlers, bytes in and out."""
+) -> dict[str, dict[str, grpc.RpcMethodHandler]]:
+    """Every service's handlers (by service, then method), bytes in and out."""
 
     def unary(name: str, fn: Unary) -> grpc.RpcMethodHandler:
         async def handler(request: bytes, context: grpc.aio.ServicerContext) -> Any:
@@ -47,6 +48,9 @@ def method_handlers(
         except OrderSightError as exc:
             await abort_with(context, exc, "WatchAlerts")
 
-    handlers = {name: unary(name, fn) for name, fn in methods.unary.items()}
-    handlers["WatchAlerts"] = grpc.unary_stream_rpc_method_handler(watch)
+    handlers: dict[str, dict[str, grpc.RpcMethodHandler]] = {s: {} for s in SERVICES}
+    for full, fn in methods.unary.items():
+        service, name = full.split("/")
+        handlers[service][name] = unary(name, fn)
+    handlers[SERVICE]["WatchAlerts"] = grpc.unary_stream_rpc_method_handler(watch)
     return handlers

@@ -94,11 +94,13 @@ def test_health_serving(server: RunningServer) -> None:
         assert reply.status == health_pb2.HealthCheckResponse.SERVING, service
 
 
-def test_reflection_lists_the_service(server: RunningServer) -> None:
+def test_reflection_lists_the_services(server: RunningServer) -> None:
     db = ProtoReflectionDescriptorDatabase(server.channel)
-    assert SERVICE in db.get_services()
+    assert {SERVICE, "ordersight.v1.ModelAdmin"} <= set(db.get_services())
     methods = DescriptorPool(db).FindServiceByName(SERVICE).methods_by_name
     assert {"Score", "ScoreBatch", "ReportOutcomes"} <= set(methods)
+    admin = DescriptorPool(db).FindServiceByName("ordersight.v1.ModelAdmin").methods_by_name
+    assert set(admin) == {"ListModels", "GetStatus", "LoadModel", "Rollback"}
 
 
 def test_score_batch_orders_and_arrow_keep_request_order(

@@ -1,0 +1,198 @@
+"""`ordersight.v1.ModelAdmin`: which model version serves, and swapping it under load.
+
+A load runs beside the champion on its own thread, so Score goes on: `artifacts.load`
+verifies the folder (checksums, feature schema, tier two's parity sample), and a version
+that would serve with a tier missing is refused with the reason. The candidate is then warmed
+on a scratch state (Numba kernels, the onnxruntime session, TreeSHAP tables, one batch of
+each path) and swapped in with one assignment on the event loop. Every micro-batch reads the
+engine's models once, and a ScoreBatch call takes them once for all its chunks, so no batch
+mixes two versions. The velocity state is the engine's and carries over: every version this
+engine can load computes the same features (`read_manifest` refuses another schema).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from ordersight.v1 import risk_pb2 as pb
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from engine.decision.cascade import Engine
+from engine.errors import InvalidInput, ModelLoadError, NotFound
+from engine.models import artifacts, registry
+from engine.models.artifacts import ModelSet
+from engine.serving.methods import parse_request
+
+log = logging.getLogger(__name__)
+SERVICE = pb.DESCRIPTOR.services_by_name["ModelAdmin"].full_name
+Unary = Callable[[bytes | bytearray, "float | None"], Awaitable[bytes]]
+
+
+def _timestamp(seconds: float) -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
+
+
+class ModelAdmin:
+    def __init__(
+        self,
+        engine: Engine,
+        champion_path: str | Path,
+        registry_root: str | Path,
+        metrics: CollectorRegistry,
+        policy_overrides: dict[str, Any] | None = None,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.engine = engine
+        self.registry = Path(registry_root)
+        self.policy_overrides = policy_overrides or None
+        self.wall = wall
+        self.path = Path(champion_path)
+        self.since = wall()
+        self.previous: tuple[ModelSet, Any, Path] | None = None  # models, cost, folder
+        self.swaps = 0
+        self._lock: asyncio.Lock | None = None
+        self._loader = ThreadPoolExecutor(1, thread_name_prefix="model-load")
+        self.info = Gauge(
+            "ordersight_model_info", "The model version serving (1) and the one Rollback "
+            "returns to (0)", ["version", "role"], registry=metrics,
+        )  # fmt: skip
+        self.swapped = Counter(
+            "ordersight_model_swaps", "Model versions swapped in (loads and rollbacks)",
+            registry=metrics,
+        )  # fmt: skip
+        self.refused = Counter(
+            "ordersight_model_load_failures", "Model loads refused", registry=metrics
+        )
+        Gauge(
+            "ordersight_model_loaded_since_seconds", "When the champion was swapped in (epoch s)",
+            registry=metrics,
+        ).set_function(lambda: self.since)  # fmt: skip
+        self._show()
+        self.unary: dict[str, Unary] = {
+            f"{SERVICE}/ListModels": self._list_models,
+            f"{SERVICE}/GetStatus": self._get_status,
+            f"{SERVICE}/LoadModel": self._load_model,
+            f"{SERVICE}/Rollback": self._rollback,
+        }
+
+    def close(self) -> None:
+        self._loader.shutdown(wait=True)
+
+    def _show(self) -> None:
+        self.info.clear()
+        self.info.labels(self.engine.models.version, "champion").set(1)
+        if self.previous is not None:
+            self.info.labels(self.previous[0].version, "previous").set(0)
+
+    # --- what the methods do ---------------------------------------------------------------
+
+    async def load(self, path: Path) -> None:
+        """Verify, warm and swap in the version at `path`; the champion serves meanwhile
+        and goes on serving if the load fails (ModelLoadError, NotFound)."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:  # one load at a time
+            loop = asyncio.get_running_loop()
+            try:
+                models, cost = await loop.run_in_executor(self._loader, self._prepare, path)
+            except (ModelLoadError, NotFound) as exc:
+                self.refused.inc()
+                log.error("model load from %s refused: %s", path, exc)
+                raise
+            self._swap(models, cost, path)
+
+    def _prepare(self, path: Path) -> tuple[ModelSet, Any]:
+        if not path.is_dir():
+            raise NotFound(f"{path}: no such model folder")
+        models = artifacts.load(path, self.policy_overrides)
+        if models.problems:
+            raise ModelLoadError(f"{path}: {'; '.join(models.problems)}")
+        return models, self.engine.warm_models(models)
+
+    def _swap(self, models: ModelSet, cost: Any, path: Path) -> None:
+        old = (self.engine.models, self.engine.cost, self.path)
+        self.engine.swap(models, cost)  # the next micro-batch is the new version's
+        self.previous, self.path, self.since = old, path, self.wall()
+        self.swaps += 1
+        self.swapped.inc()
+        self._show()
+        log.info("model %s from %s serving (was %s)", models.version, path, old[0].version)
+
+    async def rollback(self) -> None:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self.previous is None:
+                raise ModelLoadError("no previous model version to roll back to")
+            models, cost, path = self.previous
+            self._swap(models, cost, path)
+
+    def status(self) -> pb.ModelStatus:
+        m = self.engine.models
+        state = self.engine.state
+        return pb.ModelStatus(
+            champion=m.version,
+            champion_path=str(self.path),
+            loaded_since=_timestamp(self.since),
+            parity_max_error=m.parity_max_error,
+            problems=m.problems,
+            previous=self.previous[0].version if self.previous else "",
+            swaps=self.swaps,
+            state_bytes=state.nbytes,
+            state_orders=self.engine.orders_seen,
+        )
+
+    def versions(self) -> pb.ListModelsResponse:
+        champion = self.path.resolve()
+        previous = self.previous[2].resolve() if self.previous else None
+        out = pb.ListModelsResponse(registry=str(self.registry))
+        for e in registry.list_versions(self.registry):
+            v = out.models.add(
+                version=e.version, path=str(e.path), champion=e.path.resolve() == champion,
+                previous=e.path.resolve() == previous, tier2_auc=e.tier2_auc,
+                tier2_average_precision=e.tier2_average_precision, problem=e.problem,
+            )  # fmt: skip
+            if e.created_at:
+                v.created_at.FromDatetime(dt.datetime.fromisoformat(e.created_at))
+        return out
+
+    # --- bytes in, bytes out ---------------------------------------------------------------
+
+    async def _list_models(self, request: bytes | bytearray, deadline: float | None) -> bytes:
+        parse_request(pb.ListModelsRequest, request)
+        return self.versions().SerializeToString()
+
+    async def _get_status(self, request: bytes | bytearray, deadline: float | None) -> bytes:
+        parse_request(pb.GetModelStatusRequest, request)
+        return self.status().SerializeToString()
+
+    async def _load_model(self, request: bytes | bytearray, deadline: float | None) -> bytes:
+        req = parse_request(pb.LoadModelRequest, request)
+        target = req.WhichOneof("target")
+        if target == "version":
+            if not req.version:
+                raise InvalidInput("version: must not be empty", "version")
+            path = registry.resolve(self.registry, req.version)
+        elif target == "path":
+            if not req.path:
+                raise InvalidInput("path: must not be empty", "path")
+            path = Path(req.path)
+        else:
+            raise InvalidInput("target: set either version or path", "target")
+        await self.load(path)
+        return self.status().SerializeToString()
+
+    async def _rollback(self, request: bytes | bytearray, deadline: float | None) -> bytes:
+        parse_request(pb.RollbackRequest, request)
+        await self.rollback()
+        return self.status().SerializeToString()
