@@ -33,8 +33,15 @@ $(MODELS)/manifest.json: | install
 	$(BIN)/ordersight simulate --days $(SIM_DAYS) --out $(HISTORY)
 	$(BIN)/ordersight train --orders $(HISTORY) --out $(MODELS)
 
-run: install models
-	$(BIN)/ordersight serve --models $(MODELS) --port $(PORT) --warm-from $(HISTORY)
+# A local bearer token (roles score, report, admin) on first run: its secret in
+# .ordersight/token, which the CLI reads; its hash in .ordersight/config.toml, which serve reads.
+LOCAL := .ordersight
+$(LOCAL)/config.toml: | install
+	$(BIN)/ordersight token --name local --roles score,report,admin --write $(LOCAL)
+
+run: install models $(LOCAL)/config.toml
+	@echo "token: $(LOCAL)/token (ordersight score|alerts|models read it; grpcurl: -H \"authorization: Bearer \$$(cat $(LOCAL)/token)\")"
+	$(BIN)/ordersight serve --config $(LOCAL)/config.toml --models $(MODELS) --port $(PORT) --warm-from $(HISTORY)
 
 # Services the tests start themselves (nats-server), from Debian's packages.
 services:

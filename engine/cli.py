@@ -6,12 +6,71 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from engine.errors import InvalidInput, ModelLoadError
+
+TOKEN_FILE = Path(".ordersight/token")
+"""Where `make run` keeps its local token; client commands use it when given none."""
+
+
+def _channel(args: argparse.Namespace) -> Any:
+    """A channel to `--addr` that sends the token (`--token`, else $ORDERSIGHT_TOKEN, else
+    TOKEN_FILE when it exists) as `authorization: Bearer` metadata on every call."""
+    import grpc
+
+    token = args.token or os.environ.get("ORDERSIGHT_TOKEN", "")
+    if not token and TOKEN_FILE.is_file():
+        token = TOKEN_FILE.read_text().strip()
+    channel = grpc.insecure_channel(args.addr)
+    if not token:
+        return channel
+    header = ("authorization", f"Bearer {token}")
+
+    class Bearer(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+        def _with(self, details: Any) -> Any:
+            return details._replace(metadata=[*(details.metadata or ()), header])
+
+        def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+            return continuation(self._with(details), request)
+
+        def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+            return continuation(self._with(details), request)
+
+    return grpc.intercept_channel(channel, Bearer())
+
+
+def _token(args: argparse.Namespace) -> int:
+    from engine.serving.auth import ROLES, hash_token, new_token
+
+    roles = [r.strip() for r in args.roles.split(",") if r.strip()]
+    bad = sorted(set(roles) - set(ROLES))
+    if bad or not roles:
+        raise InvalidInput(f"--roles: {', '.join(bad) or 'none given'}; known: {', '.join(ROLES)}")
+    secret = new_token()
+    entry = (
+        f'[[tokens]]\nname = "{args.name}"\nsha256 = "{hash_token(secret)}"\n'
+        f"roles = [{', '.join(repr(r).replace(chr(39), chr(34)) for r in roles)}]\n"
+    )
+    if args.write:
+        out = Path(args.write)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "token").touch(mode=0o600)
+        (out / "token").write_text(secret + "\n")
+        with (out / "config.toml").open("a") as f:
+            f.write(entry)
+        print(
+            f"token for '{args.name}' in {out / 'token'}; its hash added to {out / 'config.toml'}"
+        )
+        return 0
+    print(f"token (shown once; give it to the client): {secret}")
+    print("add to the engine's config file:")
+    print(entry, end="")
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -94,7 +153,7 @@ def _score(args: argparse.Namespace) -> int:
         orders = [json_format.ParseDict(o, pb.Order()) for o in items]
     except json_format.ParseError as exc:
         raise InvalidInput(f"{args.file}: {exc}", "file") from exc
-    with grpc.insecure_channel(args.addr) as channel:
+    with _channel(args) as channel:
         stub = pb_grpc.OrderRiskStub(channel)
         for o in orders:
             try:
@@ -130,7 +189,7 @@ def _alerts(args: argparse.Namespace) -> int:
         if args.json:
             print(json_format.MessageToJson(a, indent=None), flush=True)
 
-    with grpc.insecure_channel(args.addr) as channel:
+    with _channel(args) as channel:
         stub = pb_grpc.OrderRiskStub(channel)
         try:
             if args.follow:
@@ -166,7 +225,7 @@ def _models(args: argparse.Namespace) -> int:
         for p in s.problems:
             print(f"problem: {p}")
 
-    with grpc.insecure_channel(args.addr) as channel:
+    with _channel(args) as channel:
         stub = pb_grpc.ModelAdminStub(channel)
         try:
             if args.action == "list":
@@ -269,12 +328,14 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--follow", action="store_true", help="stream alerts as they change")
     s.add_argument("--json", action="store_true", help="also print each alert as JSON")
     s.add_argument("--timeout", type=float, default=5.0)
+    s.add_argument("--token", help="bearer token (default: $ORDERSIGHT_TOKEN, .ordersight/token)")
     s.set_defaults(func=_alerts)
 
     s = sub.add_parser("score", help="score orders from a JSON file against a running engine")
     s.add_argument("--addr", default="127.0.0.1:50051")
     s.add_argument("--timeout", type=float, default=5.0)
     s.add_argument("file", help="one Order or a list of Orders, protobuf JSON")
+    s.add_argument("--token", help="bearer token (default: $ORDERSIGHT_TOKEN, .ordersight/token)")
     s.set_defaults(func=_score)
     s = sub.add_parser("models", help="list, inspect, load or roll back a running engine's models")
     s.add_argument("action", choices=("list", "status", "load", "rollback"))
@@ -284,7 +345,17 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--timeout", type=float, default=120.0, help="seconds (a load verifies and warms)"
     )
+    s.add_argument("--token", help="bearer token (default: $ORDERSIGHT_TOKEN, .ordersight/token)")
     s.set_defaults(func=_models)
+
+    s = sub.add_parser("token", help="make a bearer token and the config entry with its hash")
+    s.add_argument("--name", required=True, help="who holds it, e.g. checkout-eu")
+    s.add_argument("--roles", required=True, help="comma-separated: score, report, admin")
+    s.add_argument(
+        "--write", metavar="DIR", help="write the secret to DIR/token and append the entry to "
+        "DIR/config.toml (what `make run` does), instead of printing them",
+    )  # fmt: skip
+    s.set_defaults(func=_token)
     return p
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "ORDERSIGHT_"
-_TABLES = ("policy", "limits")  # settings given as TOML tables, not environment variables
+_TABLES = ("policy", "limits", "tokens")  # given as TOML tables, not environment variables
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,10 @@ class Settings:
     """Policy overrides (see engine.decision.policy.PolicyConfig)."""
     limits: dict[str, Any] = field(default_factory=dict)
     """Input limits overrides, a `[limits]` table (see engine.orders.rules.Limits)."""
+    tokens: list[Any] = field(default_factory=list)
+    """Bearer tokens, `[[tokens]]` tables of name, sha256 (of the secret, never the secret)
+    and roles (score, report, admin): `ordersight token` makes one. None = every RPC open
+    (see engine.serving.auth)."""
 
 
 def _coerce(name: str, value: Any, default: Any) -> Any:

@@ -25,6 +25,7 @@ from grpc_reflection.v1alpha import reflection
 from ordersight.v1 import risk_pb2 as pb
 
 from engine.serving import frames
+from engine.serving.auth import AuthInterceptor, Authorizer, read_tokens
 
 log = logging.getLogger("engine.serving.front")
 SERVICE = pb.DESCRIPTOR.services_by_name["OrderRisk"].full_name
@@ -152,11 +153,12 @@ async def serve(args: argparse.Namespace) -> int:
     link = EngineLink()
     await link.connect(args.link)
     server = grpc.aio.server(
+        interceptors=[AuthInterceptor(Authorizer(read_tokens(args.auth)))] if args.auth else None,
         options=[
             ("grpc.so_reuseport", 1),
             ("grpc.max_receive_message_length", args.max_request_bytes),
             ("grpc.max_send_message_length", args.max_request_bytes),
-        ]
+        ],
     )
     hs = health.aio.HealthServicer()
     for service, h in handlers(link).items():
@@ -200,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--grace", type=float, default=5.0)
     p.add_argument("--reflection", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--log-level", default="INFO")
+    p.add_argument("--auth", help="the engine's token table (JSON); none = every RPC open")
     args = p.parse_args(argv)
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -37,6 +37,7 @@ from engine.monitoring.alert_hub import AlertHub
 from engine.monitoring.anomaly import StreamMonitor
 from engine.orders.batch import OrderRules
 from engine.orders.rules import Limits
+from engine.serving.auth import AuthInterceptor, Authorizer, parse_tokens, write_tokens
 from engine.serving.data_plane import DataPlane
 from engine.serving.frames import SERVICES
 from engine.serving.link import Link
@@ -54,6 +55,12 @@ class Server:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.tokens = parse_tokens(settings.tokens)  # a bad entry stops start-up at once
+        if not self.tokens:
+            log.warning(
+                "no tokens configured: every RPC is open to any client that reaches the port "
+                "(`ordersight token` makes one; see the README's Credentials)"
+            )
         try:
             models = artifacts.load(settings.models, settings.policy or None)
         except ModelLoadError as exc:
@@ -107,6 +114,7 @@ class Server:
         self.server: grpc.aio.Server | None = None
         self.link: Link | None = None
         self.fronts: list[asyncio.subprocess.Process] = []
+        self._front_auth: list[str] = []
         self.port = 0
         self._ticker: asyncio.Task | None = None
         self._metrics: Any = None
@@ -146,11 +154,12 @@ class Server:
     async def _start_grpc(self) -> None:
         self.health = health.aio.HealthServicer()
         self.server = grpc.aio.server(
+            interceptors=[AuthInterceptor(Authorizer(self.tokens))] if self.tokens else None,
             options=[
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", self.settings.max_request_bytes),
                 ("grpc.max_send_message_length", self.settings.max_request_bytes),
-            ]
+            ],
         )
         for service, handlers in method_handlers(self.methods).items():
             self.server.add_generic_rpc_handlers(
@@ -184,6 +193,10 @@ class Server:
         self._rundir = tempfile.TemporaryDirectory(prefix="ordersight-")
         self.link = Link(self.methods)
         self.hub.registry.register(self.link.metrics)
+        if self.tokens:  # the fronts check every call against the same table
+            table = Path(self._rundir.name) / "tokens.json"
+            write_tokens(self.tokens, table)
+            self._front_auth = ["--auth", str(table)]
         await self.link.start(str(Path(self._rundir.name) / "engine.sock"))
         self.plane.start()
         try:
@@ -208,7 +221,7 @@ class Server:
             sys.executable, "-m", "engine.serving.front", "--link", self.link.path,
             "--host", s.host, "--port", str(self.port),
             "--max-request-bytes", str(s.max_request_bytes), "--grace", str(s.grace_s),
-            "--log-level", s.log_level,
+            "--log-level", s.log_level, *self._front_auth,
         )  # fmt: skip
         self.fronts.append(proc)
         ready = self.link.expect(proc.pid)

@@ -20,4 +20,5 @@ def warm_state(engine: Engine, history: str, label_delay_days: float) -> int:
     features.replay(enc, labels, hist.known_at, engine.state)
     if enc.n:
         engine.latest_order_time = max(engine.latest_order_time, float(enc.t.max()))
+        engine.orders_seen += enc.n
     return enc.n

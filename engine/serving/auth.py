@@ -1,0 +1,156 @@
+"""Bearer tokens and roles: who may call which method.
+
+A token is a random secret that a client sends as `authorization: Bearer <token>` metadata;
+the config keeps only its SHA-256 (`[[tokens]]` tables of name, sha256 and roles), so a config
+file that leaks leaks no credential. Every RPC but health and reflection needs a token with
+the method's role: `score` (Score, ScoreBatch), `report` (ReportOutcomes, ReportEvent) or
+`admin` (ModelAdmin, and the operational alerts). A missing or unknown token gets
+UNAUTHENTICATED, a token without the role PERMISSION_DENIED. A presented token is hashed and
+compared with every entry in constant time (`hmac.compare_digest`, no early exit), so timing
+tells nothing of how close a guess was. With no tokens configured every RPC is open, which
+the engine logs at start-up.
+
+Standard library and grpc only: the front processes check calls with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+ROLES = ("score", "report", "admin")
+METHOD_ROLE = {
+    "/ordersight.v1.OrderRisk/Score": "score",
+    "/ordersight.v1.OrderRisk/ScoreBatch": "score",
+    "/ordersight.v1.OrderRisk/ReportOutcomes": "report",
+    "/ordersight.v1.OrderRisk/ReportEvent": "report",
+    "/ordersight.v1.OrderRisk/ListAlerts": "admin",
+    "/ordersight.v1.OrderRisk/WatchAlerts": "admin",
+    "/ordersight.v1.ModelAdmin/ListModels": "admin",
+    "/ordersight.v1.ModelAdmin/GetStatus": "admin",
+    "/ordersight.v1.ModelAdmin/LoadModel": "admin",
+    "/ordersight.v1.ModelAdmin/Rollback": "admin",
+}
+OPEN = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/",
+        "/grpc.reflection.v1.ServerReflection/")  # fmt: skip
+"""Method prefixes that need no token: load balancers and grpcurl reach them first."""
+
+
+@dataclass(frozen=True)
+class Token:
+    name: str
+    digest: bytes  # SHA-256 of the secret
+    roles: frozenset[str]
+
+
+def new_token() -> str:
+    """A fresh secret: 32 random bytes, URL-safe text."""
+    return secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def parse_tokens(entries: Sequence[Any]) -> tuple[Token, ...]:
+    """`[[tokens]]` entries as Tokens; ValueError names the entry and the field."""
+    out = []
+    for i, e in enumerate(entries):
+        where = f"tokens[{i}]"
+        if not isinstance(e, dict):
+            raise ValueError(f"{where}: must be a table of name, sha256 and roles")
+        unknown = sorted(set(e) - {"name", "sha256", "roles"})
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}")
+        name, digest, roles = e.get("name"), e.get("sha256"), e.get("roles")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{where}.name: required, a non-empty string")
+        try:
+            raw = bytes.fromhex(digest) if isinstance(digest, str) else b""
+        except ValueError:
+            raw = b""
+        if len(raw) != 32:
+            raise ValueError(f"{where}.sha256: must be 64 hex digits (ordersight token prints it)")
+        if not isinstance(roles, list) or not roles or not set(roles) <= set(ROLES):
+            raise ValueError(f"{where}.roles: a non-empty list of {', '.join(ROLES)}")
+        out.append(Token(name, raw, frozenset(roles)))
+    return tuple(out)
+
+
+def write_tokens(tokens: Sequence[Token], path: Path) -> None:
+    """The table (digests, not secrets) for the front processes, readable by the owner only."""
+    path.touch(mode=0o600)
+    rows = [{"name": t.name, "sha256": t.digest.hex(), "roles": sorted(t.roles)} for t in tokens]
+    path.write_text(json.dumps(rows))
+
+
+def read_tokens(path: str | Path) -> tuple[Token, ...]:
+    return parse_tokens(json.loads(Path(path).read_text()))
+
+
+class Authorizer:
+    def __init__(self, tokens: Sequence[Token]) -> None:
+        self.tokens = tuple(tokens)
+
+    def check(self, method: str, metadata: Any) -> tuple[grpc.StatusCode, str] | None:
+        """Why the call may not go on (status, message), or None when it may."""
+        if method.startswith(OPEN):
+            return None
+        presented = None
+        for key, value in metadata or ():
+            if key == "authorization" and isinstance(value, str):
+                presented = value
+        if presented is None or not presented.startswith("Bearer "):
+            return grpc.StatusCode.UNAUTHENTICATED, (
+                "credential required: send metadata 'authorization: Bearer <token>'"
+            )
+        digest = hashlib.sha256(presented[len("Bearer ") :].strip().encode()).digest()
+        match = None
+        for t in self.tokens:  # every entry, so the time does not depend on which matched
+            if hmac.compare_digest(t.digest, digest):
+                match = t
+        if match is None:
+            return grpc.StatusCode.UNAUTHENTICATED, "unknown token"
+        role = METHOD_ROLE.get(method, "admin")  # a method not listed: the strictest role
+        if role not in match.roles:
+            return grpc.StatusCode.PERMISSION_DENIED, (
+                f"token '{match.name}' lacks the role '{role}' that {method.lstrip('/')} needs"
+            )
+        return None
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses calls the Authorizer refuses before any handler reads them."""
+
+    def __init__(self, auth: Authorizer) -> None:
+        self.auth = auth
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        denied = self.auth.check(details.method, details.invocation_metadata)
+        handler = await continuation(details)
+        if denied is None or handler is None:
+            return handler
+        code, message = denied
+
+        async def refuse(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await context.abort(code, message)
+
+        async def refuse_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await context.abort(code, message)
+            yield  # pragma: no cover (abort raises)
+
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(refuse_stream)
+        return grpc.unary_unary_rpc_method_handler(refuse)
