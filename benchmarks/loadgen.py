@@ -34,6 +34,7 @@ class Load:
     procs: int = 1
     timeout_s: float = 5.0
     cpus: tuple[int, ...] = ()  # pin the generator's processes to these CPUs (() = any)
+    metadata: tuple[tuple[str, str], ...] = ()  # sent with every call (a bearer token)
 
 
 def _cpu_s() -> float:
@@ -45,7 +46,8 @@ async def _worker(load: Load, share: float, requests: list[bytes], seed: int) ->
     options = [("grpc.so_reuseport", 0), ("grpc.use_local_subchannel_pool", 1)]
     async with grpc.aio.insecure_channel(load.target, options=options) as channel:
         call = channel.unary_unary(load.method)
-        await call(requests[0], timeout=30)  # connect before the clock starts
+        md = load.metadata or None
+        await call(requests[0], timeout=30, metadata=md)  # connect before the clock starts
         lat: list[int] = []
         errors = 0
         completed = 0  # every call answered, warm-up included (for CPU per call)
@@ -59,7 +61,7 @@ async def _worker(load: Load, share: float, requests: list[bytes], seed: int) ->
             req = requests[counter % len(requests)]
             counter += 1
             try:
-                await call(req, timeout=load.timeout_s)
+                await call(req, timeout=load.timeout_s, metadata=md)
             except grpc.aio.AioRpcError:
                 errors += 1
                 return

@@ -20,11 +20,17 @@ ROUNDS = 5
 BASE = "echo"
 
 
-def _one(target: str, pid: int, method: str, c: int, seconds: float, requests: list[bytes]):  # type: ignore[no-untyped-def]
+Server = tuple[Any, ...]  # (host:port, pid) or (host:port, pid, (key, value) sent per call)
+
+
+def _one(server: Server, method: str, c: int, seconds: float, requests: list[bytes]) -> Any:
+    target, pid, *metadata = server
     cpu0 = cpu_by_process(pid)
-    r = run(
-        Load(target, method, concurrency=c, duration_s=seconds, procs=1 if c == 1 else 2), requests
-    )
+    load = Load(
+        target, method, concurrency=c, duration_s=seconds, procs=1 if c == 1 else 2,
+        metadata=tuple(metadata),
+    )  # fmt: skip
+    r = run(load, requests)
     cpu1 = cpu_by_process(pid)
     used = sum(cpu - cpu0.get(p, (role, 0.0))[1] for p, (role, cpu) in cpu1.items())
     r["server_cpu_us"] = used / max(r["completed"], 1) * 1e6
@@ -32,7 +38,7 @@ def _one(target: str, pid: int, method: str, c: int, seconds: float, requests: l
 
 
 def paired_rounds(
-    servers: dict[str, tuple[str, int]],
+    servers: dict[str, Server],
     method: str,
     requests: list[bytes],
     seconds: float,
@@ -40,7 +46,8 @@ def paired_rounds(
     concurrencies: tuple[int, ...] = (1, 64),
     rounds: int = ROUNDS,
 ) -> list[dict[str, Any]]:
-    """`servers`: name -> (host:port, pid), the echo among them as BASE. One row per server
+    """`servers`: name -> (host:port, pid[, metadata pair]), the echo among them as BASE,
+    the metadata (a bearer token) sent with every call. One row per server
     and concurrency: median and range over the rounds of calls/s and server CPU per call
     as ratios to the echo's in the same round, and of p99 minus the echo's."""
     names = list(servers)
@@ -49,8 +56,7 @@ def paired_rounds(
         got: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
         for k in range(rounds):
             for name in names[k % len(names) :] + names[: k % len(names)]:
-                target, pid = servers[name]
-                got[name].append(_one(target, pid, method, c, seconds, requests))
+                got[name].append(_one(servers[name], method, c, seconds, requests))
         base = got[BASE]
         for name in names:
             mine = got[name]

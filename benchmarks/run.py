@@ -33,6 +33,7 @@ from engine.codec.history import read_history
 from engine.codec.order_messages import orders_from_table
 from engine.features import matrix as features
 from engine.features.velocity import VelocityState
+from engine.serving.auth import hash_token, new_token
 
 ROOT = Path(__file__).resolve().parent.parent
 SCORE = "/ordersight.v1.OrderRisk/Score"
@@ -216,12 +217,21 @@ def _paired(
 ) -> list[dict[str, Any]]:
     py = sys.executable
     port = PORTS["ordersight"] + 200
+    secret = new_token()  # the +auth server checks it on every call, as a deployment would
+    auth = logs / "paired-auth.toml"
+    auth.write_text(
+        f'[[tokens]]\nname = "bench"\nsha256 = "{hash_token(secret)}"\nroles = ["score"]\n'
+    )
     cmds = {
         "echo": [py, "-m", "benchmarks.echo_server", "--port", str(port)],
         "link-floor": [py, "-m", "benchmarks.link_floor", "--port", str(port + 1)],
         "ordersight-1w": [
             py, "-m", "engine.cli", "serve", "--models", str(models), "--port", str(port + 2),
             "--warm-from", str(head), "--workers", "1",
+        ],
+        "ordersight-1w+auth": [
+            py, "-m", "engine.cli", "serve", "--models", str(models), "--port", str(port + 3),
+            "--warm-from", str(head), "--workers", "1", "--config", str(auth),
         ],
     }  # fmt: skip
     with contextlib.ExitStack() as stack:
@@ -234,6 +244,8 @@ def _paired(
             else:
                 wait_serving(target, proc)
             servers[name] = (target, proc.pid)
+            if name.endswith("+auth"):
+                servers[name] += (("authorization", f"Bearer {secret}"),)
         return paired_rounds(servers, SCORE, requests, PAIRED_SECONDS, log)
 
 
