@@ -25,7 +25,7 @@ from grpc_reflection.v1alpha import reflection
 from ordersight.v1 import risk_pb2 as pb
 
 from engine.serving import frames
-from engine.serving.auth import AuthInterceptor, Authorizer, read_tokens
+from engine.serving.auth import Authorizer, guard_stream, guard_unary, read_tokens
 
 log = logging.getLogger("engine.serving.front")
 SERVICE = pb.DESCRIPTOR.services_by_name["OrderRisk"].full_name
@@ -120,8 +120,11 @@ class EngineLink:
                 self.protocol.send(frames.CANCEL, call, 0)
 
 
-def handlers(link: EngineLink) -> dict[str, dict[str, grpc.RpcMethodHandler]]:
-    """Every service's handlers (by service, then method), each passing bytes on."""
+def handlers(
+    link: EngineLink, auth: Authorizer | None = None
+) -> dict[str, dict[str, grpc.RpcMethodHandler]]:
+    """Every service's handlers (by service, then method), each passing bytes on once `auth`
+    (when given) lets the call through."""
 
     def unary(index: int) -> grpc.RpcMethodHandler:
         async def handler(request: bytes, context: grpc.aio.ServicerContext) -> Any:
@@ -132,7 +135,9 @@ def handlers(link: EngineLink) -> dict[str, dict[str, grpc.RpcMethodHandler]]:
                 await context.abort(STATUS[code], bytes(body).decode("utf-8", "replace"))
             return body if type(body) is bytes else bytes(body)
 
-        return grpc.unary_unary_rpc_method_handler(handler)
+        return grpc.unary_unary_rpc_method_handler(
+            guard_unary(auth, "/" + frames.UNARY[index], handler)
+        )
 
     async def watch(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
         async for kind, code, body in link.watch(request):
@@ -145,7 +150,9 @@ def handlers(link: EngineLink) -> dict[str, dict[str, grpc.RpcMethodHandler]]:
     for i, full in enumerate(frames.UNARY):
         service, name = full.split("/")
         out[service][name] = unary(i)
-    out[SERVICE]["WatchAlerts"] = grpc.unary_stream_rpc_method_handler(watch)
+    out[SERVICE]["WatchAlerts"] = grpc.unary_stream_rpc_method_handler(
+        guard_stream(auth, f"/{SERVICE}/WatchAlerts", watch)
+    )
     return out
 
 
@@ -153,7 +160,6 @@ async def serve(args: argparse.Namespace) -> int:
     link = EngineLink()
     await link.connect(args.link)
     server = grpc.aio.server(
-        interceptors=[AuthInterceptor(Authorizer(read_tokens(args.auth)))] if args.auth else None,
         options=[
             ("grpc.so_reuseport", 1),
             ("grpc.max_receive_message_length", args.max_request_bytes),
@@ -161,7 +167,8 @@ async def serve(args: argparse.Namespace) -> int:
         ],
     )
     hs = health.aio.HealthServicer()
-    for service, h in handlers(link).items():
+    auth = Authorizer(read_tokens(args.auth)) if args.auth else None
+    for service, h in handlers(link, auth).items():
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, h),))
         server.add_registered_method_handlers(service, h)
     health_pb2_grpc.add_HealthServicer_to_server(hs, server)

@@ -37,7 +37,7 @@ from engine.monitoring.alert_hub import AlertHub
 from engine.monitoring.anomaly import StreamMonitor
 from engine.orders.batch import OrderRules
 from engine.orders.rules import Limits
-from engine.serving.auth import AuthInterceptor, Authorizer, parse_tokens, write_tokens
+from engine.serving.auth import Authorizer, parse_tokens, write_tokens
 from engine.serving.data_plane import DataPlane
 from engine.serving.frames import SERVICES
 from engine.serving.link import Link
@@ -154,14 +154,14 @@ class Server:
     async def _start_grpc(self) -> None:
         self.health = health.aio.HealthServicer()
         self.server = grpc.aio.server(
-            interceptors=[AuthInterceptor(Authorizer(self.tokens))] if self.tokens else None,
             options=[
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", self.settings.max_request_bytes),
                 ("grpc.max_send_message_length", self.settings.max_request_bytes),
             ],
         )
-        for service, handlers in method_handlers(self.methods).items():
+        auth = Authorizer(self.tokens) if self.tokens else None
+        for service, handlers in method_handlers(self.methods, auth=auth).items():
             self.server.add_generic_rpc_handlers(
                 (grpc.method_handlers_generic_handler(service, handlers),)
             )

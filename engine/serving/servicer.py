@@ -12,6 +12,7 @@ from typing import Any
 import grpc
 
 from engine.errors import OrderSightError
+from engine.serving.auth import Authorizer, guard_stream, guard_unary
 from engine.serving.frames import SERVICES
 from engine.serving.methods import SERVICE, Methods, Unary, status_of
 
@@ -28,18 +29,19 @@ def deadline_of(context: grpc.aio.ServicerContext, clock: Callable[[], float]) -
 
 
 def method_handlers(
-    methods: Methods, clock: Callable[[], float] = time.monotonic
+    methods: Methods, clock: Callable[[], float] = time.monotonic, auth: Authorizer | None = None
 ) -> dict[str, dict[str, grpc.RpcMethodHandler]]:
-    """Every service's handlers (by service, then method), bytes in and out."""
+    """Every service's handlers (by service, then method), bytes in and out, each behind
+    `auth` when given."""
 
-    def unary(name: str, fn: Unary) -> grpc.RpcMethodHandler:
+    def unary(full: str, name: str, fn: Unary) -> grpc.RpcMethodHandler:
         async def handler(request: bytes, context: grpc.aio.ServicerContext) -> Any:
             try:
                 return await fn(request, deadline_of(context, clock))
             except Exception as exc:
                 await abort_with(context, exc, name)
 
-        return grpc.unary_unary_rpc_method_handler(handler)
+        return grpc.unary_unary_rpc_method_handler(guard_unary(auth, f"/{full}", handler))
 
     async def watch(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
         try:
@@ -51,6 +53,8 @@ def method_handlers(
     handlers: dict[str, dict[str, grpc.RpcMethodHandler]] = {s: {} for s in SERVICES}
     for full, fn in methods.unary.items():
         service, name = full.split("/")
-        handlers[service][name] = unary(name, fn)
-    handlers[SERVICE]["WatchAlerts"] = grpc.unary_stream_rpc_method_handler(watch)
+        handlers[service][name] = unary(full, name, fn)
+    handlers[SERVICE]["WatchAlerts"] = grpc.unary_stream_rpc_method_handler(
+        guard_stream(auth, f"/{SERVICE}/WatchAlerts", watch)
+    )
     return handlers
