@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -51,6 +52,10 @@ def _token(args: argparse.Namespace) -> int:
     bad = sorted(set(roles) - set(ROLES))
     if bad or not roles:
         raise InvalidInput(f"--roles: {', '.join(bad) or 'none given'}; known: {', '.join(ROLES)}")
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", args.name):
+        raise InvalidInput(
+            f"--name: letters, digits, '.', '_' or '-', at most 64; is {args.name!r}"
+        )
     secret = new_token()
     entry = (
         f'[[tokens]]\nname = "{args.name}"\nsha256 = "{hash_token(secret)}"\n'
@@ -59,8 +64,12 @@ def _token(args: argparse.Namespace) -> int:
     if args.write:
         out = Path(args.write)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "token").touch(mode=0o600)
-        (out / "token").write_text(secret + "\n")
+        if (out / "token").exists():
+            raise InvalidInput(f"--write: {out / 'token'} exists; remove it (and its entry in "
+                               f"{out / 'config.toml'}) to make another")  # fmt: skip
+        fd = os.open(out / "token", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:  # owner-only from its creation on
+            f.write(secret + "\n")
         with (out / "config.toml").open("a") as f:
             f.write(entry)
         print(

@@ -35,6 +35,12 @@ class NotFound(OrderSightError):
     code = grpc.StatusCode.NOT_FOUND
 
 
+class DeadlineExceeded(OrderSightError):
+    """The call's deadline passed before its work was committed (nothing was changed)."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
 class Unavailable(OrderSightError):
     """The engine is shutting down or overloaded."""
 

@@ -34,20 +34,19 @@ def list_versions(root: str | Path) -> list[VersionEntry]:
     for path in sorted(p for p in root.iterdir() if (p / MANIFEST).is_file()):
         try:
             m = read_manifest(path)
-        except ModelLoadError as exc:
-            out.append(VersionEntry("", path, "", 0.0, 0.0, str(exc)))
-            continue
-        tier2 = m.get("metrics", {}).get("tier2", {})
-        out.append(
-            VersionEntry(
-                str(m.get("version", "")),
+            tier2 = m.get("metrics", {}).get("tier2", {})
+            entry = VersionEntry(
+                str(m["version"]),
                 path,
                 str(m.get("created_at", "")),
                 float(tier2.get("auc", 0.0)),
                 float(tier2.get("average_precision", 0.0)),
                 "",
             )
-        )
+        except (ModelLoadError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            why = f"manifest lacks {exc}" if isinstance(exc, KeyError) else str(exc)
+            entry = VersionEntry("", path, "", 0.0, 0.0, why)
+        out.append(entry)
     out.sort(key=lambda e: (e.created_at, e.path.name))
     return out
 

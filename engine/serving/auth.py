@@ -39,9 +39,6 @@ METHOD_ROLE = {
     "/ordersight.v1.ModelAdmin/LoadModel": "admin",
     "/ordersight.v1.ModelAdmin/Rollback": "admin",
 }
-OPEN = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/",
-        "/grpc.reflection.v1.ServerReflection/")  # fmt: skip
-"""Method prefixes that need no token: load balancers and grpcurl reach them first."""
 
 
 @dataclass(frozen=True)
@@ -52,8 +49,9 @@ class Token:
 
 
 def new_token() -> str:
-    """A fresh secret: 32 random bytes, URL-safe text."""
-    return secrets.token_urlsafe(32)
+    """A fresh secret: 32 random bytes as hex (never starting with '-', which a command line
+    would take for an option)."""
+    return secrets.token_hex(32)
 
 
 def hash_token(token: str) -> str:
@@ -101,14 +99,13 @@ class Authorizer:
         self.tokens = tuple(tokens)
 
     def check(self, method: str, metadata: Any) -> tuple[grpc.StatusCode, str] | None:
-        """Why the call may not go on (status, message), or None when it may."""
-        if method.startswith(OPEN):
-            return None
+        """Why the call may not go on (status, message), or None when it may. Health and
+        reflection are never guarded (load balancers and grpcurl reach them first)."""
         presented = None
         for key, value in metadata or ():
             if key == "authorization" and isinstance(value, str):
                 presented = value
-        if presented is None or not presented.startswith("Bearer "):
+        if presented is None or presented[:7].lower() != "bearer ":  # RFC 6750: any case
             return grpc.StatusCode.UNAUTHENTICATED, (
                 "credential required: send metadata 'authorization: Bearer <token>'"
             )

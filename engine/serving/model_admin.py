@@ -13,6 +13,7 @@ engine can load computes the same features (`read_manifest` refuses another sche
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import time
@@ -26,7 +27,7 @@ from ordersight.v1 import risk_pb2 as pb
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from engine.decision.cascade import Engine
-from engine.errors import InvalidInput, ModelLoadError, NotFound
+from engine.errors import DeadlineExceeded, InvalidInput, ModelLoadError, NotFound, OrderSightError
 from engine.models import artifacts, registry
 from engine.models.artifacts import ModelSet
 from engine.serving.methods import parse_request
@@ -96,28 +97,46 @@ class ModelAdmin:
 
     # --- what the methods do ---------------------------------------------------------------
 
-    async def load(self, path: Path) -> None:
+    async def load(self, path: Path, deadline: float | None = None) -> pb.ModelStatus:
         """Verify, warm and swap in the version at `path`; the champion serves meanwhile
-        and goes on serving if the load fails (ModelLoadError, NotFound)."""
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:  # one load at a time
+        and goes on serving if the load fails (ModelLoadError, NotFound) or the call's
+        `deadline` (monotonic seconds) passes first (DeadlineExceeded: nothing swapped, so
+        a caller that gave up is never surprised). Returns the status it left."""
+        async with self._locked():  # one load at a time
             loop = asyncio.get_running_loop()
             try:
                 models, cost = await loop.run_in_executor(self._loader, self._prepare, path)
-            except (ModelLoadError, NotFound) as exc:
-                self.refused.inc()
-                log.error("model load from %s refused: %s", path, exc)
+                if deadline is not None and time.monotonic() > deadline:
+                    raise DeadlineExceeded(
+                        f"{path}: verified, but the call's deadline passed first: not swapped"
+                    )
+            except OrderSightError as exc:
+                self._refused(path, exc)
                 raise
             self._swap(models, cost, path)
+            return self.status()
+
+    def _refused(self, what: Path | str, exc: BaseException) -> None:
+        self.refused.inc()
+        log.error("model load from %s refused: %s", what, exc)
+
+    def _locked(self) -> asyncio.Lock:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
 
     def _prepare(self, path: Path) -> tuple[ModelSet, Any]:
         if not path.is_dir():
             raise NotFound(f"{path}: no such model folder")
-        models = artifacts.load(path, self.policy_overrides)
-        if models.problems:
-            raise ModelLoadError(f"{path}: {'; '.join(models.problems)}")
-        return models, self.engine.warm_models(models)
+        try:
+            models = artifacts.load(path, self.policy_overrides)
+            if models.problems:
+                raise ModelLoadError(f"{path}: {'; '.join(models.problems)}")
+            return models, self.engine.warm_models(models)
+        except OrderSightError:
+            raise
+        except Exception as exc:  # a manifest or model this engine cannot run, whatever broke
+            raise ModelLoadError(f"{path}: {type(exc).__name__}: {exc}") from exc
 
     def _swap(self, models: ModelSet, cost: Any, path: Path) -> None:
         old = (self.engine.models, self.engine.cost, self.path)
@@ -128,14 +147,20 @@ class ModelAdmin:
         self._show()
         log.info("model %s from %s serving (was %s)", models.version, path, old[0].version)
 
-    async def rollback(self) -> None:
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:
+    async def rollback(self) -> pb.ModelStatus:
+        """Back to the previous champion (one level: rolling back twice returns to where it
+        started); refused when there is none, or when it served with a tier missing."""
+        async with self._locked():
             if self.previous is None:
                 raise ModelLoadError("no previous model version to roll back to")
             models, cost, path = self.previous
+            if models.problems:
+                raise ModelLoadError(
+                    f"the previous version {models.version} served with problems "
+                    f"({'; '.join(models.problems)}): load a whole version instead"
+                )
             self._swap(models, cost, path)
+            return self.status()
 
     def status(self) -> pb.ModelStatus:
         m = self.engine.models
@@ -162,7 +187,7 @@ class ModelAdmin:
                 previous=e.path.resolve() == previous, tier2_auc=e.tier2_auc,
                 tier2_average_precision=e.tier2_average_precision, problem=e.problem,
             )  # fmt: skip
-            if e.created_at:
+            with contextlib.suppress(ValueError):  # an unreadable date is left unset
                 v.created_at.FromDatetime(dt.datetime.fromisoformat(e.created_at))
         return out
 
@@ -182,17 +207,19 @@ class ModelAdmin:
         if target == "version":
             if not req.version:
                 raise InvalidInput("version: must not be empty", "version")
-            path = registry.resolve(self.registry, req.version)
+            try:
+                path = registry.resolve(self.registry, req.version)
+            except OrderSightError as exc:
+                self._refused(req.version, exc)
+                raise
         elif target == "path":
             if not req.path:
                 raise InvalidInput("path: must not be empty", "path")
             path = Path(req.path)
         else:
             raise InvalidInput("target: set either version or path", "target")
-        await self.load(path)
-        return self.status().SerializeToString()
+        return (await self.load(path, deadline)).SerializeToString()
 
     async def _rollback(self, request: bytes | bytearray, deadline: float | None) -> bytes:
         parse_request(pb.RollbackRequest, request)
-        await self.rollback()
-        return self.status().SerializeToString()
+        return (await self.rollback()).SerializeToString()

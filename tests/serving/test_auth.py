@@ -65,6 +65,25 @@ def test_each_method_needs_a_token_with_its_role(guarded: RunningServer) -> None
     assert rpc_error(lambda: next(iter(stream))).code() == grpc.StatusCode.PERMISSION_DENIED
 
 
+def test_every_method_without_a_token_is_unauthenticated(guarded: RunningServer) -> None:
+    """Every method of both services, read from their descriptors, before its request is
+    even parsed."""
+    names = [
+        (f"/{s.full_name}/{m.name}", m.server_streaming)
+        for s in pb.DESCRIPTOR.services_by_name.values()
+        for m in s.methods
+    ]
+    assert len(names) == 10  # six OrderRisk, four ModelAdmin
+    for method, streaming in names:
+        if streaming:
+            call = guarded.channel.unary_stream(method)
+            err = rpc_error(lambda call=call: next(iter(call(b"", timeout=TIMEOUT_S))))
+        else:
+            call = guarded.channel.unary_unary(method)
+            err = rpc_error(lambda call=call: call(b"", timeout=TIMEOUT_S))
+        assert err.code() == grpc.StatusCode.UNAUTHENTICATED, method
+
+
 def test_a_refused_report_changes_no_state(start_server: Callable[..., RunningServer]) -> None:
     """The poisoning the issue found: twenty fraud outcomes for a victim, sent without a
     token, are refused and leave the victim's next decision as it would have been."""

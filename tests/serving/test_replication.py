@@ -165,6 +165,10 @@ def test_while_the_stream_is_unreachable_calls_are_answered_and_the_queue_is_bou
         assert [d.order_id for d in got] == [o.order_id for o in orders[1:]]
         queued = sample("ordersight_replication_queued")
         dropped = sample("ordersight_replication_dropped_total")
+        end = time.monotonic() + TIMEOUT_S
+        while sample("ordersight_replication_publish_failures_total") < 1:  # still retrying
+            assert time.monotonic() < end, "the sender is not retrying the message it holds"
+            time.sleep(0.02)
         srv.stop()
     # Each call was its own micro-batch, one message: one is being retried, five wait.
     assert queued == 5
