@@ -67,6 +67,8 @@ class Settings:
     """Accepted messages waiting to be published while the stream is slow or unreachable;
     past this, new ones are dropped and counted in `ordersight_replication_dropped` (Score
     calls are still answered: the other replicas then miss those orders)."""
+    replication_queue_max_bytes: int = 256 << 20
+    """The same bound in bytes: a ScoreBatch message can be a megabyte."""
     engine_thread: bool = True
     """Score on a dedicated thread, so the event loop keeps taking calls (and micro-batches
     form) while a batch is scored; Numba and onnxruntime release the GIL. False scores on

@@ -79,6 +79,7 @@ class Replication:
         max_age_s: float,
         max_lag_s: float,
         queue_max: int,
+        queue_max_bytes: int,
         registry: CollectorRegistry,
         decisions: bool = False,
         wall: Callable[[], float] = time.time,
@@ -88,9 +89,11 @@ class Replication:
         self.decisions = decisions
         self.run = uuid.uuid4().hex
         self.max_age_s, self.max_lag_s = max_age_s, max_lag_s
-        # Messages waiting to be published; past this they are dropped and counted (the
-        # stream then misses them: the lag bound cannot hold while it is unreachable).
-        self.queue_max = queue_max
+        # Messages (and their bytes) waiting to be published; past either bound new ones are
+        # dropped and counted (the stream then misses them: the lag bound cannot hold while
+        # it is unreachable).
+        self.queue_max, self.queue_max_bytes = queue_max, queue_max_bytes
+        self._queued_bytes = 0
         self.wall = wall
         self._queue: deque[tuple[str, bytes, float]] = deque()  # (kind, body, accepted at)
         self._queued: asyncio.Event | None = None  # set while _queue holds something
@@ -110,6 +113,9 @@ class Replication:
             "ordersight_replication_queued", "Messages waiting to be published", registry=r
         )
         queued.set_function(lambda: len(self._queue))
+        Gauge(
+            "ordersight_replication_queued_bytes", "Bytes waiting to be published", registry=r
+        ).set_function(lambda: self._queued_bytes)
         self.failed = Counter(
             "ordersight_replication_publish_failures", "Publish attempts that failed", registry=r
         )
@@ -218,10 +224,14 @@ class Replication:
     def _put(self, kind: str, body: bytes) -> None:
         if self._queued is None:
             return
-        if len(self._queue) >= self.queue_max:
+        if (
+            len(self._queue) >= self.queue_max
+            or self._queued_bytes + len(body) > self.queue_max_bytes
+        ):
             self.dropped.inc()
             return
         self._queue.append((kind, body, self.wall()))
+        self._queued_bytes += len(body)
         self._queued.set()
 
     async def _send(self) -> None:
@@ -233,6 +243,7 @@ class Replication:
                 await self._queued.wait()
                 continue
             kind, body, accepted = queue.popleft()
+            self._queued_bytes -= len(body)
             parts, size = [body], len(body)
             while (  # merge what waits behind, up to one message's size
                 kind in MERGEABLE
@@ -242,6 +253,7 @@ class Replication:
             ):
                 parts.append(queue.popleft()[1])
                 size += len(parts[-1])
+                self._queued_bytes -= len(parts[-1])
             subject = f"{self.stream}.{kind}.{self.replica}"
             payload = b"".join(parts)
             while True:

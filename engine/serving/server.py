@@ -105,6 +105,7 @@ class Server:
                 max_age_s=settings.replication_max_age_s,
                 max_lag_s=settings.replication_max_lag_s,
                 queue_max=settings.replication_queue_max,
+                queue_max_bytes=settings.replication_queue_max_bytes,
                 registry=self.hub.registry,
                 decisions=settings.replication_decisions,
             )

@@ -15,6 +15,7 @@ from pathlib import Path
 import nats
 import numpy as np
 import pyarrow as pa
+import pytest
 from nats.js.api import DeliverPolicy
 from ordersight.v1 import risk_pb2 as pb
 
@@ -140,14 +141,21 @@ def test_decisions_go_to_the_stream_for_downstream_consumers(
     assert [(d.action, d.score, d.path) for d in got] == [(d.action, d.score, d.path) for d in want]
 
 
+@pytest.mark.parametrize(
+    "bound", [{"replication_queue_max": 5}, {"replication_queue_max_bytes": 1500}]
+)
 def test_while_the_stream_is_unreachable_calls_are_answered_and_the_queue_is_bounded(
-    start_server: Callable[..., RunningServer], history: pa.Table, tmp_path: Path
+    start_server: Callable[..., RunningServer],
+    history: pa.Table,
+    tmp_path: Path,
+    bound: dict[str, int],
 ) -> None:
     """The NATS server dies: Score goes on answering; what waits to be published stays
-    within `replication_queue_max`, and what does not fit is dropped and counted."""
+    within `replication_queue_max` messages and `replication_queue_max_bytes`, and what
+    does not fit is dropped and counted."""
     orders = orders_of(history.slice(14_000, 31))
     with nats_process(tmp_path / "nats") as (url, nats_proc):
-        srv = start_server(replication_url=url, replica_id="a", replication_queue_max=5)
+        srv = start_server(replication_url=url, replica_id="a", **bound)
         assert srv.server is not None
         metrics = srv.server.hub.registry
 
@@ -164,12 +172,18 @@ def test_while_the_stream_is_unreachable_calls_are_answered_and_the_queue_is_bou
         got = [srv.stub.Score(o, timeout=TIMEOUT_S) for o in orders[1:]]
         assert [d.order_id for d in got] == [o.order_id for o in orders[1:]]
         queued = sample("ordersight_replication_queued")
+        queued_bytes = sample("ordersight_replication_queued_bytes")
         dropped = sample("ordersight_replication_dropped_total")
         end = time.monotonic() + TIMEOUT_S
         while sample("ordersight_replication_publish_failures_total") < 1:  # still retrying
             assert time.monotonic() < end, "the sender is not retrying the message it holds"
             time.sleep(0.02)
         srv.stop()
-    # Each call was its own micro-batch, one message: one is being retried, five wait.
-    assert queued == 5
-    assert dropped in (len(orders) - 1 - 5 - 1, len(orders) - 1 - 5)
+    # Each call was its own micro-batch, one message: one is being retried, the rest wait
+    # up to the bound or were dropped.
+    sent = len(orders) - 1
+    assert queued + dropped in (sent - 1, sent) and dropped > 0
+    if "replication_queue_max" in bound:
+        assert queued == 5
+    else:
+        assert 0 < queued_bytes <= bound["replication_queue_max_bytes"] and queued < 10
