@@ -26,12 +26,15 @@ class VersionEntry:
 
 
 def list_versions(root: str | Path) -> list[VersionEntry]:
-    """Every folder under `root` that holds a manifest, oldest first."""
+    """Every folder under `root` that holds a manifest, oldest first; links (a
+    `current` that points at one of them) are not versions of their own."""
     root = Path(root)
     if not root.is_dir():
         raise NotFound(f"model registry {root} is not a directory")
     out = []
-    for path in sorted(p for p in root.iterdir() if (p / MANIFEST).is_file()):
+    for path in sorted(
+        p for p in root.iterdir() if not p.is_symlink() and (p / MANIFEST).is_file()
+    ):
         try:
             m = read_manifest(path)
             tier2 = m.get("metrics", {}).get("tier2", {})

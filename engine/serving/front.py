@@ -184,6 +184,7 @@ async def serve(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, link.stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: None)  # the engine's: it reloads models
     assert link.protocol is not None
     link.protocol.send(frames.READY, 0, os.getpid())
     waits = [asyncio.ensure_future(e.wait()) for e in (link.stop, link.lost)]

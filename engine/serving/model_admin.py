@@ -57,7 +57,7 @@ class ModelAdmin:
         self.registry = Path(registry_root)
         self.policy_overrides = policy_overrides or None
         self.wall = wall
-        self.path = Path(champion_path)
+        self.path = self.configured = Path(champion_path)
         self.since = wall()
         self.previous: tuple[ModelSet, Any, Path] | None = None  # models, cost, folder
         self.swaps = 0
@@ -115,6 +115,14 @@ class ModelAdmin:
                 raise
             self._swap(models, cost, path)
             return self.status()
+
+    async def reload(self) -> None:
+        """Load what the configured models path holds now (SIGHUP): a deployment that
+        pushes files repoints a `models/current` link and signals. A refusal is logged and
+        counted; the champion goes on serving."""
+        log.info("reloading %s (now %s)", self.configured, self.configured.resolve())
+        with contextlib.suppress(OrderSightError):
+            await self.load(self.configured)
 
     def _refused(self, what: Path | str, exc: BaseException) -> None:
         self.refused.inc()

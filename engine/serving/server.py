@@ -309,6 +309,14 @@ class Server:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        reloads: set[asyncio.Task[None]] = set()  # held until done
+
+        def reload() -> None:
+            task = loop.create_task(self.admin.reload())
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, reload)
         await stop.wait()
         log.info("shutting down: finishing in-flight calls (grace %.1fs)", self.settings.grace_s)
         await self.stop()

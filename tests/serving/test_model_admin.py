@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from ordersight.v1 import risk_pb2_grpc as pb_grpc
 
 from engine.cli import main
 from engine.serving.data_plane import BATCH_CHUNK
+from tests.fuzzing import ChildServer
 from tests.grpc_harness import TIMEOUT_S, RunningServer, orders_of, rpc_error, simple_order
 
 SWAPS = 20
@@ -301,3 +303,36 @@ def test_rollback_to_a_version_with_a_tier_missing_is_refused(
         assert status.champion == _version(model_registry, "a")
     finally:
         srv.stop()
+
+
+def test_sighup_loads_what_the_models_link_points_at(model_registry: Path, tmp_path: Path) -> None:
+    """A deployment repoints `current` and sends SIGHUP to `ordersight serve`: the engine
+    loads the new target (the fronts ignore the signal and keep serving)."""
+    reg = tmp_path / "reg"
+    reg.mkdir()
+    for name in ("a", "b"):
+        (reg / name).symlink_to(model_registry / name, target_is_directory=True)
+    current = reg / "current"
+    current.symlink_to("a")
+    child = ChildServer(current).start()
+    try:
+        assert child.proc is not None
+        admin = pb_grpc.ModelAdminStub(child.channel)
+        assert admin.GetStatus(pb.GetModelStatusRequest(), timeout=TIMEOUT_S).champion == (
+            _version(model_registry, "a")
+        )
+        tmp_link = reg / "current.new"
+        tmp_link.symlink_to("b")
+        tmp_link.replace(current)  # atomic, as a deployment would
+        child.proc.send_signal(signal.SIGHUP)
+        end = time.monotonic() + TIMEOUT_S
+        while admin.GetStatus(pb.GetModelStatusRequest(), timeout=TIMEOUT_S).swaps < 1:
+            assert time.monotonic() < end, "SIGHUP loaded nothing"
+            time.sleep(0.05)
+        status = admin.GetStatus(pb.GetModelStatusRequest(), timeout=TIMEOUT_S)
+        assert status.champion == _version(model_registry, "b")
+        code, _, answer = child.call("order", simple_order("after-hup").SerializeToString())
+        assert code == grpc.StatusCode.OK and answer is not None
+        assert pb.Decision.FromString(answer).model_version == _version(model_registry, "b")
+    finally:
+        child.stop()
