@@ -67,6 +67,11 @@ class Settings:
     """Accepted messages waiting to be published while the stream is slow or unreachable;
     past this, new ones are dropped and counted in `ordersight_replication_dropped` (Score
     calls are still answered: the other replicas then miss those orders)."""
+    snapshot_dir: str = ""
+    """Folder of the velocity state's snapshot ("" = none): loaded at start-up instead of
+    `warm_history` when it exists, written every `snapshot_every_s` and at a graceful stop."""
+    snapshot_every_s: float = 300.0
+    """Seconds between snapshots while serving (0 = only at a graceful stop)."""
     replication_queue_max_bytes: int = 256 << 20
     """The same bound in bytes: a ScoreBatch message can be a megabyte."""
     engine_thread: bool = True

@@ -127,6 +127,10 @@ class DataPlane:
         finally:
             self._engine_jobs -= 1
 
+    async def on_engine(self, fn: Callable[[], Any]) -> Any:
+        """`fn()` on the engine's single writer, between two jobs (a consistent state)."""
+        return await self._on_engine(fn)
+
     # --- Score ------------------------------------------------------------------------------
 
     async def score(self, order: bytes | bytearray, deadline: float | None) -> bytes:

@@ -37,6 +37,7 @@ from engine.monitoring.alert_hub import AlertHub
 from engine.monitoring.anomaly import StreamMonitor
 from engine.orders.batch import OrderRules
 from engine.orders.rules import Limits
+from engine.serving import snapshots
 from engine.serving.auth import Authorizer, parse_tokens, write_tokens
 from engine.serving.data_plane import DataPlane
 from engine.serving.frames import SERVICES
@@ -73,7 +74,14 @@ class Server:
         self.engine = Engine(models, state)
         self.engine.warm()
         _warm_codec(rules)
-        if settings.warm_history:
+        restored = (
+            snapshots.restore(settings.snapshot_dir, self.engine) if settings.snapshot_dir else None
+        )
+        if settings.warm_history and restored is not None:
+            log.info(
+                "warm_history %s not replayed: the snapshot holds the state", settings.warm_history
+            )
+        elif settings.warm_history:
             n = warm_state(self.engine, settings.warm_history, settings.warm_label_delay_days)
             log.info("velocity state warmed from %s (%d orders)", settings.warm_history, n)
         self.hub = AlertHub(StreamMonitor(settings.alert_bucket_s))
@@ -87,6 +95,14 @@ class Server:
             engine_thread=settings.engine_thread,
             inline_scores=not settings.single_process,
         )
+        self.snapshots = (
+            snapshots.Snapshots(
+                settings.snapshot_dir, settings.snapshot_every_s, self.engine, self.plane,
+                self.hub.registry, restored or 0.0,
+            )
+            if settings.snapshot_dir
+            else None
+        )  # fmt: skip
         self.admin = ModelAdmin(
             self.engine,
             settings.models,
@@ -131,6 +147,8 @@ class Server:
         else:
             await self._start_grpc()
         self._ticker = asyncio.get_running_loop().create_task(self._tick(), name="alert-ticker")
+        if self.snapshots is not None:
+            self.snapshots.start()
         if self.settings.metrics_port:
             self._metrics, _ = start_http_server(
                 self.settings.metrics_port, self.settings.host, registry=self.hub.registry
@@ -268,6 +286,8 @@ class Server:
         self.admin.close()
         if self.replication is not None:
             await self.replication.stop()
+        if self.snapshots is not None:  # nothing changes the state any more
+            await self.snapshots.stop()
         if self._ticker is not None:
             self._ticker.cancel()
         if self._metrics is not None:
