@@ -57,6 +57,12 @@ class Server:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.tokens = parse_tokens(settings.tokens)  # a bad entry stops start-up at once
+        if settings.snapshot_dir and settings.replication_url:
+            raise ValueError(
+                "snapshot_dir and replication_url together: a replica rebuilds its state from "
+                "the stream, which also holds every order in the snapshot (they would count "
+                "twice); set one of them"
+            )
         if not self.tokens:
             log.warning(
                 "no tokens configured: every RPC is open to any client that reaches the port "

@@ -81,3 +81,12 @@ def test_a_snapshot_that_does_not_read_stops_the_start(
     )
     with pytest.raises(ModelLoadError, match="does not read"):
         Server(settings)
+
+
+def test_snapshots_and_replication_together_are_refused(models_dir: Path, tmp_path: Path) -> None:
+    settings = load_settings(
+        env={}, models=str(models_dir), snapshot_dir=str(tmp_path),
+        replication_url="nats://127.0.0.1:4222",
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="would count twice|count twice"):
+        Server(settings)
