@@ -26,6 +26,12 @@ from benchmarks.run import SCORE, TAIL
 from benchmarks.servers import ROOT, cpu_by_process, server_process, wait_serving
 from engine.codec.order_messages import orders_from_table
 
+# The environment's own py-spy (the bench extras install it beside this Python), so the
+# script runs as `.venv/bin/python -m ...` without the venv on PATH.
+PY_SPY = str(Path(sys.executable).with_name("py-spy"))
+if not Path(PY_SPY).exists():
+    PY_SPY = "py-spy"
+
 PORT = 50191
 # Part of the path → substrings of a frame ("function (file:line)"), first match wins, the
 # innermost frame deciding.
@@ -102,7 +108,7 @@ def profile(workers: int, seconds: float, out: Path) -> str:
             for pid, (role, _) in cpu0.items():
                 raw = logs / f"profile-{role}-{pid}-c{concurrency}.txt"
                 spies.append((role, raw, subprocess.Popen(
-                    ["py-spy", "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "100",
+                    [PY_SPY, "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "100",
                      "-f", "raw", "-o", str(raw), "--nonblocking"],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 )))  # fmt: skip
