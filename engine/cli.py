@@ -230,6 +230,11 @@ def _models(args: argparse.Namespace) -> int:
         print(f"champion {s.champion}  ({s.champion_path}, since {when(s.loaded_since)})")
         print(f"previous {s.previous or '-'}")
         print(f"swaps {s.swaps}; parity max error {s.parity_max_error:.1e}")
+        if s.challenger:
+            print(
+                f"challenger {s.challenger}: {s.challenger_decisions:,} orders decided, "
+                f"{s.challenger_dropped:,} dropped, {s.challenger_agreement:.2%} same action"
+            )
         print(f"velocity state: {s.state_bytes / 2**20:,.0f} MiB, {s.state_orders:,} orders seen")
         for p in s.problems:
             print(f"problem: {p}")
@@ -251,16 +256,22 @@ def _models(args: argparse.Namespace) -> int:
                     print(line)
             elif args.action == "status":
                 show(stub.GetStatus(pb.GetModelStatusRequest(), timeout=args.timeout))
-            elif args.action == "load":
+            elif args.action == "challenger" and args.clear:
+                show(stub.ClearChallenger(pb.ClearChallengerRequest(), timeout=args.timeout))
+            elif args.action in ("load", "challenger"):
                 if bool(args.version) == bool(args.path):
-                    print("ordersight models load: give a VERSION or --path", file=sys.stderr)
+                    print(
+                        f"ordersight models {args.action}: give a VERSION or --path",
+                        file=sys.stderr,
+                    )
                     return 2
                 req = (
                     pb.LoadModelRequest(path=str(Path(args.path).resolve()))
                     if args.path
                     else pb.LoadModelRequest(version=args.version)
                 )
-                show(stub.LoadModel(req, timeout=args.timeout))
+                call = stub.LoadModel if args.action == "load" else stub.SetChallenger
+                show(call(req, timeout=args.timeout))
             else:
                 show(stub.Rollback(pb.RollbackRequest(), timeout=args.timeout))
         except grpc.RpcError as exc:
@@ -347,9 +358,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--token", help="bearer token (default: $ORDERSIGHT_TOKEN, .ordersight/token)")
     s.set_defaults(func=_score)
     s = sub.add_parser("models", help="list, inspect, load or roll back a running engine's models")
-    s.add_argument("action", choices=("list", "status", "load", "rollback"))
-    s.add_argument("version", nargs="?", help="load: a version or folder name in the registry")
-    s.add_argument("--path", help="load: a model folder the engine can read, instead")
+    s.add_argument("action", choices=("list", "status", "load", "rollback", "challenger"))
+    s.add_argument(
+        "version", nargs="?", help="load, challenger: a version or folder name in the registry"
+    )
+    s.add_argument("--path", help="load, challenger: a model folder the engine can read, instead")
+    s.add_argument("--clear", action="store_true", help="challenger: stop shadowing")
     s.add_argument("--addr", default="127.0.0.1:50051")
     s.add_argument(
         "--timeout", type=float, default=120.0, help="seconds (a load verifies and warms)"

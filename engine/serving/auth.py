@@ -38,6 +38,8 @@ METHOD_ROLE = {
     "/ordersight.v1.ModelAdmin/GetStatus": "admin",
     "/ordersight.v1.ModelAdmin/LoadModel": "admin",
     "/ordersight.v1.ModelAdmin/Rollback": "admin",
+    "/ordersight.v1.ModelAdmin/SetChallenger": "admin",
+    "/ordersight.v1.ModelAdmin/ClearChallenger": "admin",
 }
 
 

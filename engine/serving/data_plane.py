@@ -39,6 +39,7 @@ from engine.orders.rules import check_text, check_time, rule_name
 from engine.serving.batcher import MicroBatcher, Pending
 from engine.serving.replication import ARROW, OUTCOMES, Replication
 from engine.serving.replication import ORDERS as REPLICATED_ORDERS
+from engine.serving.shadow import Shadow
 
 LONE_GAP_S = 500e-6
 """A lone Score call is scored on the event loop while micro-batches come further apart than
@@ -90,6 +91,7 @@ class DataPlane:
         self.inline_scores = inline_scores
         self.replication: Replication | None = None  # set when replicas share a stream
         self.replicated_orders = 0  # other replicas' orders applied to the state
+        self.shadow: Shadow | None = None  # the challenger, when one is set
         self._engine_thread = (
             ThreadPoolExecutor(1, thread_name_prefix="engine") if engine_thread else None
         )
@@ -190,7 +192,10 @@ class DataPlane:
         deadlines = np.array(
             [np.inf if p.deadline is None else p.deadline for p in live], dtype=np.float64
         )
-        decisions = self.engine.score_arrays(ids, arrays, deadlines)
+        X = self.engine.featurize(arrays)
+        decisions = self.engine.decide(ids, arrays, X, deadlines)
+        if self.shadow is not None:
+            self.shadow.submit(ids, arrays, X, decisions.action)
         now = self.clock()
         waited = [now - p.arrival for p in live]
         answers = iter(decision_encoder.decision_bytes(decisions, [int(w * 1e6) for w in waited]))
@@ -305,6 +310,8 @@ class DataPlane:
         """One ScoreBatch chunk's decisions, and their Arrow table when the answer is Arrow
         (built here, off the event loop; the call's latency is filled in at the end)."""
         d = self.engine.decide(ids, enc, X, deadlines, models=models)
+        if self.shadow is not None:
+            self.shadow.submit(ids, enc, X, d.action)
         return d, decisions_table(d) if as_table else None
 
     # --- feedback and alerts ----------------------------------------------------------------

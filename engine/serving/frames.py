@@ -25,7 +25,14 @@ SERVICES = {
         "ReportEvent",
         "ListAlerts",
     ),
-    "ordersight.v1.ModelAdmin": ("ListModels", "GetStatus", "LoadModel", "Rollback"),
+    "ordersight.v1.ModelAdmin": (
+        "ListModels",
+        "GetStatus",
+        "LoadModel",
+        "Rollback",
+        "SetChallenger",
+        "ClearChallenger",
+    ),  # fmt: skip
 }
 """The unary methods the engine serves, by service (OrderRisk's WatchAlerts is a stream)."""
 UNARY = tuple(f"{service}/{name}" for service, names in SERVICES.items() for name in names)

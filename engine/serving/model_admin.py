@@ -31,6 +31,7 @@ from engine.errors import DeadlineExceeded, InvalidInput, ModelLoadError, NotFou
 from engine.models import artifacts, registry
 from engine.models.artifacts import ModelSet
 from engine.serving.methods import parse_request
+from engine.serving.shadow import Shadow
 
 log = logging.getLogger(__name__)
 SERVICE = pb.DESCRIPTOR.services_by_name["ModelAdmin"].full_name
@@ -50,10 +51,13 @@ class ModelAdmin:
         champion_path: str | Path,
         registry_root: str | Path,
         metrics: CollectorRegistry,
+        shadow: Shadow,
         policy_overrides: dict[str, Any] | None = None,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.engine = engine
+        self.shadow = shadow
+        self.challenger_path: Path | None = None
         self.registry = Path(registry_root)
         self.policy_overrides = policy_overrides or None
         self.wall = wall
@@ -84,6 +88,8 @@ class ModelAdmin:
             f"{SERVICE}/GetStatus": self._get_status,
             f"{SERVICE}/LoadModel": self._load_model,
             f"{SERVICE}/Rollback": self._rollback,
+            f"{SERVICE}/SetChallenger": self._set_challenger,
+            f"{SERVICE}/ClearChallenger": self._clear_challenger,
         }
 
     def close(self) -> None:
@@ -94,6 +100,8 @@ class ModelAdmin:
         self.info.labels(self.engine.models.version, "champion").set(1)
         if self.previous is not None:
             self.info.labels(self.previous[0].version, "previous").set(0)
+        if self.shadow.models is not None:
+            self.info.labels(self.shadow.models.version, "challenger").set(0)
 
     # --- what the methods do ---------------------------------------------------------------
 
@@ -170,10 +178,37 @@ class ModelAdmin:
             self._swap(models, cost, path)
             return self.status()
 
+    async def set_challenger(self, path: Path) -> pb.ModelStatus:
+        """Verify and warm the version at `path` as for a load, then shadow the champion
+        with it (replacing any challenger). The champion is not touched."""
+        async with self._locked():
+            loop = asyncio.get_running_loop()
+            try:
+                models, _ = await loop.run_in_executor(self._loader, self._prepare, path)
+            except OrderSightError as exc:
+                self._refused(path, exc)
+                raise
+            self.shadow.set(models)
+            self.challenger_path = path
+            self._show()
+            log.info("challenger %s from %s in shadow", models.version, path)
+            return self.status()
+
+    def clear_challenger(self) -> pb.ModelStatus:
+        self.shadow.set(None)
+        self.challenger_path = None
+        self._show()
+        return self.status()
+
     def status(self) -> pb.ModelStatus:
         m = self.engine.models
         state = self.engine.state
+        shadow = self.shadow
         return pb.ModelStatus(
+            challenger=shadow.models.version if shadow.models is not None else "",
+            challenger_decisions=shadow.decided,
+            challenger_dropped=shadow.dropped,
+            challenger_agreement=shadow.agreement,
             champion=m.version,
             champion_path=str(self.path),
             loaded_since=_timestamp(self.since),
@@ -210,7 +245,19 @@ class ModelAdmin:
         return self.status().SerializeToString()
 
     async def _load_model(self, request: bytes | bytearray, deadline: float | None) -> bytes:
-        req = parse_request(pb.LoadModelRequest, request)
+        path = self._target(parse_request(pb.LoadModelRequest, request))
+        return (await self.load(path, deadline)).SerializeToString()
+
+    async def _set_challenger(self, request: bytes | bytearray, deadline: float | None) -> bytes:
+        path = self._target(parse_request(pb.LoadModelRequest, request))
+        return (await self.set_challenger(path)).SerializeToString()
+
+    async def _clear_challenger(self, request: bytes | bytearray, deadline: float | None) -> bytes:
+        parse_request(pb.ClearChallengerRequest, request)
+        return self.clear_challenger().SerializeToString()
+
+    def _target(self, req: pb.LoadModelRequest) -> Path:
+        """The folder a LoadModelRequest names."""
         target = req.WhichOneof("target")
         if target == "version":
             if not req.version:
@@ -226,7 +273,7 @@ class ModelAdmin:
             path = Path(req.path)
         else:
             raise InvalidInput("target: set either version or path", "target")
-        return (await self.load(path, deadline)).SerializeToString()
+        return path
 
     async def _rollback(self, request: bytes | bytearray, deadline: float | None) -> bytes:
         parse_request(pb.RollbackRequest, request)

@@ -46,6 +46,7 @@ from engine.serving.methods import SERVICE, Methods
 from engine.serving.model_admin import ModelAdmin
 from engine.serving.replication import Replication
 from engine.serving.servicer import method_handlers
+from engine.serving.shadow import Shadow
 from engine.serving.warm_start import warm_state
 
 log = logging.getLogger(__name__)
@@ -109,11 +110,13 @@ class Server:
             if settings.snapshot_dir
             else None
         )  # fmt: skip
+        self.shadow = self.plane.shadow = Shadow(self.engine, self.hub.registry)
         self.admin = ModelAdmin(
             self.engine,
             settings.models,
             settings.registry or Path(settings.models).resolve().parent,
             self.hub.registry,
+            self.shadow,
             settings.policy or None,
         )
         self.methods = Methods(self.plane, self.admin.unary)
@@ -290,6 +293,7 @@ class Server:
             await self._stop_fronts()
         await self.plane.stop()
         self.admin.close()
+        self.shadow.close()
         if self.replication is not None:
             await self.replication.stop()
         if self.snapshots is not None:  # nothing changes the state any more

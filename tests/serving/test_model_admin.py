@@ -336,3 +336,73 @@ def test_sighup_loads_what_the_models_link_points_at(model_registry: Path, tmp_p
         assert pb.Decision.FromString(answer).model_version == _version(model_registry, "b")
     finally:
         child.stop()
+
+
+def _status(srv: RunningServer) -> pb.ModelStatus:
+    return _admin(srv).GetStatus(pb.GetModelStatusRequest(), timeout=TIMEOUT_S)
+
+
+def _until(srv: RunningServer, done: Any) -> pb.ModelStatus:
+    end = time.monotonic() + TIMEOUT_S
+    while not done(status := _status(srv)):
+        assert time.monotonic() < end, status
+        time.sleep(0.02)
+    return status
+
+
+def test_a_challenger_decides_in_shadow_and_the_champion_answers(
+    admin_server: RunningServer, model_registry: Path, history: pa.Table
+) -> None:
+    """b (the same models under another version) shadows a: it decides every order Score
+    and ScoreBatch took, agrees on all of them, and every answer is still a's."""
+    srv, admin = admin_server, _admin(admin_server)
+    va, vb = _version(model_registry, "a"), _version(model_registry, "b")
+    status = admin.SetChallenger(pb.LoadModelRequest(version="b"), timeout=60)
+    assert status.challenger == vb and status.champion == va
+    orders = orders_of(history.slice(7_000, 60))
+    got = [srv.stub.Score(o, timeout=TIMEOUT_S) for o in orders[:30]]
+    batch = srv.stub.ScoreBatch(pb.ScoreBatchRequest(orders=pb.OrderList(orders=orders[30:])))
+    assert {d.model_version for d in [*got, *batch.decisions]} == {va}
+    status = _until(srv, lambda s: s.challenger_decisions >= len(orders))
+    assert status.challenger_decisions == len(orders) and status.challenger_dropped == 0
+    assert status.challenger_agreement == 1.0
+    metrics = srv.server.hub.registry  # type: ignore[union-attr]
+    assert metrics.get_sample_value("ordersight_challenger_decisions_total") == len(orders)
+    assert (
+        metrics.get_sample_value("ordersight_model_info", {"version": vb, "role": "challenger"})
+        == 0
+    )
+    status = admin.ClearChallenger(pb.ClearChallengerRequest(), timeout=TIMEOUT_S)
+    assert status.challenger == "" and status.challenger_decisions == 0
+    srv.stub.Score(simple_order("after-clear"), timeout=TIMEOUT_S)
+    assert _status(srv).challenger_decisions == 0
+
+
+def test_a_challenger_that_falls_behind_drops_and_never_delays(
+    admin_server: RunningServer, history: pa.Table
+) -> None:
+    """The challenger's thread is held: its queue fills, the rest is dropped and counted,
+    and every Score call is answered meanwhile."""
+    srv = admin_server
+    assert srv.server is not None
+    shadow = srv.server.shadow
+    _admin(srv).SetChallenger(pb.LoadModelRequest(version="b"), timeout=60)
+    held, decide = threading.Event(), srv.server.engine.decide
+
+    def slow(*args, **kw):  # type: ignore[no-untyped-def]
+        if threading.current_thread().name == "challenger":
+            held.wait(TIMEOUT_S)
+        return decide(*args, **kw)
+
+    srv.server.engine.decide = slow  # type: ignore[method-assign]
+    shadow.queue_max = 3
+    try:
+        orders = orders_of(history.slice(8_000, 20))
+        got = [srv.stub.Score(o, timeout=TIMEOUT_S) for o in orders]
+        assert len(got) == len(orders)
+        status = _status(srv)
+        assert status.challenger_dropped >= len(orders) - 3 - 1
+    finally:
+        held.set()
+    status = _until(srv, lambda s: s.challenger_decisions + s.challenger_dropped == 20)
+    assert status.challenger_decisions <= 4

@@ -100,7 +100,9 @@ def test_reflection_lists_the_services(server: RunningServer) -> None:
     methods = DescriptorPool(db).FindServiceByName(SERVICE).methods_by_name
     assert {"Score", "ScoreBatch", "ReportOutcomes"} <= set(methods)
     admin = DescriptorPool(db).FindServiceByName("ordersight.v1.ModelAdmin").methods_by_name
-    assert set(admin) == {"ListModels", "GetStatus", "LoadModel", "Rollback"}
+    assert set(admin) == {
+        "ListModels", "GetStatus", "LoadModel", "Rollback", "SetChallenger", "ClearChallenger"
+    }  # fmt: skip
 
 
 def test_score_batch_orders_and_arrow_keep_request_order(
