@@ -21,8 +21,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 import pyarrow.parquet as pq
+from ordersight.v1 import risk_pb2 as pb
+from ordersight.v1 import risk_pb2_grpc as pb_grpc
 
 from benchmarks import batch, mlserver, replication, stages
 from benchmarks.loadgen import Load, run
@@ -229,8 +232,12 @@ def _paired(
             py, "-m", "engine.cli", "serve", "--models", str(models), "--port", str(port + 2),
             "--warm-from", str(head), "--workers", "1",
         ],
-        "ordersight-1w+auth": [
+        "ordersight-1w+challenger": [
             py, "-m", "engine.cli", "serve", "--models", str(models), "--port", str(port + 3),
+            "--warm-from", str(head), "--workers", "1",
+        ],
+        "ordersight-1w+auth": [
+            py, "-m", "engine.cli", "serve", "--models", str(models), "--port", str(port + 4),
             "--warm-from", str(head), "--workers", "1", "--config", str(auth),
         ],
     }  # fmt: skip
@@ -244,9 +251,18 @@ def _paired(
             else:
                 wait_serving(target, proc)
             servers[name] = (target, proc.pid)
+            if name.endswith("+challenger"):  # the same models in shadow, as a fair load
+                _set_challenger(target, models)
             if name.endswith("+auth"):
                 servers[name] += (("authorization", f"Bearer {secret}"),)
         return paired_rounds(servers, SCORE, requests, PAIRED_SECONDS, log)
+
+
+def _set_challenger(target: str, models: Path) -> None:
+    with grpc.insecure_channel(target) as channel:
+        pb_grpc.ModelAdminStub(channel).SetChallenger(
+            pb.LoadModelRequest(path=str(models.resolve())), timeout=120
+        )
 
 
 def _scaling(
