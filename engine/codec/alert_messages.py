@@ -8,7 +8,8 @@ from ordersight.v1 import risk_pb2 as pb
 from engine.monitoring.anomaly import Alert
 
 
-def _ts(epoch_s: float) -> Timestamp:
+def timestamp(epoch_s: float) -> Timestamp:
+    """Epoch seconds as a protobuf Timestamp, to the nanosecond."""
     ts = Timestamp()
     ts.FromNanoseconds(int(round(epoch_s * 1e9)))
     return ts
@@ -19,11 +20,11 @@ def alert_to_pb(a: Alert) -> pb.Alert:
         series=a.series,
         kind=a.kind,
         severity=a.severity,
-        start=_ts(a.start),
-        at=_ts(a.at),
+        start=timestamp(a.start),
+        at=timestamp(a.at),
         expected=a.expected,
         actual=a.actual,
         score=a.score,
         explanation=a.explanation,
-        end=_ts(a.end) if a.end is not None else None,
+        end=timestamp(a.end) if a.end is not None else None,
     )

@@ -22,10 +22,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from google.protobuf.timestamp_pb2 import Timestamp
 from ordersight.v1 import risk_pb2 as pb
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from engine.codec.alert_messages import timestamp
 from engine.decision.cascade import Engine
 from engine.errors import DeadlineExceeded, InvalidInput, ModelLoadError, NotFound, OrderSightError
 from engine.models import artifacts, registry
@@ -36,12 +36,6 @@ from engine.serving.shadow import Shadow
 log = logging.getLogger(__name__)
 SERVICE = pb.DESCRIPTOR.services_by_name["ModelAdmin"].full_name
 Unary = Callable[[bytes | bytearray, "float | None"], Awaitable[bytes]]
-
-
-def _timestamp(seconds: float) -> Timestamp:
-    ts = Timestamp()
-    ts.FromNanoseconds(int(seconds * 1e9))
-    return ts
 
 
 class ModelAdmin:
@@ -211,7 +205,7 @@ class ModelAdmin:
             challenger_agreement=shadow.agreement,
             champion=m.version,
             champion_path=str(self.path),
-            loaded_since=_timestamp(self.since),
+            loaded_since=timestamp(self.since),
             parity_max_error=m.parity_max_error,
             problems=m.problems,
             previous=self.previous[0].version if self.previous else "",
