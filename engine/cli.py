@@ -46,17 +46,18 @@ def _channel(args: argparse.Namespace) -> Any:
 
 
 def _token(args: argparse.Namespace) -> int:
-    from engine.serving.auth import ROLES, hash_token, new_token
+    from engine.serving.auth import hash_token, new_token, parse_tokens
 
     roles = [r.strip() for r in args.roles.split(",") if r.strip()]
-    bad = sorted(set(roles) - set(ROLES))
-    if bad or not roles:
-        raise InvalidInput(f"--roles: {', '.join(bad) or 'none given'}; known: {', '.join(ROLES)}")
+    secret = new_token()
+    try:  # the engine's own rule for an entry, so the CLI never writes one it would refuse
+        parse_tokens([{"name": args.name, "sha256": hash_token(secret), "roles": roles}])
+    except ValueError as exc:
+        raise InvalidInput(f"--roles: {str(exc).split(': ', 1)[-1]}") from exc
     if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", args.name):
         raise InvalidInput(
             f"--name: letters, digits, '.', '_' or '-', at most 64; is {args.name!r}"
-        )
-    secret = new_token()
+        )  # stricter than the engine's rule: the name is written into TOML unquoted-safe
     entry = (
         f'[[tokens]]\nname = "{args.name}"\nsha256 = "{hash_token(secret)}"\n'
         f"roles = [{', '.join(repr(r).replace(chr(39), chr(34)) for r in roles)}]\n"
