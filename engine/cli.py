@@ -380,6 +380,10 @@ def parser() -> argparse.ArgumentParser:
         "DIR/config.toml (what `make run` does), instead of printing them",
     )  # fmt: skip
     s.set_defaults(func=_token)
+
+    from engine.decision_log.commands import add_parser as add_log_parser
+
+    add_log_parser(sub)
     return p
 
 

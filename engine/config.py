@@ -72,6 +72,29 @@ class Settings:
     `warm_history` when it exists, written every `snapshot_every_s` and at a graceful stop."""
     snapshot_every_s: float = 300.0
     """Seconds between snapshots while serving (0 = only at a graceful stop)."""
+    log_dir: str = ""
+    """Folder of the decision log, rotated Arrow IPC segments of every decision, outcome
+    and event ("" = no log). With `snapshot_dir`, a restart replays the entries logged
+    after the snapshot."""
+    log_durability: str = "fsync"
+    """When a call is answered: "fsync" once its decision is on disk (one group commit per
+    micro-batch); "batched" at once, the log fsync'ed every `log_flush_ms` (a crash loses
+    at most what was not yet written, a power loss the last `log_flush_ms`); "off" never
+    fsync'ed (benchmarks)."""
+    log_flush_ms: float = 100.0
+    """Interval of the "batched" mode's fsync."""
+    log_segment_bytes: int = 64 << 20
+    """A segment is closed and a new one started past this size..."""
+    log_segment_s: float = 3600.0
+    """...or this age."""
+    log_retention_s: float = 7 * 86400.0
+    """Closed segments older than this are removed (0 = kept), except those a restart
+    still needs (written after the last snapshot)."""
+    log_retention_bytes: int = 0
+    """The oldest closed segments are removed while the log is larger (0 = no limit), with
+    the same exception."""
+    log_queue_max: int = 4096
+    """Entries waiting for the log's writer; past this the engine waits for the disk."""
     replication_queue_max_bytes: int = 256 << 20
     """The same bound in bytes: a ScoreBatch message can be a megabyte."""
     engine_thread: bool = True

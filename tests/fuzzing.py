@@ -29,6 +29,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pyarrow as pa
@@ -52,8 +53,9 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 class ChildServer:
     """`ordersight serve` in a child process on a free port, with a raw-bytes client."""
 
-    def __init__(self, models: str | Path) -> None:
+    def __init__(self, models: str | Path, **settings: Any) -> None:
         self.models = str(models)
+        self.settings = {f"ORDERSIGHT_{k.upper()}": str(v) for k, v in settings.items()}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ChildServer:
@@ -63,6 +65,7 @@ class ChildServer:
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the child)
         # faulthandler: a crash in native code prints the Python stack that led to it
         env = {**os.environ, "ORDERSIGHT_STATE_CAPACITY": "65536", "PYTHONFAULTHANDLER": "1"}
+        env.update(self.settings)
         cmd = [sys.executable, "-m", "engine.cli", "serve", "--models", self.models]
         cmd += ["--host", "127.0.0.1", "--port", str(self.port)]
         self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT)
@@ -111,6 +114,13 @@ class ChildServer:
                 self.proc.kill()
                 self.proc.wait()
         return None if self.proc is None else self.proc.returncode
+
+    def kill(self) -> None:
+        """kill -9: no graceful stop, no final snapshot."""
+        self.channel.close()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
     def restart(self) -> ChildServer:
         self.stop()

@@ -12,7 +12,7 @@ from engine.decision.decisions import Decisions
 
 _ACTIONS = pa.array(["ACTION_UNSPECIFIED", "APPROVE", "REVIEW", "DECLINE"])
 _PATHS = pa.array(["PATH_UNSPECIFIED", "SCREENED_OUT", "MODEL", "FALLBACK"])
-_REASON = pa.struct(
+REASON = pa.struct(
     [
         ("code", pa.string()),
         ("feature", pa.string()),
@@ -22,7 +22,7 @@ _REASON = pa.struct(
 )
 
 
-def _lists(rows: list[list[Any]], values: pa.Array) -> pa.Array:
+def lists(rows: list[list[Any]], values: pa.Array) -> pa.Array:
     lengths = np.fromiter((len(r) for r in rows), dtype=np.int32, count=len(rows))
     offsets = np.zeros(len(rows) + 1, dtype=np.int32)
     np.cumsum(lengths, out=offsets[1:])
@@ -46,7 +46,7 @@ def decisions_table(d: Decisions, latency_us: int = 0) -> pa.Table:
             pa.array([r.contribution for r in flat], pa.float64()),
             pa.array([r.message for r in flat], pa.string()),
         ],
-        fields=list(_REASON),
+        fields=list(REASON),
     )
     triggers = pa.array([t for ts in d.triggers for t in ts], pa.string())
     n = len(d)
@@ -56,8 +56,8 @@ def decisions_table(d: Decisions, latency_us: int = 0) -> pa.Table:
             "action": pa.DictionaryArray.from_arrays(pa.array(d.action, pa.int8()), _ACTIONS),
             "score": pa.array(d.score, pa.float64()),
             "path": pa.DictionaryArray.from_arrays(pa.array(d.path, pa.int8()), _PATHS),
-            "reasons": _lists(d.reasons, reasons),
-            "review_triggers": _lists(d.triggers, triggers),
+            "reasons": lists(d.reasons, reasons),
+            "review_triggers": lists(d.triggers, triggers),
             "model_version": pa.array([d.model_version] * n, pa.string()),
             "latency_us": pa.array(np.full(n, latency_us, np.int64)),
             "raw_score": pa.array(d.raw, pa.float64()),

@@ -19,6 +19,7 @@ import logging
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -177,6 +178,20 @@ class AlertHub:
         scratch.observe_events(t, ["a", "b"], ["E", "E"])
         scratch.advance(3 * self.monitor.bucket_s)
         scratch.series_snapshot()
+
+    def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """The detector's state with every buffered row counted (`StreamMonitor.state`)."""
+        self._flush()
+        arrays, meta = self.monitor.state()
+        meta["hub"] = {"latest": self.latest, "bucket": self._bucket}
+        return arrays, meta
+
+    def restore(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        self.monitor.restore(arrays, meta)
+        self.latest, self._bucket = float(meta["hub"]["latest"]), int(meta["hub"]["bucket"])
+        active = self.monitor.active_alerts()
+        for sev in ("warning", "critical"):
+            self.alerts_open.labels(sev).set(sum(a.severity == sev for a in active))
 
     def subscribe(self) -> asyncio.Queue[Alert]:
         q: asyncio.Queue[Alert] = asyncio.Queue(QUEUE_SIZE)

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime as dt
 from datetime import timedelta, timezone
+from typing import Any
 
 import numpy as np
 
@@ -252,6 +253,53 @@ class StreamMonitor:
             lo, hi = max(mu - 3 * sd, 0.0) / div, (mu + 3 * sd) / div
             out.append(SeriesState(name, at, x / div, mu / div, lo, hi, score, bool(warm)))
         return out
+
+    def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Everything the detector has learnt and holds open: arrays, and JSON-able values
+        (`restore` takes them back into a monitor built with the same settings)."""
+        names = ("allowed", "rate", "last_active", "last", "ring_val", "ring_exp")
+        arrays = {f"k{i}": a for i, a in enumerate(self._arrays)}
+        arrays.update({n: getattr(self, f"_{n}") for n in names})
+        arrays["params"] = self._P
+        meta = {
+            "bucket_s": self.bucket_s, "utc_offset_s": self.utc_offset_s,
+            "names": self._names, "keys": [list(k) for k in self._keys], "rows": self._rows,
+            "free": self._free, "cur": self._cur,
+            "active": [[r, asdict(a)] for r, a in self._active.items()],
+            "pending": [asdict(a) for a in self._pending],
+            "dropped": [self.dropped_late, self.dropped_early, self.dropped_full],
+        }  # fmt: skip
+        return arrays, meta
+
+    def restore(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        """Take back a `state()`; InvalidInput when it was taken with other settings."""
+        same = (
+            meta.get("bucket_s") == self.bucket_s
+            and meta.get("utc_offset_s") == self.utc_offset_s
+            and "params" in arrays
+            and np.array_equal(arrays["params"], self._P)
+            and all(arrays[f"k{i}"].shape == a.shape for i, a in enumerate(self._arrays))
+            and arrays["ring_val"].shape == self._ring_val.shape
+        )
+        if not same:
+            raise InvalidInput(
+                "the detector's state was taken with other settings (bucket, series, "
+                "threshold or lead)",
+                "alert_bucket_s",
+            )
+        for i, a in enumerate(self._arrays):
+            a[...] = arrays[f"k{i}"]
+        for n in ("allowed", "rate", "last_active", "last", "ring_val", "ring_exp"):
+            getattr(self, f"_{n}")[...] = arrays[n]
+        self._names = list(meta["names"])
+        self._keys = [(int(m), str(c), str(d)) for m, c, d in meta["keys"]]
+        self._rows = {str(k): int(v) for k, v in meta["rows"].items()}
+        self._free = [int(r) for r in meta["free"]]
+        self._cur = None if meta["cur"] is None else int(meta["cur"])
+        self._active = {int(r): Alert(**a) for r, a in meta["active"]}
+        self._pending = [Alert(**a) for a in meta["pending"]]
+        self.dropped_late, self.dropped_early, self.dropped_full = meta["dropped"]
+        self._memo.clear()
 
     # -- internals ---------------------------------------------------------------------------
 

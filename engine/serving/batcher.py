@@ -4,6 +4,8 @@ A batch is dispatched when it reaches `max_batch`, when `max_wait` has passed si
 call, or as soon as a yield to the event loop brings no new call: an idle engine serves a
 lone request at once, and batches grow only while calls really arrive together (typically
 while the previous batch was being scored). The clock is injected (monotonic seconds).
+`process` returns the batch's results, or None when it answers the calls itself (the next
+batch is then formed at once).
 """
 
 from __future__ import annotations
@@ -42,7 +44,9 @@ class Pending:
 class MicroBatcher:
     def __init__(
         self,
-        process: Callable[[Sequence[Pending]], Sequence[Any] | Awaitable[Sequence[Any]]],
+        process: Callable[
+            [Sequence[Pending]], Sequence[Any] | None | Awaitable[Sequence[Any] | None]
+        ],
         max_batch: int = 256,
         max_wait_s: float = 0.0005,
         clock: Callable[[], float] = time.monotonic,
@@ -129,6 +133,8 @@ class MicroBatcher:
         except Exception as exc:  # every caller gets the error; the batcher goes on
             for p in live:
                 p.settle(exc)
+            return
+        if results is None:  # `process` answers the calls itself, later
             return
         for p, r in zip(live, results, strict=True):
             p.settle(r)  # an exception: this call alone failed (e.g. a bad order)

@@ -9,6 +9,11 @@ so the velocity state sees orders in the order they were accepted.
 Score micro-batches and ScoreBatch decode with the one order codec (the wire decoder for
 protobuf bytes, the Arrow reader for Arrow IPC), are checked by the one rule table, and
 answer with bytes from `engine.codec.decision_encoder`. A bad order fails its own call alone.
+
+With a decision log (`engine.decision_log`), every change of state takes the log's next
+sequence number on the engine's writer and its entry is appended; in the log's `fsync` mode
+a call is answered only once its entry is on disk (the micro-batcher goes on meanwhile, so
+the next batch is scored while this one's group commit runs).
 """
 
 from __future__ import annotations
@@ -29,6 +34,9 @@ from engine.codec.decision_table import decisions_table, table_to_ipc
 from engine.codec.score_batch import ARROW_IPC, ORDERS, split_score_batch
 from engine.decision.cascade import Engine
 from engine.decision.decisions import Decisions
+from engine.decision_log.records import DECISION, EVENT, OUTCOME, Entry, texts
+from engine.decision_log.replay import Applied
+from engine.decision_log.writer import DecisionLog
 from engine.errors import InvalidInput
 from engine.models.artifacts import ModelSet
 from engine.monitoring.alert_hub import AlertHub
@@ -65,6 +73,7 @@ class ScoredBatch(NamedTuple):
     path: np.ndarray
     waited: list[float]
     accepted: list[bytes]  # the valid orders' bytes, for the other replicas
+    seq: int  # the decision log's entry (0: no log)
 
 
 class DataPlane:
@@ -92,6 +101,8 @@ class DataPlane:
         self.replication: Replication | None = None  # set when replicas share a stream
         self.replicated_orders = 0  # other replicas' orders applied to the state
         self.shadow: Shadow | None = None  # the challenger, when one is set
+        self.log: DecisionLog | None = None  # the decision log, when there is one
+        self.hub_applied = Applied()  # log entries the anomaly detector has counted
         self._engine_thread = (
             ThreadPoolExecutor(1, thread_name_prefix="engine") if engine_thread else None
         )
@@ -139,15 +150,35 @@ class DataPlane:
         """A serialized Order's serialized Decision (`deadline`: monotonic seconds)."""
         return await self.batcher.submit(order, deadline)
 
-    async def process(self, batch: Sequence[Pending]) -> list[bytes | InvalidInput]:
-        """Score one micro-batch of Score calls (the batcher calls this)."""
+    async def process(self, batch: Sequence[Pending]) -> list[bytes | InvalidInput] | None:
+        """Score one micro-batch of Score calls (the batcher calls this); None when its
+        calls are answered later, once their log entry is durable."""
         now = self.clock()
         gap, self._last_batch = now - self._last_batch, now
         self._mean_gap += 0.2 * (min(gap, 1.0) - self._mean_gap)
         lone = self.inline_scores or (len(batch) == 1 and self._mean_gap > LONE_GAP_S)
         scored: ScoredBatch = await self._on_engine(self.score_calls, batch, inline_ok=lone)
         self._observe(scored)
+        if self._answer_when_durable(batch, scored):
+            return None
         return scored.results
+
+    def _answer_when_durable(self, batch: Sequence[Pending], scored: ScoredBatch) -> bool:
+        """In the log's fsync mode, answer the batch's calls once its entry is on disk (True:
+        they will be); False: answer them now."""
+        if self.log is None or not scored.seq:
+            return False
+        durable = self.log.durable(scored.seq)
+        if durable is None:
+            return False
+
+        def settle(fut: asyncio.Future[None]) -> None:
+            exc = fut.exception()
+            for p, r in zip(batch, scored.results, strict=True):
+                p.settle(exc if exc is not None else r)
+
+        durable.add_done_callback(settle)
+        return True
 
     def score_now(self, batch: Sequence[Pending]) -> bool:
         """Score `batch` on the calling thread (the event loop) and settle its calls, when
@@ -159,8 +190,9 @@ class DataPlane:
         self.batcher.items += len(batch)
         scored = self.score_calls(batch)
         self._observe(scored)
-        for p, r in zip(batch, scored.results, strict=True):
-            p.settle(r)
+        if not self._answer_when_durable(batch, scored):
+            for p, r in zip(batch, scored.results, strict=True):
+                p.settle(r)
         return True
 
     def _observe(self, scored: ScoredBatch) -> None:
@@ -174,6 +206,8 @@ class DataPlane:
             self.hub.on_decisions(
                 scored.t, scored.channels, scored.action, scored.path, scored.waited
             )
+            if scored.seq:
+                self.hub_applied.add(scored.seq)
 
     def score_calls(self, batch: Sequence[Pending]) -> ScoredBatch:
         """Decode, score and serialize one micro-batch; a bad order fails its call alone."""
@@ -194,18 +228,35 @@ class DataPlane:
         )
         X = self.engine.featurize(arrays)
         decisions = self.engine.decide(ids, arrays, X, deadlines)
-        if self.shadow is not None:
-            self.shadow.submit(ids, arrays, X, decisions.action)
         now = self.clock()
         waited = [now - p.arrival for p in live]
-        answers = iter(decision_encoder.decision_bytes(decisions, [int(w * 1e6) for w in waited]))
+        latency = [int(w * 1e6) for w in waited]
+        seq = 0
+        if self.log is not None and arrays.n:
+            seq = self.log.reserve()
+            sel, cols = None if clean else rows, orders.columns
+            self.log.append(
+                Entry(
+                    DECISION, seq, ids, arrays.t, channels, arrays,
+                    texts(cols, "customer_id", sel), texts(cols, "currency", sel), X,
+                    decisions, np.array(latency, np.int64), decisions.model_version,
+                    self._challenger(),
+                )
+            )  # fmt: skip
+        if self.shadow is not None:
+            self.shadow.submit(ids, arrays, X, decisions.action, seq)
+        answers = iter(decision_encoder.decision_bytes(decisions, latency))
         results: list[bytes | InvalidInput] = [
             next(answers) if good else order_decoder.refusal(orders, i) for i, good in enumerate(ok)
         ]
         accepted = [p.payload for p in live]
         return ScoredBatch(
-            results, arrays.t, channels, decisions.action, decisions.path, waited, accepted
+            results, arrays.t, channels, decisions.action, decisions.path, waited, accepted, seq
         )
+
+    def _challenger(self) -> str | None:
+        models = None if self.shadow is None else self.shadow.models
+        return None if models is None else models.version
 
     # --- ScoreBatch -------------------------------------------------------------------------
 
@@ -229,25 +280,21 @@ class DataPlane:
             raise InvalidInput("payload: set either orders or arrow_ipc", "payload")
         loop = asyncio.get_running_loop()
         parts = []
+        seqs: list[int] = []
         enc = orders.arrays
         models = self.engine.models  # every chunk of this call decided by one version
         for lo in range(0, max(enc.n, 1), BATCH_CHUNK):
             hi = min(lo + BATCH_CHUNK, enc.n)
             sub = enc.take(slice(lo, hi))
-            X = await self._on_engine(self.engine.featurize, sub)
+            X, seq = await self._on_engine(self._featurize, sub)
+            seqs.append(seq)
             deadlines = None if deadline is None else np.full(hi - lo, deadline)
             parts.append(
                 loop.run_in_executor(
-                    self._decide_threads,
-                    self._decide_chunk,
-                    orders.ids[lo:hi],
-                    sub,
-                    X,
-                    deadlines,
-                    req.arrow_response,
-                    models,
-                )  # fmt: skip
-            )
+                    self._decide_threads, self._decide_chunk, orders, lo, sub, X, deadlines,
+                    req.arrow_response, models, seq, t0,
+                )
+            )  # fmt: skip
         if self.replication is not None:  # the state has them: so shall the other replicas
             if table is not None:
                 self.replication.publish_table(table)
@@ -262,6 +309,10 @@ class DataPlane:
         done = await asyncio.gather(*parts)
         decisions = Decisions.concat([d for d, _ in done])
         self.hub.on_decisions(enc.t, orders.channels, decisions.action, decisions.path)
+        for seq in seqs:
+            if seq:
+                self.hub_applied.add(seq)
+        await self._durable(max(seqs))
         elapsed = int((self.clock() - t0) * 1e6)
         if self.replication is not None and self.replication.decisions:
             self.replication.publish_decisions(
@@ -298,20 +349,52 @@ class DataPlane:
         orders.raise_first(lambda i: orders.refusal_in(i, "arrow_ipc"))
         return orders, table
 
+    def _featurize(self, enc: OrderArrays) -> tuple[np.ndarray, int]:
+        """Features of new orders (added to the state) and their log entry's seq (0: none)."""
+        X = self.engine.featurize(enc)
+        return X, self.log.reserve() if self.log is not None and enc.n else 0
+
+    async def _durable(self, seq: int) -> None:
+        """Return once the log entry `seq` is as durable as the log's mode promises."""
+        if self.log is not None and seq:
+            waiter = self.log.durable(seq)
+            if waiter is not None:
+                await waiter
+
     def _decide_chunk(
         self,
-        ids: list[str],
+        orders: OrderBatch,
+        lo: int,
         enc: OrderArrays,
         X: np.ndarray,
         deadlines: np.ndarray | None,
         as_table: bool,
         models: ModelSet,
+        seq: int,
+        t0: float,
     ) -> tuple[Decisions, pa.Table | None]:
         """One ScoreBatch chunk's decisions, and their Arrow table when the answer is Arrow
-        (built here, off the event loop; the call's latency is filled in at the end)."""
-        d = self.engine.decide(ids, enc, X, deadlines, models=models)
+        (built here, off the event loop; the call's latency is filled in at the end). Its
+        log entry is appended even if deciding fails: the state has its orders."""
+        hi = lo + enc.n
+        ids = orders.ids[lo:hi]
+        d = None
+        try:
+            d = self.engine.decide(ids, enc, X, deadlines, models=models)
+        finally:
+            if seq and self.log is not None:
+                rows = np.arange(lo, hi)
+                latency = np.full(enc.n, int((self.clock() - t0) * 1e6), np.int64)
+                self.log.append(
+                    Entry(
+                        DECISION, seq, ids, enc.t, orders.channels[lo:hi], enc,
+                        texts(orders.columns, "customer_id", rows),
+                        texts(orders.columns, "currency", rows), X, d, latency, models.version,
+                        self._challenger(),
+                    )
+                )  # fmt: skip
         if self.shadow is not None:
-            self.shadow.submit(ids, enc, X, d.action)
+            self.shadow.submit(ids, enc, X, d.action, seq)
         return d, decisions_table(d) if as_table else None
 
     # --- feedback and alerts ----------------------------------------------------------------
@@ -340,10 +423,28 @@ class DataPlane:
             known[i] = now if k is None else check_time(*k, name, self.rules.limits, latest)
         is_fraud = np.asarray(is_fraud, np.int8)
         known = np.maximum(known, batch.arrays.t)
-        await self._on_engine(self.engine.report_outcomes, batch.arrays, is_fraud, known)
+        seq = await self._on_engine(self._apply_outcomes, batch, is_fraud, known)
+        if seq:
+            self.hub_applied.add(seq)
         if replicate and self.replication is not None:
             self.replication.publish_outcomes(_outcomes_request(orders, is_fraud, known))
+        await self._durable(seq)
         return len(orders)
+
+    def _apply_outcomes(self, batch: OrderBatch, is_fraud: np.ndarray, known: np.ndarray) -> int:
+        """Apply outcomes to the state and log them; their entry's seq (0: no log)."""
+        self.engine.report_outcomes(batch.arrays, is_fraud, known)
+        if self.log is None:
+            return 0
+        seq = self.log.reserve()
+        self.log.append(
+            Entry(
+                OUTCOME, seq, batch.ids, batch.arrays.t, batch.channels, batch.arrays,
+                texts(batch.columns, "customer_id", None), texts(batch.columns, "currency", None),
+                is_fraud=is_fraud, known_at=known, champion=self.engine.models.version,
+            )
+        )  # fmt: skip
+        return seq
 
     async def apply_replicated(self, kind: str, body: bytes) -> None:
         """Apply another replica's accepted orders or outcomes to the velocity state, in
@@ -373,7 +474,7 @@ class DataPlane:
         await self._on_engine(self.engine.featurize, arrays, inline_ok=True)
         self.replicated_orders += arrays.n
 
-    def report_events(
+    async def report_events(
         self, channels: Sequence[str], codes: Sequence[str], times: Sequence[Timestamp | None]
     ) -> int:
         """Checkout error events, checked by the same rules as orders' fields."""
@@ -386,8 +487,17 @@ class DataPlane:
             if when is None:
                 raise InvalidInput(f"events[{i}].time: required", f"events[{i}].time")
             t[i] = check_time(*when, f"events[{i}].time", limits, latest)
-        if t.size:
-            self.hub.on_events(t, list(channels), list(codes))
+        if not t.size:
+            return 0
+        self.hub.on_events(t, list(channels), list(codes))
+        if self.log is not None:
+            seq = self.log.reserve()
+            self.log.append(
+                Entry(EVENT, seq, [""] * t.size, t, list(channels), codes=list(codes),
+                      champion=self.engine.models.version)
+            )  # fmt: skip
+            self.hub_applied.add(seq)
+            await self._durable(seq)
         return int(t.size)
 
     def active_alerts(self) -> list[Alert]:

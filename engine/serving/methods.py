@@ -86,7 +86,7 @@ class Methods:
 
     async def report_event(self, request: Body, deadline: float | None) -> bytes:
         events = parse_request(pb.ReportEventRequest, request).events
-        accepted = self.plane.report_events(
+        accepted = await self.plane.report_events(
             [ev.channel for ev in events],
             [ev.code for ev in events],
             [_time(ev.time, ev.HasField("time")) for ev in events],

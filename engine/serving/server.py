@@ -30,6 +30,8 @@ from prometheus_client import start_http_server
 from engine.codec import decision_encoder, order_decoder
 from engine.config import Settings
 from engine.decision.cascade import Engine
+from engine.decision_log.replay import Applied, Replayed, replay
+from engine.decision_log.writer import DecisionLog
 from engine.errors import ModelLoadError
 from engine.features.velocity import VelocityState
 from engine.models import artifacts
@@ -81,8 +83,12 @@ class Server:
         self.engine = Engine(models, state)
         self.engine.warm()
         _warm_codec(rules)
+        self.hub = AlertHub(StreamMonitor(settings.alert_bucket_s))
+        self.hub.warm()
         restored = (
-            snapshots.restore(settings.snapshot_dir, self.engine) if settings.snapshot_dir else None
+            snapshots.restore(settings.snapshot_dir, self.engine, self.hub)
+            if settings.snapshot_dir
+            else None
         )
         if settings.warm_history and restored is not None:
             log.info(
@@ -91,8 +97,6 @@ class Server:
         elif settings.warm_history:
             n = warm_state(self.engine, settings.warm_history, settings.warm_label_delay_days)
             log.info("velocity state warmed from %s (%d orders)", settings.warm_history, n)
-        self.hub = AlertHub(StreamMonitor(settings.alert_bucket_s))
-        self.hub.warm()
         self.plane = DataPlane(
             self.engine,
             self.hub,
@@ -105,12 +109,14 @@ class Server:
         self.snapshots = (
             snapshots.Snapshots(
                 settings.snapshot_dir, settings.snapshot_every_s, self.engine, self.plane,
-                self.hub.registry, restored or 0.0,
+                self.hub.registry, restored,
             )
             if settings.snapshot_dir
             else None
         )  # fmt: skip
         self.shadow = self.plane.shadow = Shadow(self.engine, self.hub.registry)
+        self.replayed: Replayed | None = None  # what the start-up replayed from the log
+        self.log = self.plane.log = self.shadow.log = self._open_log(restored)
         self.admin = ModelAdmin(
             self.engine,
             settings.models,
@@ -148,7 +154,43 @@ class Server:
         self._rundir: tempfile.TemporaryDirectory[str] | None = None
         self._stopping = False
 
+    def _open_log(self, restored: snapshots.Restored | None) -> DecisionLog | None:
+        """Open the decision log (repairing a torn tail) and, with snapshots, replay what it
+        holds after the snapshot into the state."""
+        s = self.settings
+        if not s.log_dir:
+            return None
+        kept = self.snapshots
+        decisions = DecisionLog(
+            s.log_dir, s.log_durability, flush_ms=s.log_flush_ms,
+            segment_bytes=s.log_segment_bytes, segment_s=s.log_segment_s,
+            retention_s=s.log_retention_s, retention_bytes=s.log_retention_bytes,
+            queue_max=s.log_queue_max, metrics=self.hub.registry,
+            keep_after=(lambda: kept.log_seq or 0) if kept is not None else lambda: None,
+        )  # fmt: skip
+        if kept is None:
+            return decisions
+        after = restored.log_seq if restored else 0
+        applied = restored.hub_applied if restored else Applied()
+        done = replay(Path(s.log_dir), self.engine, self.hub, after, applied)
+        self.plane.hub_applied = applied
+        decisions.continue_after(max(after, done.last_seq))
+        log.info(
+            "decision log %s: replayed %d orders and %d outcomes after seq %d into the state, "
+            "%d rows into the anomaly detector", s.log_dir, done.orders, done.outcomes, after,
+            done.hub_rows,
+        )  # fmt: skip
+        if done.mismatched:
+            log.error(
+                "decision log replay: %d orders' features differ from the ones they were "
+                "decided with (the feature code or the log changed)", done.mismatched,
+            )  # fmt: skip
+        self.replayed = done
+        return decisions
+
     async def start(self) -> int:
+        if self.log is not None:
+            self.log.start(asyncio.get_running_loop())
         if self.replication is not None:  # caught up on the stream before taking calls
             await self.replication.start()
         if self.workers:
@@ -294,6 +336,8 @@ class Server:
         await self.plane.stop()
         self.admin.close()
         self.shadow.close()
+        if self.log is not None:  # after the shadow, whose decisions it logs
+            self.log.close()
         if self.replication is not None:
             await self.replication.stop()
         if self.snapshots is not None:  # nothing changes the state any more

@@ -6,7 +6,8 @@ once for the champion, and the champion's actions. A thread of its own decides t
 challenger's models (no reasons: the comparison needs actions and scores) from a bounded
 queue; when the queue is full the batch is dropped and counted, so the champion's answers
 never wait. Deciding is stateless (`Engine.decide` reads the models and the features), so it
-runs beside the engine's writer safely.
+runs beside the engine's writer safely. With a decision log, each batch the challenger
+decides is logged as `challenger` rows carrying the champion entry's seq.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from engine.decision.cascade import Engine
+from engine.decision_log.records import CHALLENGER, Entry
+from engine.decision_log.writer import DecisionLog
 from engine.models.artifacts import ModelSet
 from engine.orders.arrays import OrderArrays
 
@@ -34,6 +37,7 @@ class Shadow:
         self.engine = engine
         self.queue_max = queue_max
         self.models: ModelSet | None = None
+        self.log: DecisionLog | None = None  # where its decisions go, when there is a log
         self.decided = self.dropped = self.agreed = 0  # since the challenger was set
         self._queue: collections.deque[tuple[Any, ...]] = collections.deque()
         self._wake = threading.Event()
@@ -65,8 +69,11 @@ class Shadow:
     def agreement(self) -> float:
         return self.agreed / self.decided if self.decided else 0.0
 
-    def submit(self, ids: list[str], enc: OrderArrays, X: np.ndarray, action: np.ndarray) -> None:
-        """One batch the champion decided (called on the engine's side, never blocks)."""
+    def submit(
+        self, ids: list[str], enc: OrderArrays, X: np.ndarray, action: np.ndarray, seq: int = 0
+    ) -> None:
+        """One batch the champion decided, with its log entry's seq (called on the engine's
+        side, never blocks)."""
         models = self.models
         if models is None or not len(ids):
             return
@@ -74,7 +81,8 @@ class Shadow:
             self.dropped += len(ids)
             self.drops.inc(len(ids))
             return
-        self._queue.append((time.monotonic(), models, ids, enc, X, action))
+        champion = self.engine.models.version
+        self._queue.append((time.monotonic(), models, ids, enc, X, action, seq, champion))
         self._wake.set()
 
     def _run(self) -> None:
@@ -83,7 +91,7 @@ class Shadow:
                 self._wake.wait(0.5)
                 self._wake.clear()
                 continue
-            t0, models, ids, enc, X, action = self._queue.popleft()
+            t0, models, ids, enc, X, action, seq, champion = self._queue.popleft()
             try:
                 d = self.engine.decide(ids, enc, X, None, explain=False, models=models)
             except Exception:  # a broken challenger must not stop the thread
@@ -96,7 +104,16 @@ class Shadow:
             self.agreed += agreed
             self.decisions.inc(len(ids))
             self.agreements.inc(agreed)
-            self.lag.observe(time.monotonic() - t0)
+            lag = time.monotonic() - t0
+            self.lag.observe(lag)
+            if self.log is not None and seq:
+                self.log.append(
+                    Entry(
+                        CHALLENGER, seq, ids, enc.t, [None] * len(ids), decisions=d,
+                        latency_us=np.full(len(ids), int(lag * 1e6), np.int64),
+                        champion=champion, challenger=d.model_version,
+                    )
+                )  # fmt: skip
 
     def close(self) -> None:
         self._stop = True

@@ -1,15 +1,15 @@
-"""Snapshots of the velocity state, so that a restart does not forget every entity.
+"""Snapshots of the state, so that a restart forgets neither entities nor open alerts.
 
-The engine writes `velocity.snapshot` under `snapshot_dir` every `snapshot_every_s` and at a
-graceful stop: the table is copied on the engine's single writer (between micro-batches, so
-the copy is one consistent state), written beside the old snapshot on another thread,
-flushed to disk and renamed over it, so a crash mid-write leaves the previous snapshot whole.
-At start-up a snapshot that exists is loaded instead of `warm_history`; one that does not
-match this engine (its table size, its probe, its feature layout) or does not read stops the
-start with the reason, never a silent fresh start.
-
-What a snapshot does not hold: the orders scored after it was taken (a kill -9 loses them
-until the decision log can replay them) and the anomaly detector's buckets.
+The engine writes `state.snapshot` under `snapshot_dir` every `snapshot_every_s` and at a
+graceful stop. It holds the velocity table, copied on the engine's single writer (between
+micro-batches, so the copy is one consistent state) with the decision log's last sequence
+number at that moment, and the anomaly detector's state, copied on the event loop that
+feeds it, with the set of log entries it has counted. It is written beside the old snapshot
+on another thread, flushed and renamed over it, so a crash mid-write leaves the previous
+snapshot whole. At start-up a snapshot that exists is loaded instead of `warm_history`, and
+the log's entries after it are replayed (`engine.decision_log.replay`); one that does not
+match this engine (its table size, its probe, its feature layout, the detector's settings)
+or does not read stops the start with the reason, never a silent fresh start.
 """
 
 from __future__ import annotations
@@ -22,20 +22,22 @@ import os
 import time
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Gauge
 
 from engine.decision.cascade import Engine
-from engine.errors import ModelLoadError
+from engine.decision_log.replay import Applied
+from engine.errors import InvalidInput, ModelLoadError
 from engine.features.matrix import FEATURE_NAMES
 from engine.features.velocity import SLOT_WORDS, WINDOWS_S, VelocityState
+from engine.monitoring.alert_hub import AlertHub
 from engine.serving.data_plane import DataPlane
 
 log = logging.getLogger(__name__)
-NAME = "velocity.snapshot"
-FORMAT = 1
+NAME = "state.snapshot"
+FORMAT = 2
 
 
 def layout() -> str:
@@ -44,12 +46,20 @@ def layout() -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def write(path: Path, words: np.ndarray, meta: dict[str, Any]) -> int:
+def _text(value: str) -> np.ndarray:
+    return np.frombuffer(value.encode(), np.uint8)
+
+
+def write(path: Path, words: np.ndarray, meta: dict[str, Any], hub: Any = None) -> int:
     """Write a snapshot atomically (temporary file, fsync, rename, fsync of the folder);
-    returns its size in bytes."""
+    `hub`: the detector's (arrays, JSON text), if any. Returns the size in bytes."""
     tmp = path.with_suffix(".tmp")
+    extra = {}
+    if hub is not None:
+        extra = {f"hub.{k}": v for k, v in hub[0].items()}
+        extra["hub.meta"] = _text(hub[1])
     with tmp.open("wb") as f:
-        np.savez(f, words=words, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+        np.savez(f, words=words, meta=_text(json.dumps(meta)), **extra)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -61,13 +71,18 @@ def write(path: Path, words: np.ndarray, meta: dict[str, Any]) -> int:
     return path.stat().st_size
 
 
-def read(path: Path, state: VelocityState) -> dict[str, Any]:
+def read(path: Path, state: VelocityState) -> tuple[dict[str, Any], Any]:
     """Load the snapshot at `path` into `state` (a fresh table of the configured size);
-    returns its metadata. ModelLoadError names what does not match or does not read."""
+    returns its metadata and the detector's (arrays, metadata) or None. ModelLoadError names
+    what does not match or does not read."""
     try:
         with np.load(path) as data:
             meta = json.loads(bytes(data["meta"]).decode())
             words = data["words"]
+            hub = None
+            if "hub.meta" in data.files:
+                arrays = {k[4:]: data[k] for k in data.files if k.startswith("hub.")}
+                hub = (arrays, json.loads(bytes(arrays.pop("meta")).decode()))
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
         raise ModelLoadError(
             f"snapshot {path} does not read ({exc}): remove it to start empty"
@@ -84,25 +99,40 @@ def read(path: Path, state: VelocityState) -> dict[str, Any]:
             f"snapshot {path}: table of {words.shape}, expected {state.words.shape}"
         )
     state.words[...] = words
-    return dict(meta)
+    return dict(meta), hub
 
 
-def restore(folder: str | Path, engine: Engine) -> float | None:
-    """Load the snapshot in `folder` into the engine, if there is one (before it serves);
-    returns when it was taken (wall seconds), None when there was none."""
+class Restored(NamedTuple):
+    taken_at: float  # wall seconds
+    log_seq: int  # the velocity table holds every log entry up to this one
+    hub_applied: Applied  # the log entries the detector had counted
+
+
+def restore(folder: str | Path, engine: Engine, hub: AlertHub) -> Restored | None:
+    """Load the snapshot in `folder` into the engine and the detector, if there is one
+    (before serving); None when there is none."""
     path = Path(folder) / NAME
     Path(folder).mkdir(parents=True, exist_ok=True)
     if not path.exists():
         return None
-    meta = read(path, engine.state)
+    meta, detector = read(path, engine.state)
     engine.latest_order_time = float(meta["latest_order_time"])
     engine.orders_seen = int(meta["orders_seen"])
     taken = float(meta["taken_at"])
+    applied = Applied.from_json(meta["hub_applied"])
+    if detector is not None:
+        try:
+            hub.restore(*detector)
+        except InvalidInput as exc:
+            raise ModelLoadError(
+                f"snapshot {path}: {exc} (remove it, or serve with the settings it was taken with)"
+            ) from exc
     log.info(
-        "velocity state restored from %s (taken %s, %d orders seen)",
+        "state restored from %s (taken %s, %d orders seen, log seq %d)",
         path, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(taken)), engine.orders_seen,
+        meta["log_seq"],
     )  # fmt: skip
-    return taken
+    return Restored(taken, int(meta["log_seq"]), applied)
 
 
 class Snapshots:
@@ -115,16 +145,18 @@ class Snapshots:
         engine: Engine,
         plane: DataPlane,
         metrics: CollectorRegistry,
-        taken_at: float = 0.0,
+        restored: Restored | None = None,
     ) -> None:
         self.folder = Path(folder)
         self.path = self.folder / NAME
         self.every_s = every_s
         self.engine, self.plane = engine, plane
-        self.taken_at = taken_at  # wall seconds of the last snapshot written or loaded
+        # wall seconds and log seq of the last snapshot written or loaded
+        self.taken_at = restored.taken_at if restored else 0.0
+        self.log_seq: int | None = restored.log_seq if restored else None
         self._task: asyncio.Task[None] | None = None
         age = Gauge(
-            "ordersight_snapshot_age_seconds", "Since the last velocity snapshot (NaN: none)",
+            "ordersight_snapshot_age_seconds", "Since the last state snapshot (NaN: none)",
             registry=metrics,
         )  # fmt: skip
         age.set_function(lambda: time.time() - self.taken_at if self.taken_at else float("nan"))
@@ -146,34 +178,44 @@ class Snapshots:
             try:
                 await self.take()
             except OSError as exc:  # a full disk must not stop scoring
-                log.error("velocity snapshot to %s failed: %s", self.path, exc)
+                log.error("state snapshot to %s failed: %s", self.path, exc)
 
     def _copy(self) -> tuple[np.ndarray, dict[str, Any]]:
         """The table and what goes with it, on the engine's single writer."""
         e = self.engine
+        log_ = self.plane.log
         meta = {
             "format": FORMAT, "layout": layout(), "capacity": e.state.capacity,
             "probe": e.state.probe, "latest_order_time": e.latest_order_time,
             "orders_seen": e.orders_seen, "taken_at": time.time(),
             "models": e.models.version,
+            "log_seq": 0 if log_ is None else log_.last_reserved,
         }  # fmt: skip
         return e.state.words.copy(), meta
+
+    def _copy_hub(self, meta: dict[str, Any]) -> tuple[dict[str, np.ndarray], str]:
+        """The detector's state, on the event loop that feeds it (copied: it goes on)."""
+        arrays, hub_meta = self.plane.hub.state()
+        meta["hub_applied"] = self.plane.hub_applied.to_json()
+        return {k: v.copy() for k, v in arrays.items()}, json.dumps(hub_meta)
 
     async def take(self) -> None:
         """A snapshot now, while scoring goes on (the copy waits for the current batch)."""
         words, meta = await self.plane.on_engine(self._copy)
-        await asyncio.get_running_loop().run_in_executor(None, self._write, words, meta)
+        hub = self._copy_hub(meta)
+        await asyncio.get_running_loop().run_in_executor(None, self._write, words, meta, hub)
 
-    def _write(self, words: np.ndarray, meta: dict[str, Any]) -> None:
+    def _write(self, words: np.ndarray, meta: dict[str, Any], hub: Any) -> None:
         t0 = time.perf_counter()
-        self.size.set(write(self.path, words, meta))
+        self.size.set(write(self.path, words, meta, hub))
         self.seconds.set(time.perf_counter() - t0)
         self.taken_at = meta["taken_at"]
+        self.log_seq = meta["log_seq"]
 
     async def stop(self) -> None:
         """The final snapshot, once nothing changes the state any more."""
         if self._task is not None:
             self._task.cancel()
         words, meta = self._copy()
-        self._write(words, meta)
-        log.info("velocity state snapshot written to %s", self.path)
+        self._write(words, meta, self._copy_hub(meta))
+        log.info("state snapshot written to %s", self.path)

@@ -20,6 +20,7 @@ from ordersight.v1 import risk_pb2 as pb
 from ordersight.v1 import risk_pb2_grpc as pb_grpc
 
 from engine.cli import main
+from engine.decision_log import segments
 from engine.serving.data_plane import BATCH_CHUNK
 from tests.fuzzing import ChildServer
 from tests.grpc_harness import TIMEOUT_S, RunningServer, orders_of, rpc_error, simple_order
@@ -376,6 +377,34 @@ def test_a_challenger_decides_in_shadow_and_the_champion_answers(
     assert status.challenger == "" and status.challenger_decisions == 0
     srv.stub.Score(simple_order("after-clear"), timeout=TIMEOUT_S)
     assert _status(srv).challenger_decisions == 0
+
+
+def test_the_challenger_decisions_are_logged_beside_the_champions(
+    model_registry: Path, history: pa.Table, tmp_path: Path
+) -> None:
+    """Each challenger row carries its champion row's seq and order id, both versions, and
+    the challenger's own score and action."""
+    srv = RunningServer(
+        model_registry / "a", registry=str(model_registry), log_dir=str(tmp_path)
+    ).start()
+    va, vb = _version(model_registry, "a"), _version(model_registry, "b")
+    _admin(srv).SetChallenger(pb.LoadModelRequest(version="b"), timeout=60)
+    orders = orders_of(history.slice(7_100, 30))
+    for o in orders[:20]:
+        srv.stub.Score(o, timeout=TIMEOUT_S)
+    srv.stub.ScoreBatch(pb.ScoreBatchRequest(orders=pb.OrderList(orders=orders[20:])))
+    _until(srv, lambda s: s.challenger_decisions >= len(orders))
+    srv.stop()
+    rows = [r for b in segments.read_folder(tmp_path) for r in b.to_pylist()]
+    champion = {(r["seq"], r["order_id"]): r for r in rows if r["kind"] == "decision"}
+    challenger = {(r["seq"], r["order_id"]): r for r in rows if r["kind"] == "challenger"}
+    assert set(challenger) == set(champion) and len(champion) == len(orders)
+    for key, c in challenger.items():
+        d = champion[key]
+        assert (d["model_version"], d["champion_version"], d["challenger_version"]) == (va, va, vb)
+        assert (c["model_version"], c["champion_version"], c["challenger_version"]) == (vb, va, vb)
+        assert (c["action"], c["score"]) == (d["action"], d["score"])  # the same models
+        assert c["features"] is None and c["reasons"] == []
 
 
 def test_a_challenger_that_falls_behind_drops_and_never_delays(

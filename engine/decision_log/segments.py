@@ -1,0 +1,179 @@
+"""The log's files: Arrow IPC stream segments under one folder, read and repaired.
+
+A segment is `decisions-<first seq, 20 digits>.arrows`, an Arrow IPC stream (schema, then
+record batches) that any Arrow reader opens. Only the newest segment is ever written. A
+crash can leave its last message torn (a prefix of it, or zeros where the file system had
+allocated blocks): `scan` reads message by message, checks every batch
+(`RecordBatch.validate(full=True)`, so a corrupt buffer never reaches a compute kernel),
+and reports the byte offset after the last whole one; `repair` truncates the file there.
+Older segments are closed and whole; a torn one among them is reported, never "fixed".
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+from engine.decision_log.records import SCHEMA
+from engine.errors import ModelLoadError
+
+log = logging.getLogger(__name__)
+_EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"  # Arrow IPC's end-of-stream marker
+_NAME = re.compile(r"^decisions-(\d{20})\.arrows$")
+
+
+def segment_name(first_seq: int) -> str:
+    return f"decisions-{first_seq:020d}.arrows"
+
+
+def segments(folder: Path) -> list[Path]:
+    """The folder's segments, oldest first."""
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if _NAME.match(p.name) and p.is_file()]
+    return sorted(found, key=lambda p: p.name)
+
+
+def first_seq(path: Path) -> int:
+    m = _NAME.match(path.name)
+    assert m is not None, path
+    return int(m.group(1))
+
+
+@dataclass
+class Scan:
+    """What one segment holds up to its last whole batch."""
+
+    path: Path
+    good_bytes: int  # offset after the last whole message
+    size: int  # the file's size
+    rows: int
+    batches: int
+    last_seq: int  # highest seq of a state-changing row (0: none)
+    error: str  # why reading stopped before the end ("" when it did not)
+
+    @property
+    def torn(self) -> bool:
+        return bool(self.error)
+
+
+def _batches(path: Path) -> Iterator[tuple[pa.RecordBatch | None, int, str]]:
+    """(batch, offset after it, "") for each whole batch; then (None, offset, why) when
+    reading stops before the end of the file; the schema message counts as a batch None."""
+    size = path.stat().st_size
+    with pa.OSFile(str(path), "rb") as f:
+        reader = pa.ipc.MessageReader.open_stream(f)
+        good = 0
+        schema = None
+        while True:
+            try:
+                msg = reader.read_next_message()
+            except StopIteration:  # the end of the file, or an end-of-stream marker
+                break
+            except (pa.ArrowInvalid, OSError) as exc:
+                yield None, good, f"unreadable message at byte {good}: {exc}"
+                return
+            try:
+                if schema is None:
+                    schema = pa.ipc.read_schema(msg)
+                    if not schema.equals(SCHEMA, check_metadata=False):
+                        yield None, good, "the segment's schema is not this engine's"
+                        return
+                    good = f.tell()
+                    continue
+                batch = pa.ipc.read_record_batch(msg, schema)
+                batch.validate(full=True)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
+                yield None, good, f"corrupt batch at byte {good}: {exc}"
+                return
+            good = f.tell()
+            yield batch, good, ""
+        if good < size:
+            f.seek(good)
+            rest = f.read(min(size - good, len(_EOS) + 1))
+            if rest in (_EOS, _EOS[4:]):  # a segment closed cleanly
+                return
+            yield None, good, f"{size - good} bytes after the last whole batch"
+
+
+def scan(path: Path) -> Scan:
+    rows = batches = last_seq = 0
+    good, error = 0, ""
+    for batch, offset, why in _batches(path):
+        good = offset
+        if batch is None:
+            error = why
+            break
+        rows += batch.num_rows
+        batches += 1
+        if batch.num_rows:
+            last_seq = max(last_seq, int(pa.compute.max(batch.column("seq")).as_py()))
+    return Scan(path, good, path.stat().st_size, rows, batches, last_seq, error)
+
+
+def read(path: Path) -> Iterator[pa.RecordBatch]:
+    """The whole batches of one segment, in order (a torn tail ends the iteration)."""
+    for batch, _, _ in _batches(path):
+        if batch is None:
+            return
+        yield batch
+
+
+def repair(s: Scan) -> None:
+    """Truncate a torn newest segment after its last whole batch (a segment torn before its
+    schema is removed: it holds nothing)."""
+    if not s.torn:
+        return
+    log.warning(
+        "decision log %s: %s; truncated from %d to %d bytes", s.path, s.error, s.size, s.good_bytes
+    )
+    if s.good_bytes == 0:
+        s.path.unlink()
+        return
+    with s.path.open("r+b") as f:
+        f.truncate(s.good_bytes)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def open_folder(folder: Path) -> list[Scan]:
+    """Scan every segment of the log folder, repair a torn newest one, and return the scans
+    (oldest first). A torn segment that is not the newest stops the start: rows after it
+    exist, so truncating it would lose them silently."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = segments(folder)
+    scans = [scan(p) for p in paths]
+    for s in scans[:-1]:
+        if s.torn:
+            raise ModelLoadError(
+                f"decision log segment {s.path} is damaged ({s.error}) and newer segments "
+                "follow it: move it aside to start"
+            )
+    if scans and scans[-1].torn:
+        repair(scans[-1])
+        if scans[-1].good_bytes == 0:
+            scans.pop()
+        else:
+            s = scans[-1]
+            s.size = s.good_bytes
+            s.error = ""
+    if scans and scans[-1].rows == 0:  # a schema alone: nothing to keep, its name is reused
+        scans.pop().path.unlink()
+    return scans
+
+
+def read_folder(folder: Path, after_seq: int = 0) -> Iterator[pa.RecordBatch]:
+    """Every whole batch of the folder's segments, oldest first, skipping segments whose
+    state rows all come at or before `after_seq` (they come before the next segment's
+    first seq)."""
+    paths = segments(folder)
+    for i, path in enumerate(paths):
+        if i + 1 < len(paths) and first_seq(paths[i + 1]) <= after_seq + 1:
+            continue
+        yield from read(path)
