@@ -41,7 +41,8 @@ $(LOCAL)/config.toml: | install
 
 run: install models $(LOCAL)/config.toml
 	@echo "token: $(LOCAL)/token (ordersight score|alerts|models read it; grpcurl: -H \"authorization: Bearer \$$(cat $(LOCAL)/token)\")"
-	$(BIN)/ordersight serve --config $(LOCAL)/config.toml --models $(MODELS) --port $(PORT) --warm-from $(HISTORY)
+	$(BIN)/ordersight serve --config $(LOCAL)/config.toml --models $(MODELS) --port $(PORT) --warm-from $(HISTORY) \
+		--log-dir $(LOCAL)/log --snapshot-dir $(LOCAL)/state
 
 # Services the tests start themselves (nats-server), from Debian's packages.
 services:

@@ -54,6 +54,7 @@ def markdown(results: dict[str, Any]) -> str:
             + (f"{r['mean_batch']:.2f} |" if "mean_batch" in r else " |")
         )
     lines += _paired(results.get("paired", []))
+    lines += _durability(results.get("durability"))
     if "mlserver" in results:
         lines += ["", "MLServer configurations tried at concurrency 64 (best used above):", ""]
         for t in results["mlserver"]["tried"]:
@@ -182,18 +183,36 @@ def plot(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def _paired(rows: list[dict[str, Any]]) -> list[str]:
-    """The paired rounds: echo, the link floor and OrderSight with one front, each ratio
-    taken within a round (`benchmarks.paired`): what the transport costs, what the hop to
-    the engine adds, and what scoring adds."""
+def _durability(d: dict[str, Any] | None) -> list[str]:
+    """The decision log's cost per durability mode, in paired rounds beside the echo."""
+    if not d:
+        return []
+    title = "Decision log durability: ratios to the echo within each round"
+    intro = (
+        "OrderSight with one front and no decision log, then with the log off (written, "
+        "never fsync'ed), batched (fsync every 100 ms) and fsync (each answer after its "
+        f"group commit is on disk); {d['bytes_per_row']:,.0f} bytes per logged decision in "
+        f"fsync mode ({d['rows_logged']:,} rows)."
+    )
+    return _paired(d["rows"], title, intro)
+
+
+def _paired(
+    rows: list[dict[str, Any]],
+    title: str = "Paired rounds: ratios to the echo within each round",
+    intro: str = "Echo, the link floor and OrderSight with one front (alone, with a "
+    "challenger in shadow, with a bearer token) serve at once.",
+) -> list[str]:
+    """Paired rounds (`benchmarks.paired`), each ratio taken within a round: what the
+    transport costs, what the hop to the engine adds, and what scoring adds."""
     if not rows:
         return []
     out = [
         "",
-        f"## Paired rounds: ratios to the echo within each round ({rows[0]['rounds']} rounds)",
+        f"## {title} ({rows[0]['rounds']} rounds)",
         "",
-        "The three servers serve at once and are driven in turn, a few seconds each, the order "
-        "rotating by round; each ratio is taken within a round and shown as median (range).",
+        intro + " They are driven in turn, a few seconds each, the order rotating by "
+        "round; each ratio is taken within a round and shown as median (range).",
         "",
         "| concurrency | server | calls/s | vs echo | server CPU µs/call | vs echo | p99 ms "
         "| p99 minus echo's, ms |",

@@ -21,22 +21,19 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import grpc
 import numpy as np
 import pyarrow.parquet as pq
-from ordersight.v1 import risk_pb2 as pb
-from ordersight.v1 import risk_pb2_grpc as pb_grpc
 
 from benchmarks import batch, mlserver, replication, stages
 from benchmarks.loadgen import Load, run
-from benchmarks.paired import paired_point, paired_rounds
+from benchmarks.paired import paired_point
+from benchmarks.paired_servers import durability_rounds, serving_rounds
 from benchmarks.report import markdown, plot
 from benchmarks.servers import batch_stats, cpu_by_process, server_process, wait_port, wait_serving
 from engine.codec.history import read_history
 from engine.codec.order_messages import orders_from_table
 from engine.features import matrix as features
 from engine.features.velocity import VelocityState
-from engine.serving.auth import hash_token, new_token
 
 ROOT = Path(__file__).resolve().parent.parent
 SCORE = "/ordersight.v1.OrderRisk/Score"
@@ -195,7 +192,10 @@ def main(argv: list[str] | None = None) -> int:
         wait_serving(target, proc)
         loads += sweep("link-floor", target, SCORE, requests, args.seconds, log, None, proc.pid)
     log("Paired rounds (echo, link floor, ordersight-1w serving at once, driven in turn):")
-    results["paired"] = _paired(models, head_path, requests, logs, log)
+    port = PORTS["ordersight"] + 200
+    results["paired"] = serving_rounds(models, head_path, requests, logs, log, port, SCORE)
+    log("Decision log durability, paired rounds:")
+    results["durability"] = durability_rounds(models, head_path, requests, logs, log, port, SCORE)
     if not args.skip_mlserver:
         results["mlserver"] = _mlserver(models, X_tail, args.seconds, logs, loads, log)
     results["score"] = loads
@@ -213,56 +213,6 @@ def main(argv: list[str] | None = None) -> int:
     plot(results, out / "latency_throughput.png")
     log((out / "results.md").read_text())
     return 0
-
-
-def _paired(
-    models: Path, head: Path, requests: list[bytes], logs: Path, log: Any
-) -> list[dict[str, Any]]:
-    py = sys.executable
-    port = PORTS["ordersight"] + 200
-    secret = new_token()  # the +auth server checks it on every call, as a deployment would
-    auth = logs / "paired-auth.toml"
-    auth.write_text(
-        f'[[tokens]]\nname = "bench"\nsha256 = "{hash_token(secret)}"\nroles = ["score"]\n'
-    )
-    cmds = {
-        "echo": [py, "-m", "benchmarks.echo_server", "--port", str(port)],
-        "link-floor": [py, "-m", "benchmarks.link_floor", "--port", str(port + 1)],
-        "ordersight-1w": [
-            py, "-m", "engine.cli", "serve", "--models", str(models), "--port", str(port + 2),
-            "--warm-from", str(head), "--workers", "1",
-        ],
-        "ordersight-1w+challenger": [
-            py, "-m", "engine.cli", "serve", "--models", str(models), "--port", str(port + 3),
-            "--warm-from", str(head), "--workers", "1",
-        ],
-        "ordersight-1w+auth": [
-            py, "-m", "engine.cli", "serve", "--models", str(models), "--port", str(port + 4),
-            "--warm-from", str(head), "--workers", "1", "--config", str(auth),
-        ],
-    }  # fmt: skip
-    with contextlib.ExitStack() as stack:
-        servers = {}
-        for k, (name, cmd) in enumerate(cmds.items()):
-            proc = stack.enter_context(server_process(cmd, logs / f"paired-{name}.log"))
-            target = f"127.0.0.1:{port + k}"
-            if name == "echo":
-                wait_port(target)
-            else:
-                wait_serving(target, proc)
-            servers[name] = (target, proc.pid)
-            if name.endswith("+challenger"):  # the same models in shadow, as a fair load
-                _set_challenger(target, models)
-            if name.endswith("+auth"):
-                servers[name] += (("authorization", f"Bearer {secret}"),)
-        return paired_rounds(servers, SCORE, requests, PAIRED_SECONDS, log)
-
-
-def _set_challenger(target: str, models: Path) -> None:
-    with grpc.insecure_channel(target) as channel:
-        pb_grpc.ModelAdminStub(channel).SetChallenger(
-            pb.LoadModelRequest(path=str(models.resolve())), timeout=120
-        )
 
 
 def _scaling(

@@ -95,6 +95,8 @@ def _serve(args: argparse.Namespace) -> int:
         warm_history=args.warm_from,
         workers=args.workers,
         single_process=args.single_process or None,
+        log_dir=args.log_dir,
+        snapshot_dir=args.snapshot_dir,
     )
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -301,6 +303,11 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="take gRPC calls in the engine's own process (no front processes)",
     )
+    s.add_argument("--log-dir", help="decision log folder (setting log_dir)")
+    s.add_argument(
+        "--snapshot-dir", help="state snapshot folder (setting snapshot_dir): restarts replay "
+        "the decision log after the snapshot",
+    )  # fmt: skip
     s.set_defaults(func=_serve)
 
     s = sub.add_parser("simulate", help="write a simulated labelled order history (Parquet)")

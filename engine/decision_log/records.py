@@ -45,26 +45,13 @@ events)."""
 
 _TS = pa.timestamp("us", tz="UTC")
 _NAMES = [f.name for f in fields(OrderArrays) if f.name != "n"]
+_INTS = {"amount_minor": "<i8", "key_account": "?", "keys": ("<u8", (len(ENTITY_KINDS),))}
+_INTS.update({c: "<u8" for c in ("billing_country", "shipping_country", "ip_country")})
+REPLAY = np.dtype([(n, _INTS.get(n, "<f8")) for n in _NAMES] + [("known_at_s", "<f8")])
+"""One packed record per row: the encoded order's values (`OrderArrays`, all the velocity
+kernels read) and an outcome's known_at, exactly as the engine applied them. Packed, so a
+group costs one Arrow column instead of a dozen; its layout is in the schema metadata."""
 
-
-def _replay_type() -> pa.StructType:
-    out = []
-    for name in _NAMES:
-        if name == "keys":
-            out.append(pa.field(name, pa.list_(pa.uint64(), len(ENTITY_KINDS))))
-        elif name == "key_account":
-            out.append(pa.field(name, pa.bool_()))
-        elif name in ("billing_country", "shipping_country", "ip_country"):
-            out.append(pa.field(name, pa.uint64()))
-        elif name == "amount_minor":
-            out.append(pa.field(name, pa.int64()))
-        else:
-            out.append(pa.field(name, pa.float64()))
-    out.append(pa.field("known_at_s", pa.float64()))  # outcomes: when the label was known
-    return pa.struct(out)
-
-
-_REPLAY = _replay_type()
 SCHEMA = pa.schema(
     [
         ("seq", pa.uint64()),
@@ -93,9 +80,10 @@ SCHEMA = pa.schema(
         ("is_fraud", pa.bool_()),
         ("known_at", _TS),
         ("code", pa.string()),
-        ("replay", _REPLAY),
+        ("replay", pa.binary(REPLAY.itemsize)),
     ],
     metadata={
+        "ordersight.replay": json.dumps(REPLAY.descr),
         "ordersight.format": str(FORMAT),
         "ordersight.features": json.dumps(list(FEATURE_NAMES)),
         "ordersight.entity_kinds": json.dumps(list(ENTITY_KINDS)),
@@ -106,17 +94,43 @@ _ACTION_VALUES = pa.array(["ACTION_UNSPECIFIED", *(ACTION_NAMES[k] for k in (1, 
 _PATH_VALUES = pa.array(["PATH_UNSPECIFIED", *(PATH_NAMES[k] for k in (1, 2, 3))])
 
 
-def texts(cols: OrderColumns, column: str, rows: np.ndarray | None) -> pa.Array:
-    """One string field of the given rows (all when None) as an Arrow array, gathered from
-    the columns' byte buffer without a Python loop (a copy: the buffer may be reused)."""
+Texts = tuple[np.ndarray, np.ndarray]  # int32 offsets (n + 1), uint8 UTF-8 data
+
+
+def texts(cols: OrderColumns, column: str, rows: np.ndarray | None) -> Texts:
+    """One string field of the given rows (all when None): offsets and bytes, gathered from
+    the columns' buffer without a Python loop (a copy: the buffer may be reused)."""
     spans = cols.spans[STRING_SLOT[column]]
     lo, hi = (spans[0], spans[1]) if rows is None else (spans[0, rows], spans[1, rows])
     lengths = hi - lo
     offsets = np.zeros(lengths.size + 1, np.int32)
     np.cumsum(lengths, out=offsets[1:])
+    if lengths.size == 1:
+        return offsets, cols.buf[lo[0] : hi[0]].copy()
     idx = np.repeat(lo - offsets[:-1], lengths) + np.arange(offsets[-1])
-    data = cols.buf[idx] if idx.size else np.zeros(0, np.uint8)
-    return pa.StringArray.from_buffers(lengths.size, pa.py_buffer(offsets), pa.py_buffer(data))
+    return offsets, cols.buf[idx]
+
+
+def _strings(parts: list[Texts | None], ns: list[int]) -> pa.Array:
+    """One string column from per-entry (offsets, bytes), null where an entry has none."""
+    if all(p is None for p in parts):
+        return pa.nulls(sum(ns), pa.string())
+    offsets, data, valid, base = [np.zeros(1, np.int32)], [], [], 0
+    for p, n in zip(parts, ns, strict=True):
+        if p is None:
+            offsets.append(np.full(n, base, np.int32))
+            valid.append(np.zeros(n, np.bool_))
+        else:
+            offsets.append(p[0][1:] + base)
+            data.append(p[1])
+            base += int(p[0][-1])
+            valid.append(np.ones(n, np.bool_))
+    mask = np.concatenate(valid)
+    bitmap = None if mask.all() else pa.py_buffer(np.packbits(mask, bitorder="little"))
+    return pa.StringArray.from_buffers(
+        int(mask.size), pa.py_buffer(np.concatenate(offsets)),
+        pa.py_buffer(np.concatenate(data) if data else np.zeros(0, np.uint8)), bitmap,
+    )  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -129,8 +143,8 @@ class Entry:
     t: np.ndarray  # float64 event seconds (created_at; an event's time)
     channels: list[str | None]
     arrays: OrderArrays | None = None  # decisions and outcomes
-    customer: pa.Array | None = None
-    currency: pa.Array | None = None
+    customer: Texts | None = None
+    currency: Texts | None = None
     X: np.ndarray | None = None  # champion decisions
     decisions: Decisions | None = None  # decision and challenger rows
     latency_us: np.ndarray | None = None
@@ -150,51 +164,66 @@ def _us(seconds: np.ndarray | float) -> np.ndarray:
     return np.round(np.asarray(seconds, np.float64) * 1e6).astype(np.int64)
 
 
-def _cat(parts: list[np.ndarray | None], ns: list[int], dtype: Any, fill: Any = 0) -> tuple:
-    """Concatenated values and a null mask (True = null) of parts some of which are absent."""
-    values = [np.full(n, fill, dtype) if p is None else np.asarray(p, dtype) for p, n in
-              zip(parts, ns, strict=True)]  # fmt: skip
+def _num(parts: list[Any], ns: list[int], dtype: Any, typ: pa.DataType) -> pa.Array:
+    """One column from per-entry arrays, null where an entry has none."""
+    if all(p is not None for p in parts):
+        values = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return pa.array(np.asarray(values, dtype), typ)
+    if all(p is None for p in parts):
+        return pa.nulls(sum(ns), typ)
+    values = np.concatenate(
+        [
+            np.zeros(n, dtype) if p is None else np.asarray(p, dtype)
+            for p, n in zip(parts, ns, strict=True)
+        ]
+    )
     mask = np.concatenate([np.full(n, p is None) for p, n in zip(parts, ns, strict=True)])
-    return np.concatenate(values), mask
+    return pa.array(values, typ, mask=mask)
 
 
-def _num(parts: list[np.ndarray | None], ns: list[int], dtype: Any, typ: pa.DataType) -> pa.Array:
-    values, mask = _cat(parts, ns, dtype)
-    return pa.array(values, typ, mask=mask if mask.any() else None)
+def _per_row(values: list[Any], ns: list[int], typ: pa.DataType) -> pa.Array:
+    """A column holding one value per entry, repeated over its rows."""
+    if len(values) == 1:
+        return (
+            pa.repeat(pa.scalar(values[0], typ), ns[0])
+            if values[0] is not None
+            else pa.nulls(ns[0], typ)
+        )
+    return pa.array([v for v, n in zip(values, ns, strict=True) for _ in range(n)], typ)
 
 
-def _strings(parts: list[pa.Array | None], ns: list[int]) -> pa.Array:
-    arrays = [pa.nulls(n, pa.string()) if p is None else p for p, n in zip(parts, ns, strict=True)]
-    return pa.concat_arrays(arrays) if len(arrays) != 1 else arrays[0]
-
-
-def _names(codes: np.ndarray, mask: np.ndarray | None, values: pa.Array) -> pa.Array:
+def _names(codes: np.ndarray | pa.Array, values: pa.Array) -> pa.Array:
     """Names of small codes (plain strings: a segment holds no dictionary messages)."""
-    return values.take(pa.array(codes.astype(np.int8), pa.int8(), mask=mask))
+    return values.take(codes if isinstance(codes, pa.Array) else pa.array(codes, pa.int8()))
+
+
+def _lists_of(rows: list[list[Any]], values: pa.Array, typ: pa.DataType) -> pa.Array:
+    if not len(values):  # no row has any (approved orders): all empty lists
+        offsets = np.zeros(len(rows) + 1, np.int32)
+        return pa.ListArray.from_arrays(pa.array(offsets), pa.array([], typ))
+    return lists(rows, values)
 
 
 def to_batch(entries: list[Entry]) -> pa.RecordBatch:
     """One record batch of the entries' rows, in order."""
     ns = [e.n for e in entries]
-    total = sum(ns)
     ds = [e.decisions for e in entries]
-
-    def per_row(get: Any) -> list[Any]:
-        return [v for e, n in zip(entries, ns, strict=True) for v in get(e, n)]
-
-    seq = np.concatenate([np.full(n, e.seq, np.uint64) for e, n in zip(entries, ns, strict=True)])
-    kind = np.concatenate([np.full(n, e.kind, np.int8) for e, n in zip(entries, ns, strict=True)])
-    logged = np.concatenate(
-        [np.full(n, _us(e.logged_at)) for e, n in zip(entries, ns, strict=True)]
-    )
     arrays = [e.arrays for e in entries]
-    features = [e.X.reshape(-1) if e.X is not None else None for e in entries]
-    flat, fmask = _cat(features, [n * N_FEATURES for n in ns], np.float64)
-    row_null = np.concatenate([np.full(n, e.X is None) for e, n in zip(entries, ns, strict=True)])
-    action, amask = _cat([None if d is None else d.action for d in ds], ns, np.int8)
-    path, pmask = _cat([None if d is None else d.path for d in ds], ns, np.int8)
-    reasons = per_row(lambda e, n: e.decisions.reasons if e.decisions else [[]] * n)
-    triggers = per_row(lambda e, n: e.decisions.triggers if e.decisions else [[]] * n)
+    count = np.array(ns)
+    flat_ids = [i for e in entries for i in e.ids]
+    channels = [c for e in entries for c in e.channels]
+    reasons: list[list[Any]] = []
+    triggers: list[list[str]] = []
+    causes: list[str | None] = []
+    for d, n in zip(ds, ns, strict=True):
+        if d is None:
+            reasons += [[]] * n
+            triggers += [[]] * n
+            causes += [None] * n
+        else:
+            reasons += d.reasons
+            triggers += d.triggers
+            causes += d.causes
     flat_reasons = [r for rs in reasons for r in rs]
     reason_values = pa.StructArray.from_arrays(
         [
@@ -205,89 +234,71 @@ def to_batch(entries: list[Entry]) -> pa.RecordBatch:
         ],
         fields=list(REASON),
     )
-    columns = {
-        "seq": pa.array(seq, pa.uint64()),
-        "kind": _names(kind, None, _KIND_VALUES),
-        "logged_at": pa.array(logged, _TS),
-        "order_id": pa.array(per_row(lambda e, n: e.ids), pa.string()),
-        "customer_id": _strings([e.customer for e in entries], ns),
-        "created_at": pa.array(np.concatenate([_us(e.t) for e in entries]), _TS),
-        "amount_minor": _num(
-            [None if a is None else a.amount_minor for a in arrays], ns, np.int64, pa.int64()
+    flat_triggers = pa.array([t for ts in triggers for t in ts], pa.string())
+    features = [None if e.X is None else e.X.reshape(-1) for e in entries]
+    feature_values = _num(features, [n * N_FEATURES for n in ns], np.float64, pa.float64())
+    features_null = np.concatenate(
+        [np.full(n, e.X is None) for e, n in zip(entries, ns, strict=True)]
+    )
+    action = _num([None if d is None else d.action for d in ds], ns, np.int8, pa.int8())
+    path = _num([None if d is None else d.path for d in ds], ns, np.int8, pa.int8())
+    columns = [
+        pa.array(np.repeat(np.array([e.seq for e in entries], np.uint64), count), pa.uint64()),
+        _names(np.repeat(np.array([e.kind for e in entries], np.int8), count), _KIND_VALUES),
+        pa.array(np.repeat(_us(np.array([e.logged_at for e in entries])), count), _TS),
+        pa.array(flat_ids, pa.string()),
+        _strings([e.customer for e in entries], ns),
+        pa.array(_us(np.concatenate([e.t for e in entries])), _TS),
+        _num([None if a is None else a.amount_minor for a in arrays], ns, np.int64, pa.int64()),
+        _num([None if a is None else a.amount for a in arrays], ns, np.float64, pa.float64()),
+        _strings([e.currency for e in entries], ns),
+        pa.array(channels, pa.string()),
+        pa.FixedSizeListArray.from_arrays(
+            feature_values.fill_null(0.0), N_FEATURES,
+            mask=pa.array(features_null) if features_null.any() else None,
         ),
-        "amount": _num(
-            [None if a is None else a.amount for a in arrays], ns, np.float64, pa.float64()
-        ),
-        "currency": _strings([e.currency for e in entries], ns),
-        "channel": pa.array(per_row(lambda e, n: e.channels), pa.string()),
-        "features": pa.FixedSizeListArray.from_arrays(
-            pa.array(flat, pa.float64()), N_FEATURES, mask=pa.array(row_null)
-        )
-        if fmask.any()
-        else pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float64()), N_FEATURES),
-        "score": _num([None if d is None else d.score for d in ds], ns, np.float64, pa.float64()),
-        "raw_score": _num([None if d is None else d.raw for d in ds], ns, np.float64, pa.float64()),
-        "base_value": _num(
-            [None if d is None else d.base for d in ds], ns, np.float64, pa.float64()
-        ),
-        "action": _names(action, amask if amask.any() else None, _ACTION_VALUES),
-        "path": _names(path, pmask if pmask.any() else None, _PATH_VALUES),
-        "reasons": lists(reasons, reason_values),
-        "review_triggers": lists(
-            triggers, pa.array([t for ts in triggers for t in ts], pa.string())
-        ),
-        "fallback_cause": pa.array(
-            per_row(lambda e, n: e.decisions.causes if e.decisions else [None] * n), pa.string()
-        ),
-        "model_version": pa.array(
-            per_row(lambda e, n: [e.decisions.model_version if e.decisions else None] * n),
-            pa.string(),
-        ),
-        "champion_version": pa.array(per_row(lambda e, n: [e.champion or None] * n), pa.string()),
-        "challenger_version": pa.array(per_row(lambda e, n: [e.challenger] * n), pa.string()),
-        "latency_us": _num([e.latency_us for e in entries], ns, np.int64, pa.int64()),
-        "is_fraud": _num([e.is_fraud for e in entries], ns, np.bool_, pa.bool_()),
-        "known_at": _num(
-            [None if e.known_at is None else _us(e.known_at) for e in entries], ns, np.int64, _TS
-        ),
-        "code": pa.array(per_row(lambda e, n: e.codes or [None] * n), pa.string()),
-        "replay": _replay(entries, ns),
-    }
-    assert len(columns["seq"]) == total
-    return pa.RecordBatch.from_arrays(list(columns.values()), schema=SCHEMA)
+        _num([None if d is None else d.score for d in ds], ns, np.float64, pa.float64()),
+        _num([None if d is None else d.raw for d in ds], ns, np.float64, pa.float64()),
+        _num([None if d is None else d.base for d in ds], ns, np.float64, pa.float64()),
+        _names(action, _ACTION_VALUES),
+        _names(path, _PATH_VALUES),
+        _lists_of(reasons, reason_values, REASON),
+        _lists_of(triggers, flat_triggers, pa.string()),
+        pa.array(causes, pa.string()),
+        _per_row([None if d is None else d.model_version for d in ds], ns, pa.string()),
+        _per_row([e.champion or None for e in entries], ns, pa.string()),
+        _per_row([e.challenger for e in entries], ns, pa.string()),
+        _num([e.latency_us for e in entries], ns, np.int64, pa.int64()),
+        _num([e.is_fraud for e in entries], ns, np.bool_, pa.bool_()),
+        _num([None if e.known_at is None else _us(e.known_at) for e in entries], ns, np.int64, _TS),
+        pa.array([c for e, n in zip(entries, ns, strict=True) for c in e.codes or [None] * n]),
+        _replay(entries, ns),
+    ]  # fmt: skip
+    return pa.RecordBatch.from_arrays(columns, schema=SCHEMA)
 
 
-def _replay(entries: list[Entry], ns: list[int]) -> pa.StructArray:
-    """The encoded orders' values (zeros where an entry has none: events carry only `t`)."""
-    out = []
-    for name, f in zip(_NAMES, _REPLAY, strict=False):
-        if name == "t":
-            out.append(pa.array(np.concatenate([e.t for e in entries]), pa.float64()))
-            continue
-        parts = [None if e.arrays is None else getattr(e.arrays, name) for e in entries]
-        if name == "keys":
-            keys = [np.zeros((n, len(ENTITY_KINDS)), np.uint64) if p is None else p
-                    for p, n in zip(parts, ns, strict=True)]  # fmt: skip
-            flat = np.ascontiguousarray(np.concatenate(keys)).reshape(-1)
-            out.append(pa.FixedSizeListArray.from_arrays(pa.array(flat), len(ENTITY_KINDS)))
-            continue
-        dtype = f.type.to_pandas_dtype()
-        values, _ = _cat(parts, ns, dtype)
-        out.append(pa.array(values, f.type))
-    known, _ = _cat([e.known_at for e in entries], ns, np.float64, np.nan)
-    out.append(pa.array(known, pa.float64()))
-    return pa.StructArray.from_arrays(out, fields=list(_REPLAY))
+def _replay(entries: list[Entry], ns: list[int]) -> pa.Array:
+    """The packed replay records (zeros where an entry has no encoded orders: an event
+    carries only its time)."""
+    rec = np.zeros(sum(ns), REPLAY)
+    lo = 0
+    for e, n in zip(entries, ns, strict=True):
+        part = rec[lo : lo + n]
+        part["t"] = e.t
+        if e.arrays is not None:
+            for name in _NAMES:
+                part[name] = getattr(e.arrays, name)
+        part["known_at_s"] = np.nan if e.known_at is None else e.known_at
+        lo += n
+    return pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(REPLAY.itemsize), rec.size, [None, pa.py_buffer(rec)]
+    )
 
 
-def replay_arrays(replay: pa.StructArray) -> tuple[OrderArrays, np.ndarray]:
-    """The encoded orders of logged rows (a `replay` column slice), and their known_at_s."""
-    kw: dict[str, np.ndarray] = {}
-    for name in _NAMES:
-        col = replay.field(name)
-        if name == "keys":
-            flat = col.values.to_numpy(zero_copy_only=False)
-            kw[name] = np.ascontiguousarray(flat.reshape(len(col), len(ENTITY_KINDS)))
-        else:
-            kw[name] = np.ascontiguousarray(col.to_numpy(zero_copy_only=False))
-    known = replay.field("known_at_s").to_numpy(zero_copy_only=False)
-    return OrderArrays(n=len(replay), **kw), known
+def replay_arrays(replay: pa.Array) -> tuple[OrderArrays, np.ndarray]:
+    """The encoded orders of logged rows (a `replay` column, or a slice of it), and their
+    known_at_s."""
+    data = replay.buffers()[1]
+    rec = np.frombuffer(data, REPLAY, count=len(replay), offset=replay.offset * REPLAY.itemsize)
+    kw = {name: np.ascontiguousarray(rec[name]) for name in _NAMES}
+    return OrderArrays(n=len(replay), **kw), np.ascontiguousarray(rec["known_at_s"])

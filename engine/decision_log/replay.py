@@ -150,7 +150,7 @@ def _replay_batch(
     channels = batch.column("channel")
     for k, rows in _runs(hub_rows, kind):
         idx = pa.array(rows)
-        t = replay_col.field("t").take(idx).to_numpy(zero_copy_only=False)
+        t = replay_arrays(replay_col.take(idx))[0].t
         ch = channels.take(idx).to_pylist()
         if k == _KIND["event"]:
             hub.on_events(t, ch, batch.column("code").take(idx).to_pylist())

@@ -10,10 +10,11 @@ commit for every micro-batch (and call) that arrived while the last one was writ
 Durability (`durability`):
 - `fsync`: a group is written, then fsync'ed, and only then do the calls whose entries it
   holds get their answers (`durable(seq)`). What was acknowledged is on disk.
-- `batched`: calls are answered at once; groups are written as they form and fsync'ed every
-  `flush_ms`. A kill -9 loses the entries not yet written (the queue, a few milliseconds); a
-  power loss also loses what was written in the last `flush_ms`.
-- `off`: like batched, never fsync'ed (the OS writes back when it likes): for benchmarks.
+- `batched`: calls are answered at once; what gathered is written and fsync'ed every
+  `flush_ms` (one group: the cost of a write is shared by everything in it). A kill -9 or a
+  power loss loses at most the last `flush_ms`.
+- `off`: like batched, never fsync'ed (the OS writes back when it likes): a kill -9 loses at
+  most the last `flush_ms`, a power loss what the OS had not written. For benchmarks.
 
 A write that fails (a full disk) fails the fsync-mode calls of that group with UNAVAILABLE
 and is counted; the next group tries again on a new segment. Segments rotate past
@@ -32,7 +33,6 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
 
 import pyarrow as pa
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -84,7 +84,8 @@ class DecisionLog:
         self._write_next = self._next  # the next state seq to write
         self.durable_seq = self._next - 1  # highest seq written (and fsync'ed, if so)
         self._pending_durable = self.durable_seq  # written, not yet fsync'ed
-        self._sink: BinaryIO | None = None
+        self._sink: pa.BufferedOutputStream | None = None
+        self._fd = -1  # the open segment, for fsync
         self._path: Path | None = None
         self._good = 0  # bytes of the open segment known whole
         self._writer: pa.ipc.RecordBatchStreamWriter | None = None
@@ -204,15 +205,20 @@ class DecisionLog:
     # --- the writer thread ------------------------------------------------------------------
 
     def _take(self) -> list[Entry]:
-        """Wait for entries (or the flush timer), and return those that can be written now:
-        state entries in seq order, challenger entries as they come."""
+        """Wait for entries and return those that can be written now: state entries in seq
+        order, challenger entries as they come. In fsync mode whatever arrived while the last
+        group was written; otherwise what gathers over `flush_ms` (or half the queue)."""
         with self._cond:
             while not self._inbox and not self._closing:
-                if self._unsynced and self.durability == "batched":
-                    if not self._cond.wait(self.flush_s):
-                        return []
-                else:
-                    self._cond.wait()
+                self._cond.wait()
+            if self.durability != "fsync":
+                until = time.monotonic() + self.flush_s
+                while (
+                    not self._closing
+                    and len(self._inbox) < self.queue_max // 2
+                    and (left := until - time.monotonic()) > 0
+                ):
+                    self._cond.wait(left)
             got = list(self._inbox)
             self._inbox.clear()
             self._cond.notify_all()
@@ -228,19 +234,12 @@ class DecisionLog:
         return ready
 
     def _run(self) -> None:
-        last_sync = time.monotonic()
         while True:
             entries = self._take()
             if entries:
                 self._commit(entries)
-            now = time.monotonic()
-            if self._unsynced and (
-                self.durability == "fsync"
-                or (self.durability == "batched" and now - last_sync >= self.flush_s)
-                or self._closing
-            ):
+            if self._unsynced and (self.durability != "off" or self._closing):
                 self._sync()
-                last_sync = now
             if self._closing and not self._inbox:
                 if self._held:
                     log.error("decision log: %d entries never got their turn", len(self._held))
@@ -256,7 +255,7 @@ class DecisionLog:
             assert self._writer is not None and self._sink is not None
             before = self._sink.tell()
             self._writer.write_batch(batch)
-            self._sink.flush()
+            self._sink.flush()  # one write(2) for the group
             self.m_bytes.inc(self._sink.tell() - before)
             self._unsynced = True
         except (OSError, pa.ArrowException) as exc:
@@ -277,7 +276,7 @@ class DecisionLog:
             return
         t0 = time.perf_counter()
         try:
-            os.fsync(self._sink.fileno())
+            os.fdatasync(self._fd)  # the data and the size: all a reader needs
         except OSError as exc:
             self._failed_write(self.durable_seq + 1, self._pending_durable, exc)
             return
@@ -311,7 +310,8 @@ class DecisionLog:
         # A name already taken (by the segment of a failed write) is bumped: a segment's
         # name may exceed its first seq, never precede it, which is all readers assume.
         path = self.folder / segments.segment_name(self._next_free(first_seq))
-        self._sink = path.open("wb")
+        self._sink = pa.BufferedOutputStream(pa.OSFile(str(path), "wb"), 1 << 20)
+        self._fd = os.open(path, os.O_RDONLY)  # fsync flushes the file, whatever the fd
         self._path = path
         self._writer = pa.ipc.new_stream(self._sink, SCHEMA)
         self._sink.flush()
@@ -331,10 +331,13 @@ class DecisionLog:
             if not broken:
                 self._writer.close()  # the end-of-stream marker
                 self._sink.flush()
-                os.fsync(self._sink.fileno())
+                os.fdatasync(self._fd)  # the data and the size: all a reader needs
             self._sink.close()
         except (OSError, pa.ArrowException) as exc:
             log.error("decision log: closing a segment failed: %s", exc)
+        finally:
+            os.close(self._fd)
+            self._fd = -1
         if broken and self._path is not None:  # cut the partial message: the file stays whole
             try:
                 os.truncate(self._path, self._good)
