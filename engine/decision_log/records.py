@@ -271,10 +271,14 @@ def to_batch(entries: list[Entry]) -> pa.RecordBatch:
         _num([e.latency_us for e in entries], ns, np.int64, pa.int64()),
         _num([e.is_fraud for e in entries], ns, np.bool_, pa.bool_()),
         _num([None if e.known_at is None else _us(e.known_at) for e in entries], ns, np.int64, _TS),
-        pa.array([c for e, n in zip(entries, ns, strict=True) for c in e.codes or [None] * n]),
+        pa.array([c for e, n in zip(entries, ns, strict=True) for c in _codes(e, n)], pa.string()),
         _replay(entries, ns),
     ]  # fmt: skip
     return pa.RecordBatch.from_arrays(columns, schema=SCHEMA)
+
+
+def _codes(e: Entry, n: int) -> list[str | None]:
+    return list(e.codes) if e.codes is not None else [None] * n
 
 
 def _replay(entries: list[Entry], ns: list[int]) -> pa.Array:

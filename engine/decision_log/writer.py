@@ -10,11 +10,11 @@ commit for every micro-batch (and call) that arrived while the last one was writ
 Durability (`durability`):
 - `fsync`: a group is written, then fsync'ed, and only then do the calls whose entries it
   holds get their answers (`durable(seq)`). What was acknowledged is on disk.
-- `batched`: calls are answered at once; what gathered is written and fsync'ed every
-  `flush_ms` (one group: the cost of a write is shared by everything in it). A kill -9 or a
-  power loss loses at most the last `flush_ms`.
+- `batched`: calls are answered at once; what gathers over `GATHER_S` is written as one
+  group, and the log is fsync'ed every `flush_ms`. A kill -9 loses at most the last
+  `GATHER_S` (entries not yet written), a power loss the last `flush_ms`.
 - `off`: like batched, never fsync'ed (the OS writes back when it likes): a kill -9 loses at
-  most the last `flush_ms`, a power loss what the OS had not written. For benchmarks.
+  most the last `GATHER_S`, a power loss what the OS had not written. For benchmarks.
 
 A write that fails (a full disk) fails the fsync-mode calls of that group with UNAVAILABLE
 and is counted; the next group tries again on a new segment. Segments rotate past
@@ -43,6 +43,10 @@ from engine.errors import Unavailable
 
 log = logging.getLogger(__name__)
 DURABILITY = ("fsync", "batched", "off")
+GATHER_S = 0.01
+"""Without fsync, the writer gathers entries this long (at most) into one group: a group
+shares the cost of building and writing a batch, and a smaller one holds the interpreter
+for less time at once (a long hold shows in the calls' tail latency)."""
 _FAILURES_KEPT = 64
 
 
@@ -91,6 +95,7 @@ class DecisionLog:
         self._writer: pa.ipc.RecordBatchStreamWriter | None = None
         self._opened_at = 0.0
         self._unsynced = False
+        self._last_sync = time.monotonic()
         self._closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []  # on the loop only
@@ -207,12 +212,18 @@ class DecisionLog:
     def _take(self) -> list[Entry]:
         """Wait for entries and return those that can be written now: state entries in seq
         order, challenger entries as they come. In fsync mode whatever arrived while the last
-        group was written; otherwise what gathers over `flush_ms` (or half the queue)."""
+        group was written; otherwise what gathers over `GATHER_S` (or half the queue)."""
         with self._cond:
             while not self._inbox and not self._closing:
-                self._cond.wait()
+                if self._unsynced and self.durability == "batched":  # wake for the fsync
+                    left = self._last_sync + self.flush_s - time.monotonic()
+                    if left <= 0:
+                        return []
+                    self._cond.wait(left)
+                else:
+                    self._cond.wait()
             if self.durability != "fsync":
-                until = time.monotonic() + self.flush_s
+                until = time.monotonic() + min(self.flush_s, GATHER_S)
                 while (
                     not self._closing
                     and len(self._inbox) < self.queue_max // 2
@@ -238,8 +249,12 @@ class DecisionLog:
             entries = self._take()
             if entries:
                 self._commit(entries)
-            if self._unsynced and (self.durability != "off" or self._closing):
+            due = self.durability == "batched" and (
+                time.monotonic() - self._last_sync >= self.flush_s
+            )
+            if self._unsynced and (self.durability == "fsync" or due or self._closing):
                 self._sync()
+                self._last_sync = time.monotonic()
             if self._closing and not self._inbox:
                 if self._held:
                     log.error("decision log: %d entries never got their turn", len(self._held))
