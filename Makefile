@@ -51,7 +51,7 @@ services:
 test: install services
 	$(PY) -m pytest -q
 
-# Side-by-side benchmarks (about 10 minutes); results in benchmarks/results/, nothing committed.
+# Side-by-side benchmarks (about 20 minutes); results in benchmarks/results/, nothing committed.
 bench: install models services
 	$(PY) -m pip install -q -e '.[dev,bench]'
 	$(PY) -m benchmarks.run

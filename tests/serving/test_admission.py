@@ -1,0 +1,90 @@
+"""Admission control over a real server: past the engine's queue bound a Score call gets
+RESOURCE_EXHAUSTED at once, what was admitted is answered; a call whose deadline passed
+while it waited is not scored."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import grpc
+import pyarrow as pa
+from ordersight.v1 import risk_pb2 as pb
+
+from tests.grpc_harness import TIMEOUT_S, RunningServer, orders_of, simple_order
+
+
+@contextmanager
+def _engine_held(srv: RunningServer, history: pa.Table) -> Iterator[grpc.Future]:
+    """A ScoreBatch that holds the engine's thread until the block ends."""
+    assert srv.server is not None
+    engine = srv.server.engine
+    featurize = engine.featurize
+    entered, release = threading.Event(), threading.Event()
+
+    def gated(enc):  # type: ignore[no-untyped-def]
+        if not entered.is_set():
+            entered.set()
+            release.wait(TIMEOUT_S)
+        return featurize(enc)
+
+    engine.featurize = gated  # type: ignore[method-assign]
+    big = srv.stub.ScoreBatch.future(
+        pb.ScoreBatchRequest(orders=pb.OrderList(orders=orders_of(history.slice(0, 20))))
+    )
+    assert entered.wait(TIMEOUT_S)
+    try:
+        yield big
+    finally:
+        release.set()
+        engine.featurize = featurize  # type: ignore[method-assign]
+
+
+def _waiting(srv: RunningServer, n: int) -> None:
+    assert srv.server is not None
+    batcher, end = srv.server.plane.batcher, time.monotonic() + TIMEOUT_S
+    while batcher.waiting + batcher.items < n:
+        assert time.monotonic() < end, "the calls did not reach the engine"
+        time.sleep(0.005)
+
+
+def test_past_the_queue_bound_calls_are_refused_at_once_and_the_rest_answered(
+    start_server: Callable[..., RunningServer], history: pa.Table
+) -> None:
+    srv = start_server(max_queue=8)
+    with _engine_held(srv, history) as big:
+        admitted = [srv.stub.Score.future(simple_order(f"a-{i}")) for i in range(8)]
+        _waiting(srv, 8)
+        t0 = time.monotonic()
+        refused = [srv.stub.Score.future(simple_order(f"r-{i}")) for i in range(20)]
+        codes = [f.exception(timeout=TIMEOUT_S) for f in refused]
+        elapsed = time.monotonic() - t0
+    assert all(c is not None and c.code() == grpc.StatusCode.RESOURCE_EXHAUSTED for c in codes)
+    assert "queue" in (codes[0].details() or "")  # type: ignore[union-attr]
+    assert elapsed < TIMEOUT_S  # answered while the engine was still held
+    assert [f.result(timeout=TIMEOUT_S).order_id for f in admitted] == [
+        f"a-{i}" for i in range(8)
+    ]
+    assert big.result(timeout=TIMEOUT_S)
+    metrics = srv.server.hub.registry  # type: ignore[union-attr]
+    assert metrics.get_sample_value("ordersight_rejected_total", {"reason": "queue_full"}) == 20
+
+
+def test_a_call_whose_deadline_passed_in_the_queue_is_not_scored(
+    start_server: Callable[..., RunningServer], history: pa.Table
+) -> None:
+    srv = start_server()
+    assert srv.server is not None
+    with _engine_held(srv, history):
+        late = srv.stub.Score.future(simple_order("late"), timeout=0.2)
+        _waiting(srv, 1)
+        time.sleep(0.3)
+    assert late.exception(timeout=TIMEOUT_S).code() == grpc.StatusCode.DEADLINE_EXCEEDED  # type: ignore[union-attr]
+    seen = srv.server.engine.orders_seen
+    srv.stub.Score(simple_order("after"), timeout=TIMEOUT_S)
+    assert srv.server.engine.orders_seen == seen + 1  # "late" was never added to the state
+    assert seen == 20  # the ScoreBatch alone
+    metrics = srv.server.hub.registry
+    assert metrics.get_sample_value("ordersight_rejected_total", {"reason": "deadline"}) == 1
