@@ -10,6 +10,7 @@ MODELS ?= models/default
 HISTORY ?= models/default-history.parquet
 SIM_DAYS ?= 56
 PORT ?= 50051
+METRICS_PORT ?= 9464
 
 .PHONY: install services proto models run test lint format bench bench-micro bench-anomaly fuzz clean
 
@@ -42,7 +43,7 @@ $(LOCAL)/config.toml: | install
 run: install models $(LOCAL)/config.toml
 	@echo "token: $(LOCAL)/token (ordersight score|alerts|models read it; grpcurl: -H \"authorization: Bearer \$$(cat $(LOCAL)/token)\")"
 	$(BIN)/ordersight serve --config $(LOCAL)/config.toml --models $(MODELS) --port $(PORT) --warm-from $(HISTORY) \
-		--log-dir $(LOCAL)/log --snapshot-dir $(LOCAL)/state
+		--log-dir $(LOCAL)/log --snapshot-dir $(LOCAL)/state --metrics-port $(METRICS_PORT)
 
 # Services the tests start themselves (nats-server), from Debian's packages.
 services:
@@ -65,7 +66,7 @@ bench-micro: install models
 
 # Fuzzing (tests/fuzzing.py): mutated Score / ScoreBatch requests (protobuf orders, and Arrow IPC
 # streams, plain, zstd and lz4) sent as raw bytes to a real server in a child process; any status
-# but OK / INVALID_ARGUMENT / RESOURCE_EXHAUSTED, a hang or a dead server fails, and the request is
+# but OK / INVALID_ARGUMENT / RESOURCE_EXHAUSTED / ALREADY_EXISTS, a hang or a dead server fails, and the request is
 # saved for replay (`python -m tests.fuzzing --replay FILE`). Seeded mutation, not atheris: the
 # code under test runs in another process, much of it native (pyarrow's C++, Numba kernels),
 # which atheris' Python coverage cannot see, so coverage would guide nothing; what catches a

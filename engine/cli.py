@@ -97,6 +97,7 @@ def _serve(args: argparse.Namespace) -> int:
         single_process=args.single_process or None,
         log_dir=args.log_dir,
         snapshot_dir=args.snapshot_dir,
+        metrics_port=args.metrics_port,
     )
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -303,6 +304,7 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="take gRPC calls in the engine's own process (no front processes)",
     )
+    s.add_argument("--metrics-port", type=int, help="Prometheus /metrics port on --host (0: off)")
     s.add_argument("--log-dir", help="decision log folder (setting log_dir)")
     s.add_argument(
         "--snapshot-dir", help="state snapshot folder (setting snapshot_dir): restarts replay "

@@ -103,6 +103,21 @@ class Settings:
     the event loop itself: lower latency for a lone caller, no batching under load."""
     max_batch: int = 256
     """Most orders scored in one micro-batch."""
+    max_queue: int = 0
+    """Score calls waiting for the engine past which new ones are refused at once with
+    RESOURCE_EXHAUSTED (0 = sized from the measured service time: what the engine can score
+    within `max_queue_ms`, at least `max_batch`)."""
+    max_queue_ms: float = 50.0
+    """The queue bound's target wait when `max_queue` is 0."""
+    max_in_flight: int = 2048
+    """Calls each front process takes at once; past this gRPC refuses new ones with
+    RESOURCE_EXHAUSTED (0 = no limit)."""
+    idempotency_window_s: float = 86400.0
+    """How long a Score call's answer is kept by order id: a retry of the same order within
+    this gets it again, not counted twice; another order under that id is refused with
+    ALREADY_EXISTS (0 = off; see engine.serving.retries)."""
+    idempotency_max: int = 200_000
+    """Most answers kept for retries (the oldest go first)."""
     max_wait_us: int = 500
     """Longest a micro-batch keeps gathering concurrent calls; an idle engine never waits."""
     state_capacity: int = 1 << 20

@@ -45,3 +45,20 @@ class Unavailable(OrderSightError):
     """The engine is shutting down or overloaded."""
 
     code = grpc.StatusCode.UNAVAILABLE
+
+
+class Conflict(OrderSightError):
+    """What a call names exists already with other contents (an order id reused for
+    another order)."""
+
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class Overloaded(OrderSightError):
+    """The engine's queue is full: the call is refused at once rather than left to wait."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED

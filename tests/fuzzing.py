@@ -1,8 +1,9 @@
 """Seeded mutational fuzzing of a real OrderSight server, over gRPC, in a child process.
 
-Contract: every request, however malformed, is answered OK, INVALID_ARGUMENT or
-RESOURCE_EXHAUSTED within `RPC_TIMEOUT_S`, and the server survives it. Anything else (INTERNAL,
-a hang seen as DEADLINE_EXCEEDED, a dead process) is a `Failure`, whose request is saved under
+Contract: every request, however malformed, is answered OK, INVALID_ARGUMENT,
+RESOURCE_EXHAUSTED or ALREADY_EXISTS (an order id reused) within `RPC_TIMEOUT_S`, and the
+server survives it. Anything else (INTERNAL, a hang seen as DEADLINE_EXCEEDED, a dead
+process) is a `Failure`, whose request is saved under
 $FUZZ_ARTIFACTS (or the caller's directory) as <kind>-s<seed>-c<case>.bin for
 `python -m tests.fuzzing --replay FILE`. Kinds: `order` (an Order to Score), `batch_orders`
 (a ScoreBatchRequest with orders) and `batch_arrow` (an Arrow IPC stream, plain, zstd or lz4,
@@ -40,7 +41,10 @@ from ordersight.v1 import risk_pb2 as pb
 
 from training.simulate import simulate
 
-ACCEPTED = {grpc.StatusCode[c] for c in ("OK", "INVALID_ARGUMENT", "RESOURCE_EXHAUSTED")}
+# ALREADY_EXISTS: a mutated order that kept the id of one already scored (idempotent retries)
+ACCEPTED = {
+    grpc.StatusCode[c] for c in ("OK", "INVALID_ARGUMENT", "RESOURCE_EXHAUSTED", "ALREADY_EXISTS")
+}
 KINDS = ("order", "batch_orders", "batch_arrow")
 METHOD = {k: "/ordersight.v1.OrderRisk/ScoreBatch" for k in KINDS}
 METHOD["order"] = "/ordersight.v1.OrderRisk/Score"

@@ -141,6 +141,25 @@ def test_score_file_missing_orders(
     assert f"{missing}: no such file" in capsys.readouterr().err
 
 
+def test_score_file_refuses_an_output_it_does_not_write(
+    tmp_path: Path, models_dir: Path, history_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "d.json"
+    argv = ["score-file", "--models", str(models_dir), "--orders", str(history_path)]
+    assert main([*argv, "--out", str(out)]) == 2
+    assert "must end in .parquet or .csv" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_detect_on_a_csv_without_rows_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    csv = tmp_path / "empty.csv"
+    csv.write_text("timestamp,value\n")
+    assert main(["detect", "--csv", str(csv), "--out", str(tmp_path / "o.csv")]) == 2
+    assert "has a header and no rows" in capsys.readouterr().err
+
+
 # --- train: bad input is reported, not a traceback -------------------------------------------
 
 

@@ -1,5 +1,6 @@
 """Fuzzing a real server in a child process (tests.fuzzing): mutated requests of each kind
-must be answered OK, INVALID_ARGUMENT or RESOURCE_EXHAUSTED, and must not kill the server.
+must be answered OK, INVALID_ARGUMENT, RESOURCE_EXHAUSTED or ALREADY_EXISTS, and must not
+kill the server.
 
 FUZZ_CASES (default 1500) sets the cases per kind, FUZZ_SEED (default 0) the seed, and
 FUZZ_ARTIFACTS where failing requests are saved (default: the test's tmp_path).

@@ -19,6 +19,7 @@ from engine.codec.history import read_history
 from engine.decision.cascade import Engine
 from engine.decision.decisions import Decisions
 from engine.decision.policy import ACTION_NAMES, PATH_NAMES
+from engine.errors import InvalidInput
 from engine.features import matrix as features
 from engine.features.velocity import VelocityState
 from engine.models import artifacts
@@ -65,6 +66,11 @@ def score_file(
     label_delay_days: float = 7.0,
     capacity: int = 1 << 20,
 ) -> int:
+    out = Path(out)
+    if out.suffix not in (".csv", ".parquet"):  # before the work, not after it
+        raise InvalidInput(
+            f"--out: {out} must end in .parquet or .csv (the formats written)", "out"
+        )
     hist = read_history(orders, label_delay_days)
     engine = Engine(artifacts.load(models), VelocityState(capacity))
     # The output has no reason codes, so none are computed.
@@ -77,7 +83,6 @@ def score_file(
             "path": _names(PATH_NAMES, d.path),
         }
     )
-    out = Path(out)
     if out.suffix == ".csv":
         pacsv.write_csv(result, out)
     else:

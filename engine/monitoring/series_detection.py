@@ -94,6 +94,8 @@ def detect_csv(
             raise InvalidInput(
                 f"column '{name}' not found in {path}; columns are {table.column_names}", name
             )
+    if table.num_rows == 0:
+        raise InvalidInput(f"{path} has a header and no rows: nothing to score", "csv")
     for name in (timestamp_col, value_col):
         if table.column(name).null_count:
             nulls = table.column(name).null_count

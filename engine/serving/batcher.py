@@ -65,6 +65,7 @@ class MicroBatcher:
         self._closing = False
         self.batches = 0
         self.items = 0
+        self.in_dispatch = 0  # calls taken into a batch whose `process` has not returned
 
     def start(self) -> None:
         self._wakeup = asyncio.Event()
@@ -126,6 +127,7 @@ class MicroBatcher:
             return
         self.batches += 1
         self.items += len(live)
+        self.in_dispatch += len(live)
         try:
             results = self.process(live)
             if inspect.isawaitable(results):  # e.g. scored on the engine's own thread
@@ -134,6 +136,8 @@ class MicroBatcher:
             for p in live:
                 p.settle(exc)
             return
+        finally:
+            self.in_dispatch -= len(live)
         if results is None:  # `process` answers the calls itself, later
             return
         for p, r in zip(live, results, strict=True):

@@ -160,6 +160,7 @@ async def serve(args: argparse.Namespace) -> int:
     link = EngineLink()
     await link.connect(args.link)
     server = grpc.aio.server(
+        maximum_concurrent_rpcs=args.max_in_flight or None,  # past it: RESOURCE_EXHAUSTED
         options=[
             ("grpc.so_reuseport", 1),
             ("grpc.max_receive_message_length", args.max_request_bytes),
@@ -210,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--grace", type=float, default=5.0)
     p.add_argument("--reflection", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--log-level", default="INFO")
+    p.add_argument("--max-in-flight", type=int, default=0, help="calls taken at once (0: no limit)")
     p.add_argument("--auth", help="the engine's token table (JSON); none = every RPC open")
     args = p.parse_args(argv)
     logging.basicConfig(

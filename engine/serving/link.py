@@ -20,6 +20,7 @@ import grpc
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from engine.errors import Overloaded
 from engine.serving import frames
 from engine.serving.batcher import Pending
 from engine.serving.methods import Methods, status_of
@@ -158,6 +159,11 @@ class Link:
         """Take a Score call; every call taken in this event-loop turn, from every front, is
         scored as one micro-batch at its end."""
         plane = self.methods.plane
+        try:
+            plane.admit(len(self._waiting))
+        except Overloaded as exc:
+            reply(exc)
+            return
         self._waiting.append(Pending(order, deadline, plane.clock(), reply=reply))
         if not self._drain_scheduled:
             self._drain_scheduled = True

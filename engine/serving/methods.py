@@ -73,11 +73,11 @@ class Methods:
         return await self.plane.score(request, deadline)
 
     async def score_batch(self, request: Body, deadline: float | None) -> bytes:
-        return await self.plane.score_batch(request, deadline)
+        return await self.plane.bulk.score_batch(request, deadline)
 
     async def report_outcomes(self, request: Body, deadline: float | None) -> bytes:
         outcomes = parse_request(pb.ReportOutcomesRequest, request).outcomes
-        accepted = await self.plane.report_outcomes(
+        accepted = await self.plane.feedback.report_outcomes(
             [oc.order.SerializeToString() for oc in outcomes],
             np.array([oc.is_fraud for oc in outcomes], np.int8),
             [_time(oc.known_at, oc.HasField("known_at")) for oc in outcomes],
@@ -86,7 +86,7 @@ class Methods:
 
     async def report_event(self, request: Body, deadline: float | None) -> bytes:
         events = parse_request(pb.ReportEventRequest, request).events
-        accepted = await self.plane.report_events(
+        accepted = await self.plane.feedback.report_events(
             [ev.channel for ev in events],
             [ev.code for ev in events],
             [_time(ev.time, ev.HasField("time")) for ev in events],

@@ -103,6 +103,10 @@ class Server:
             rules,
             max_batch=settings.max_batch,
             max_wait_s=settings.max_wait_us / 1e6,
+            max_queue=settings.max_queue,
+            max_queue_ms=settings.max_queue_ms,
+            idempotency_window_s=settings.idempotency_window_s,
+            idempotency_max=settings.idempotency_max,
             engine_thread=settings.engine_thread,
             inline_scores=not settings.single_process,
         )
@@ -132,7 +136,7 @@ class Server:
                 settings.replication_url,
                 settings.replication_stream,
                 settings.replica_id,
-                self.plane.apply_replicated,
+                self.plane.feedback.apply_replicated,
                 max_age_s=settings.replication_max_age_s,
                 max_lag_s=settings.replication_max_lag_s,
                 queue_max=settings.replication_queue_max,
@@ -224,6 +228,7 @@ class Server:
     async def _start_grpc(self) -> None:
         self.health = health.aio.HealthServicer()
         self.server = grpc.aio.server(
+            maximum_concurrent_rpcs=self.settings.max_in_flight or None,
             options=[
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", self.settings.max_request_bytes),
@@ -291,7 +296,8 @@ class Server:
             sys.executable, "-m", "engine.serving.front", "--link", self.link.path,
             "--host", s.host, "--port", str(self.port),
             "--max-request-bytes", str(s.max_request_bytes), "--grace", str(s.grace_s),
-            "--log-level", s.log_level, *self._front_auth,
+            "--log-level", s.log_level, "--max-in-flight", str(s.max_in_flight),
+            *self._front_auth,
         )  # fmt: skip
         self.fronts.append(proc)
         ready = self.link.expect(proc.pid)

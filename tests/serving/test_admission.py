@@ -64,9 +64,7 @@ def test_past_the_queue_bound_calls_are_refused_at_once_and_the_rest_answered(
     assert all(c is not None and c.code() == grpc.StatusCode.RESOURCE_EXHAUSTED for c in codes)
     assert "queue" in (codes[0].details() or "")  # type: ignore[union-attr]
     assert elapsed < TIMEOUT_S  # answered while the engine was still held
-    assert [f.result(timeout=TIMEOUT_S).order_id for f in admitted] == [
-        f"a-{i}" for i in range(8)
-    ]
+    assert [f.result(timeout=TIMEOUT_S).order_id for f in admitted] == [f"a-{i}" for i in range(8)]
     assert big.result(timeout=TIMEOUT_S)
     metrics = srv.server.hub.registry  # type: ignore[union-attr]
     assert metrics.get_sample_value("ordersight_rejected_total", {"reason": "queue_full"}) == 20
@@ -77,10 +75,11 @@ def test_a_call_whose_deadline_passed_in_the_queue_is_not_scored(
 ) -> None:
     srv = start_server()
     assert srv.server is not None
-    with _engine_held(srv, history):
+    with _engine_held(srv, history) as big:
         late = srv.stub.Score.future(simple_order("late"), timeout=0.2)
         _waiting(srv, 1)
         time.sleep(0.3)
+    assert big.result(timeout=TIMEOUT_S)
     assert late.exception(timeout=TIMEOUT_S).code() == grpc.StatusCode.DEADLINE_EXCEEDED  # type: ignore[union-attr]
     seen = srv.server.engine.orders_seen
     srv.stub.Score(simple_order("after"), timeout=TIMEOUT_S)

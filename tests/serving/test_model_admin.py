@@ -21,7 +21,7 @@ from ordersight.v1 import risk_pb2_grpc as pb_grpc
 
 from engine.cli import main
 from engine.decision_log import segments
-from engine.serving.data_plane import BATCH_CHUNK
+from engine.serving.bulk import BATCH_CHUNK
 from tests.fuzzing import ChildServer
 from tests.grpc_harness import TIMEOUT_S, RunningServer, orders_of, rpc_error, simple_order
 

@@ -1,0 +1,145 @@
+"""What flows back into the state besides Score: reported outcomes, checkout events, and the
+other replicas' accepted orders and outcomes. Each is checked by the same rules as orders,
+applied on the engine's single writer, and logged (when there is a decision log) with the
+next sequence number, so a restart replays it in its place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+from ordersight.v1 import risk_pb2 as pb
+
+from engine.codec import order_decoder
+from engine.codec.arrow_orders import conform, read_ipc, to_columns
+from engine.codec.score_batch import split_score_batch
+from engine.decision_log.records import EVENT, OUTCOME, Entry, texts
+from engine.errors import InvalidInput
+from engine.orders.batch import OrderBatch
+from engine.orders.rules import check_text, check_time
+from engine.serving.replication import ARROW, OUTCOMES
+from engine.serving.replication import ORDERS as REPLICATED_ORDERS
+
+if TYPE_CHECKING:
+    from engine.serving.data_plane import DataPlane
+
+Timestamp = tuple[int, int]  # (seconds, nanos)
+
+
+class Feedback:
+    def __init__(self, plane: DataPlane) -> None:
+        self.plane = plane
+
+    async def report_outcomes(
+        self,
+        orders: list[bytes],
+        is_fraud: np.ndarray,
+        known_at: Sequence[Timestamp | None],
+        replicate: bool = True,
+    ) -> int:
+        """Known outcomes of orders (serialized Orders with at least their entity fields);
+        an unset `known_at` means now, the latest order time the engine has scored."""
+        if not orders:
+            return 0
+        latest = self.plane.latest()
+        batch = self.plane.rules.check(order_decoder.decode_orders(orders), latest)
+        self.plane.count_refused(batch)
+        bad = order_decoder.first_refusal(batch, "outcomes[{i}].order.")
+        if bad is not None:
+            raise bad
+        known = np.empty(len(orders))
+        now = max(self.plane.engine.latest_order_time, float(batch.arrays.t.max()))
+        for i, k in enumerate(known_at):
+            name = f"outcomes[{i}].known_at"
+            known[i] = now if k is None else check_time(*k, name, self.plane.rules.limits, latest)
+        is_fraud = np.asarray(is_fraud, np.int8)
+        known = np.maximum(known, batch.arrays.t)
+        seq = await self.plane.engine_job(self._apply_outcomes, batch, is_fraud, known)
+        if seq:
+            self.plane.hub_applied.add(seq)
+        if replicate and self.plane.replication is not None:
+            self.plane.replication.publish_outcomes(_outcomes_request(orders, is_fraud, known))
+        await self.plane.durable(seq)
+        return len(orders)
+
+    def _apply_outcomes(self, batch: OrderBatch, is_fraud: np.ndarray, known: np.ndarray) -> int:
+        """Apply outcomes to the state and log them; their entry's seq (0: no log)."""
+        self.plane.engine.report_outcomes(batch.arrays, is_fraud, known)
+        if self.plane.log is None:
+            return 0
+        seq = self.plane.log.reserve()
+        self.plane.log.append(
+            Entry(
+                OUTCOME, seq, batch.ids, batch.arrays.t, batch.channels, batch.arrays,
+                texts(batch.columns, "customer_id", None), texts(batch.columns, "currency", None),
+                is_fraud=is_fraud, known_at=known, champion=self.plane.engine.models.version,
+            )
+        )  # fmt: skip
+        return seq
+
+    async def apply_replicated(self, kind: str, body: bytes) -> None:
+        """Apply another replica's accepted orders or outcomes to the velocity state, in
+        the stream's order, on the engine's single writer."""
+        if kind == OUTCOMES:
+            outcomes = pb.ReportOutcomesRequest.FromString(body).outcomes
+            await self.report_outcomes(
+                [oc.order.SerializeToString() for oc in outcomes],
+                np.array([oc.is_fraud for oc in outcomes], np.int8),
+                [(oc.known_at.seconds, oc.known_at.nanos) for oc in outcomes],
+                replicate=False,
+            )
+            return
+        if kind == ARROW:
+            cols = to_columns(
+                conform(read_ipc(memoryview(body), self.plane.rules.limits), where="stream")
+            )
+        elif kind == REPLICATED_ORDERS:
+            cols = split_score_batch(body).order_columns()
+        else:
+            raise InvalidInput(f"replicated message of unknown kind {kind!r}", "kind")
+        # Accepted by its origin, whose clock may run ahead of this one: no time limit.
+        orders = self.plane.rules.check(cols, np.inf)
+        arrays = (
+            orders.arrays.take(np.flatnonzero(orders.ok)) if not orders.ok.all() else orders.arrays
+        )
+        await self.plane.engine_job(self.plane.engine.featurize, arrays, inline_ok=True)
+        self.plane.replicated_orders += arrays.n
+
+    async def report_events(
+        self, channels: Sequence[str], codes: Sequence[str], times: Sequence[Timestamp | None]
+    ) -> int:
+        """Checkout error events, checked by the same rules as orders' fields."""
+        latest = self.plane.latest()
+        limits = self.plane.rules.limits
+        t = np.empty(len(codes))
+        for i, (channel, code, when) in enumerate(zip(channels, codes, times, strict=True)):
+            check_text(code, f"events[{i}].code", limits, required=True)
+            check_text(channel, f"events[{i}].channel", limits)
+            if when is None:
+                raise InvalidInput(f"events[{i}].time: required", f"events[{i}].time")
+            t[i] = check_time(*when, f"events[{i}].time", limits, latest)
+        if not t.size:
+            return 0
+        self.plane.hub.on_events(t, list(channels), list(codes))
+        if self.plane.log is not None:
+            seq = self.plane.log.reserve()
+            self.plane.log.append(
+                Entry(EVENT, seq, [""] * t.size, t, list(channels), codes=list(codes),
+                      champion=self.plane.engine.models.version)
+            )  # fmt: skip
+            self.plane.hub_applied.add(seq)
+            await self.plane.durable(seq)
+        return int(t.size)
+
+
+def _outcomes_request(orders: list[bytes], is_fraud: np.ndarray, known: np.ndarray) -> bytes:
+    """A ReportOutcomesRequest of accepted outcomes, each with the known_at applied here."""
+    req = pb.ReportOutcomesRequest()
+    for o, f, k in zip(orders, is_fraud.tolist(), known.tolist(), strict=True):
+        oc = req.outcomes.add(is_fraud=bool(f))
+        oc.order.MergeFromString(o)
+        sec = int(np.floor(k))
+        oc.known_at.seconds, oc.known_at.nanos = sec, min(int(round((k - sec) * 1e9)), 999_999_999)
+    return req.SerializeToString()
