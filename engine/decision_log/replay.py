@@ -24,6 +24,7 @@ from engine.decision.cascade import Engine
 from engine.decision.policy import ACTION_NAMES, PATH_NAMES
 from engine.decision_log import segments
 from engine.decision_log.records import KINDS, SCHEMA, replay_arrays
+from engine.decision_log.writer import DecisionLog
 from engine.errors import ModelLoadError
 from engine.monitoring.alert_hub import AlertHub
 
@@ -77,6 +78,26 @@ class Replayed:
 
 def _codes(col: pa.Array, table: dict[str, int]) -> np.ndarray:
     return np.array([table.get(v, 0) for v in col.to_pylist()], np.int8)
+
+
+def recover(
+    decisions: DecisionLog, engine: Engine, hub: AlertHub, after: int, applied: Applied
+) -> Replayed:
+    """At start-up, with a snapshot holding the state up to seq `after`: replay the log
+    after it, report what was replayed, and number new entries after everything it holds."""
+    done = replay(decisions.folder, engine, hub, after, applied)
+    decisions.continue_after(max(after, done.last_seq))
+    log.info(
+        "decision log %s: replayed %d orders and %d outcomes after seq %d into the state, "
+        "%d rows into the anomaly detector", decisions.folder, done.orders, done.outcomes,
+        after, done.hub_rows,
+    )  # fmt: skip
+    if done.mismatched:
+        log.error(
+            "decision log replay: %d orders' features differ from the ones they were decided "
+            "with (the feature code or the log changed)", done.mismatched,
+        )  # fmt: skip
+    return done
 
 
 def replay(folder: Path, engine: Engine, hub: AlertHub, after: int, applied: Applied) -> Replayed:

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -200,6 +201,25 @@ async def serve(args: argparse.Namespace) -> int:
     if lost:
         log.error("front %d: the engine process went away", os.getpid())
     return 1 if lost else 0
+
+
+def reserve_port(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port with SO_REUSEPORT and not listening: it keeps a free port
+    (port 0) ours for the fronts to share, and it refuses a port another server listens on,
+    which a front's own SO_REUSEPORT bind would otherwise join."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        if port and probe.connect_ex((host, port)) == 0:
+            raise OSError(f"cannot listen on {host}:{port}: another server is listening there")
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    return sock
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,7 +30,7 @@ from prometheus_client import start_http_server
 from engine.codec import decision_encoder, order_decoder
 from engine.config import Settings
 from engine.decision.cascade import Engine
-from engine.decision_log.replay import Applied, Replayed, replay
+from engine.decision_log.replay import Applied, Replayed, recover
 from engine.decision_log.writer import DecisionLog
 from engine.errors import ModelLoadError
 from engine.features.velocity import VelocityState
@@ -43,6 +43,7 @@ from engine.serving import snapshots
 from engine.serving.auth import Authorizer, parse_tokens, write_tokens
 from engine.serving.data_plane import DataPlane
 from engine.serving.frames import SERVICES
+from engine.serving.front import reserve_port
 from engine.serving.link import Link
 from engine.serving.methods import SERVICE, Methods
 from engine.serving.model_admin import ModelAdmin
@@ -172,24 +173,11 @@ class Server:
             queue_max=s.log_queue_max, metrics=self.hub.registry,
             keep_after=(lambda: kept.log_seq or 0) if kept is not None else lambda: None,
         )  # fmt: skip
-        if kept is None:
-            return decisions
-        after = restored.log_seq if restored else 0
-        applied = restored.hub_applied if restored else Applied()
-        done = replay(Path(s.log_dir), self.engine, self.hub, after, applied)
-        self.plane.hub_applied = applied
-        decisions.continue_after(max(after, done.last_seq))
-        log.info(
-            "decision log %s: replayed %d orders and %d outcomes after seq %d into the state, "
-            "%d rows into the anomaly detector", s.log_dir, done.orders, done.outcomes, after,
-            done.hub_rows,
-        )  # fmt: skip
-        if done.mismatched:
-            log.error(
-                "decision log replay: %d orders' features differ from the ones they were "
-                "decided with (the feature code or the log changed)", done.mismatched,
-            )  # fmt: skip
-        self.replayed = done
+        if kept is not None:
+            after = restored.log_seq if restored else 0
+            applied = restored.hub_applied if restored else Applied()
+            self.replayed = recover(decisions, self.engine, self.hub, after, applied)
+            self.plane.hub_applied = applied
         return decisions
 
     async def start(self) -> int:
@@ -263,7 +251,7 @@ class Server:
     async def _start_fronts(self) -> None:
         """Reserve the port, open the link, start the fronts and wait until each serves."""
         host = self.settings.host
-        self._reserved = _reserve_port(host, self.settings.port)
+        self._reserved = reserve_port(host, self.settings.port)
         self.port = self._reserved.getsockname()[1]
         self._rundir = tempfile.TemporaryDirectory(prefix="ordersight-")
         self.link = Link(self.methods)
@@ -404,25 +392,6 @@ class Server:
 
 FRONT_START_S = 60.0
 """Longest a front process may take to connect and serve, or to exit once told to."""
-
-
-def _reserve_port(host: str, port: int) -> socket.socket:
-    """A socket bound to host:port with SO_REUSEPORT and not listening: it keeps a free port
-    (port 0) ours for the fronts to share, and it refuses a port another server listens on,
-    which a front's own SO_REUSEPORT bind would otherwise join."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.settimeout(1.0)
-        if port and probe.connect_ex((host, port)) == 0:
-            raise OSError(f"cannot listen on {host}:{port}: another server is listening there")
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
-    return sock
 
 
 def _warm_codec(rules: OrderRules) -> None:
