@@ -84,14 +84,17 @@ def run(args: argparse.Namespace) -> int:
     since, until = _when(args.since, "--since"), _when(args.until, "--until")
     rows = 0
     writer = None
-    for batch in _filtered(folder, args.kind, since, until):
-        if writer is None:
-            writer = pq.ParquetWriter(args.to, batch.schema)
-        writer.write_batch(batch)
-        rows += batch.num_rows
+    try:
+        for batch in _filtered(folder, args.kind, since, until):
+            if writer is None:
+                writer = pq.ParquetWriter(args.to, batch.schema)
+            writer.write_batch(batch)
+            rows += batch.num_rows
+    finally:
+        if writer is not None:
+            writer.close()
     if writer is None:
         raise InvalidInput(f"--dir: {folder} holds no log segments", "--dir")
-    writer.close()
     print(f"{rows:,} rows written to {args.to}")
     return 0
 
@@ -106,8 +109,9 @@ def _tail(folder: Path, n: int, kind: str | None) -> int:
         when = r["logged_at"].strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         if r["kind"] in ("decision", "challenger"):
             codes = ",".join(x["code"] for x in r["reasons"]) or "-"
+            score = "-" if r["score"] is None else f"{r['score']:.4f}"  # a failed decide
             what = (
-                f"{r['order_id']} {r['action']} {r['score']:.4f} {r['path']} "
+                f"{r['order_id']} {r['action']} {score} {r['path']} "
                 f"{r['model_version']} reasons={codes}"
             )
         elif r["kind"] == "outcome":

@@ -30,6 +30,9 @@ from engine.monitoring.alert_hub import AlertHub
 
 log = logging.getLogger(__name__)
 _KIND = {name: code for code, name in enumerate(KINDS)}
+ABOVE_MAX = 10_000
+"""Seqs held past a missing one; past this the missing one is taken as seen (a call that
+failed between its log entry and the detector), so the set stays small."""
 _ACTION = {name: code for code, name in ACTION_NAMES.items()}
 _PATH = {name: code for code, name in PATH_NAMES.items()}
 
@@ -48,6 +51,9 @@ class Applied:
         while self.mark + 1 in self.above:
             self.mark += 1
             self.above.discard(self.mark)
+        if len(self.above) > ABOVE_MAX:  # a seq that never came (its call failed): skip it
+            self.mark = min(self.above) - 1
+            self.add(self.mark + 1)
 
     def through(self, seq: int) -> None:
         """Everything up to `seq` counts as seen (after a replay: the log holds no more)."""
@@ -106,11 +112,14 @@ def replay(folder: Path, engine: Engine, hub: AlertHub, after: int, applied: App
     out = Replayed(next_seq=after + 1)
     start = min(after, applied.mark)
     for batch in segments.read_folder(folder, start):
-        features = (batch.schema.metadata or {}).get(b"ordersight.features")
-        if features != SCHEMA.metadata[b"ordersight.features"]:
+        meta = {
+            k: v for k, v in (batch.schema.metadata or {}).items() if k.startswith(b"ordersight.")
+        }
+        if meta != SCHEMA.metadata:
             raise ModelLoadError(
-                f"decision log {folder}: its feature layout is not this engine's; it cannot "
-                "be replayed (serve the version that wrote it, or start without it)"
+                f"decision log {folder}: its format, feature or replay layout is not this "
+                "engine's; it cannot be replayed (serve the version that wrote it, or start "
+                "without it)"
             )
         _replay_batch(batch, engine, hub, after, applied, out)
     applied.through(max(out.last_seq, after))  # a seq missing from the log is gone for good
@@ -125,8 +134,9 @@ def _check_contiguous(seq: np.ndarray, out: Replayed) -> None:
     want = np.arange(out.next_seq, out.next_seq + got.size)
     if not np.array_equal(got, want):
         missing = sorted(set(range(out.next_seq, int(got.max()) + 1)) - set(got.tolist()))
+        where = f"{missing[0]}..{missing[-1]}" if missing else f"before {out.next_seq}"
         raise ModelLoadError(
-            f"the decision log misses entries {missing[0]}..{missing[-1]} after the snapshot: "
+            f"the decision log misses entries {where} after the snapshot: "
             "the state cannot be rebuilt exactly (restore the missing segments, or remove the "
             "snapshot and the log to start empty)"
         )

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from engine.decision_log.records import SCHEMA
 from engine.errors import ModelLoadError
@@ -113,7 +114,7 @@ def scan(path: Path) -> Scan:
         rows += batch.num_rows
         batches += 1
         if batch.num_rows:
-            last_seq = max(last_seq, int(pa.compute.max(batch.column("seq")).as_py()))
+            last_seq = max(last_seq, int(pc.max(batch.column("seq")).as_py()))
     return Scan(path, good, path.stat().st_size, rows, batches, last_seq, error)
 
 

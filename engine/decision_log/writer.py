@@ -151,6 +151,15 @@ class DecisionLog:
     def last_reserved(self) -> int:
         return self._next - 1
 
+    def append_next(self, entry: Entry) -> int:
+        """Give a state entry the next seq and queue it (built first, so nothing can fail
+        between the two); returns the seq."""
+        with self._reserve:
+            entry.seq = self._next
+            self._next += 1
+        self.append(entry)
+        return entry.seq
+
     def append(self, entry: Entry) -> None:
         """Queue an entry (a state entry must carry a reserved seq, and every reserved seq
         must be appended, or later entries wait for it). Blocks while `queue_max` entries
@@ -167,9 +176,10 @@ class DecisionLog:
         UNAVAILABLE when its write failed)."""
         if self.durability != "fsync":
             return None
+        durable = self.durable_seq  # read first: a failure is recorded before it moves
         failed = self._failure(seq)
         loop = asyncio.get_running_loop()
-        if failed is None and seq <= self.durable_seq:
+        if failed is None and seq <= durable:
             return None
         fut = loop.create_future()
         if failed is not None:
@@ -179,7 +189,7 @@ class DecisionLog:
         return fut
 
     def _failure(self, seq: int) -> str | None:
-        for lo, hi, why in self._failed:
+        for lo, hi, why in tuple(self._failed):  # the writer thread appends to it
             if lo <= seq <= hi:
                 return why
         return None
@@ -273,7 +283,7 @@ class DecisionLog:
             self._sink.flush()  # one write(2) for the group
             self.m_bytes.inc(self._sink.tell() - before)
             self._unsynced = True
-        except (OSError, pa.ArrowException) as exc:
+        except Exception as exc:  # a full disk, or a bug: the thread goes on, the calls fail
             self._failed_write(lo, hi, exc)
             return
         for e in entries:
@@ -325,9 +335,11 @@ class DecisionLog:
         # A name already taken (by the segment of a failed write) is bumped: a segment's
         # name may exceed its first seq, never precede it, which is all readers assume.
         path = self.folder / segments.segment_name(self._next_free(first_seq))
+        self._good = 0  # nothing of the new segment is whole until its schema is written
+        self._path = path
         self._sink = pa.BufferedOutputStream(pa.OSFile(str(path), "wb"), 1 << 20)
         self._fd = os.open(path, os.O_RDONLY)  # fsync flushes the file, whatever the fd
-        self._path = path
+        self._writer = None
         self._writer = pa.ipc.new_stream(self._sink, SCHEMA)
         self._sink.flush()
         self._good = self._sink.tell()
@@ -340,22 +352,28 @@ class DecisionLog:
         return seq
 
     def _close_segment(self, broken: bool = False) -> None:
-        if self._writer is None or self._sink is None:
+        """Close the open segment (also one whose opening failed half-way)."""
+        if self._sink is None and self._path is None:
             return
         try:
-            if not broken:
+            if not broken and self._writer is not None and self._sink is not None:
                 self._writer.close()  # the end-of-stream marker
                 self._sink.flush()
                 os.fdatasync(self._fd)  # the data and the size: all a reader needs
-            self._sink.close()
+            if self._sink is not None:
+                self._sink.close()
         except (OSError, pa.ArrowException) as exc:
             log.error("decision log: closing a segment failed: %s", exc)
         finally:
-            os.close(self._fd)
+            if self._fd >= 0:
+                os.close(self._fd)
             self._fd = -1
         if broken and self._path is not None:  # cut the partial message: the file stays whole
             try:
-                os.truncate(self._path, self._good)
+                if self._good == 0:  # not even its schema: a segment that holds nothing
+                    self._path.unlink()
+                else:
+                    os.truncate(self._path, self._good)
             except OSError as exc:
                 log.error("decision log: could not truncate %s: %s", self._path, exc)
         self._writer = self._sink = self._path = None

@@ -10,6 +10,8 @@ a decision log) once decided; in fsync mode the call is answered once the last i
 from __future__ import annotations
 
 import asyncio
+import logging
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -30,6 +32,7 @@ from engine.orders.batch import OrderBatch
 if TYPE_CHECKING:
     from engine.serving.data_plane import DataPlane
 
+log = logging.getLogger(__name__)
 BATCH_CHUNK = 8192
 """ScoreBatch orders featurized per step on the engine's thread: between steps, Score
 micro-batches get their turn."""
@@ -57,7 +60,6 @@ class BulkScoring:
             orders, table = await self.plane.engine_job(self._arrow_orders, req.arrow_ipc)
         else:
             raise InvalidInput("payload: set either orders or arrow_ipc", "payload")
-        loop = asyncio.get_running_loop()
         parts = []
         seqs: list[int] = []
         enc = orders.arrays
@@ -65,15 +67,12 @@ class BulkScoring:
         for lo in range(0, max(enc.n, 1), BATCH_CHUNK):
             hi = min(lo + BATCH_CHUNK, enc.n)
             sub = enc.take(slice(lo, hi))
-            X, seq = await self.plane.engine_job(self._featurize, sub)
-            seqs.append(seq)
             deadlines = None if deadline is None else np.full(hi - lo, deadline)
-            parts.append(
-                loop.run_in_executor(
-                    self.plane.decide_threads, self._decide_chunk, orders, lo, sub, X, deadlines,
-                    req.arrow_response, models, seq, t0,
-                )
-            )  # fmt: skip
+            decided, seq = await self.plane.engine_job(
+                self._featurize, orders, lo, sub, deadlines, req.arrow_response, models, t0
+            )
+            seqs.append(seq)
+            parts.append(asyncio.wrap_future(decided))
         if self.plane.replication is not None:  # the state has them: so shall the other replicas
             if table is not None:
                 self.plane.replication.publish_table(table)
@@ -85,13 +84,16 @@ class BulkScoring:
                         for a, b in zip(req.starts.tolist(), req.ends.tolist(), strict=True)
                     ]
                 )
-        done = await asyncio.gather(*parts)
-        decisions = Decisions.concat([d for d, _ in done])
-        self.plane.hub.on_decisions(enc.t, orders.channels, decisions.action, decisions.path)
-        for seq in seqs:
-            if seq:
-                self.plane.hub_applied.add(seq)
-        await self.plane.durable(max(seqs))
+        try:
+            done = await asyncio.gather(*parts)
+            decisions = Decisions.concat([d for d, _ in done])
+            self.plane.hub.on_decisions(enc.t, orders.channels, decisions.action, decisions.path)
+        finally:  # counted by the detector now, or never (a call cancelled or failed)
+            for seq in seqs:
+                if seq:
+                    self.plane.hub_applied.add(seq)
+        for seq in seqs:  # every chunk's entry: any failed write fails the call
+            await self.plane.durable(seq)
         elapsed = int((self.plane.clock() - t0) * 1e6)
         if self.plane.replication is not None and self.plane.replication.decisions:
             self.plane.replication.publish_decisions(
@@ -123,10 +125,19 @@ class BulkScoring:
         orders.raise_first(lambda i: orders.refusal_in(i, "arrow_ipc"))
         return orders, table
 
-    def _featurize(self, enc: OrderArrays) -> tuple[np.ndarray, int]:
-        """Features of new orders (added to the state) and their log entry's seq (0: none)."""
+    def _featurize(
+        self, orders: OrderBatch, lo: int, enc: OrderArrays, deadlines: np.ndarray | None,
+        as_table: bool, models: ModelSet, t0: float,
+    ) -> tuple[Future[tuple[Decisions, pa.Table | None]], int]:  # fmt: skip
+        """On the engine's writer: a chunk's features (its orders join the state), its log
+        entry's seq (0: none), and its decision started on a decide thread. Started here, not
+        by the call, so a call cancelled meanwhile still logs what the state took in."""
         X = self.plane.engine.featurize(enc)
-        return X, self.plane.log.reserve() if self.plane.log is not None and enc.n else 0
+        seq = self.plane.log.reserve() if self.plane.log is not None and enc.n else 0
+        decided = self.plane.decide_threads.submit(
+            self._decide_chunk, orders, lo, enc, X, deadlines, as_table, models, seq, t0
+        )
+        return decided, seq
 
     def _decide_chunk(
         self,
@@ -149,17 +160,28 @@ class BulkScoring:
         try:
             d = self.plane.engine.decide(ids, enc, X, deadlines, models=models)
         finally:
-            if seq and self.plane.log is not None:
-                rows = np.arange(lo, hi)
-                latency = np.full(enc.n, int((self.plane.clock() - t0) * 1e6), np.int64)
-                self.plane.log.append(
-                    Entry(
-                        DECISION, seq, ids, enc.t, orders.channels[lo:hi], enc,
-                        texts(orders.columns, "customer_id", rows),
-                        texts(orders.columns, "currency", rows), X, d, latency, models.version,
-                        self.plane.challenger_version(),
-                    )
-                )  # fmt: skip
+            if seq and self.plane.log is not None:  # every reserved seq is appended
+                self.plane.log.append(self._entry(orders, lo, enc, X, d, models, seq, t0))
         if self.plane.shadow is not None:
             self.plane.shadow.submit(ids, enc, X, d.action, seq)
         return d, decisions_table(d) if as_table else None
+
+    def _entry(
+        self, orders: OrderBatch, lo: int, enc: OrderArrays, X: np.ndarray,
+        d: Decisions | None, models: ModelSet, seq: int, t0: float,
+    ) -> Entry:  # fmt: skip
+        """A chunk's log entry; the replay part alone if the rest cannot be built."""
+        hi = lo + enc.n
+        ids, channels = orders.ids[lo:hi], orders.channels[lo:hi]
+        try:
+            rows = np.arange(lo, hi)
+            latency = np.full(enc.n, int((self.plane.clock() - t0) * 1e6), np.int64)
+            return Entry(
+                DECISION, seq, ids, enc.t, channels, enc,
+                texts(orders.columns, "customer_id", rows),
+                texts(orders.columns, "currency", rows), X, d, latency, models.version,
+                self.plane.challenger_version(),
+            )  # fmt: skip
+        except Exception:
+            log.exception("decision log: chunk %d's entry logged without its details", seq)
+            return Entry(DECISION, seq, ids, enc.t, channels, enc, X=X, champion=models.version)

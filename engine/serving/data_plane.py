@@ -19,6 +19,7 @@ the next batch is scored while this one's group commit runs).
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -64,7 +65,12 @@ class ScoredBatch(NamedTuple):
     waited: list[float]
     accepted: list[bytes]  # the valid orders' bytes, for the other replicas
     seq: int  # the decision log's entry (0: no log)
-    wait_seq: int  # the latest log entry its answers come from (retries: an earlier one)
+    call_seqs: list[int] | None  # per call, the entry its answer comes from (None: all `seq`)
+
+
+def _settle_durable(call: Pending, answer: Any, fut: asyncio.Future[None]) -> None:
+    exc = fut.exception()
+    call.settle(exc if exc is not None else answer)
 
 
 class DataPlane:
@@ -137,12 +143,16 @@ class DataPlane:
         queued or running, so the two never touch the engine's state at once."""
         if self._engine_thread is None or (inline_ok and self._engine_jobs == 0):
             return fn(*args)
+        loop = asyncio.get_running_loop()
+        job = self._engine_thread.submit(fn, *args)
         self._engine_jobs += 1
-        try:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._engine_thread, fn, *args)
-        finally:
-            self._engine_jobs -= 1
+        # Counted until the job itself ends, not until its caller stops waiting: a cancelled
+        # call's job still runs, and nothing may touch the state beside it meanwhile.
+        job.add_done_callback(lambda _job: loop.call_soon_threadsafe(self._job_done))
+        return await asyncio.wrap_future(job)
+
+    def _job_done(self) -> None:
+        self._engine_jobs -= 1
 
     async def on_engine(self, fn: Callable[[], Any]) -> Any:
         """`fn()` on the engine's single writer, between two jobs (a consistent state)."""
@@ -191,18 +201,21 @@ class DataPlane:
     def _answer_when_durable(self, batch: Sequence[Pending], scored: ScoredBatch) -> bool:
         """In the log's fsync mode, answer the batch's calls once its entry is on disk (True:
         they will be); False: answer them now."""
-        if self.log is None or not scored.wait_seq:
+        if self.log is None:
             return False
-        durable = self.log.durable(scored.wait_seq)
-        if durable is None:
+        seqs = scored.call_seqs or [scored.seq] * len(batch)
+        waits = {s: self.log.durable(s) for s in set(seqs) if s}
+        if all(w is None for w in waits.values()):
             return False
-
-        def settle(fut: asyncio.Future[None]) -> None:
-            exc = fut.exception()
-            for p, r in zip(batch, scored.results, strict=True):
-                p.settle(exc if exc is not None else r)
-
-        durable.add_done_callback(settle)
+        for s, w in waits.items():
+            if w is not None:  # a failed write's answers were never given: no retry gets them
+                w.add_done_callback(functools.partial(self._forget_if_failed, s))
+        for p, r, s in zip(batch, scored.results, seqs, strict=True):
+            w = waits.get(s)
+            if w is None:
+                p.settle(r)
+            else:
+                w.add_done_callback(functools.partial(_settle_durable, p, r))
         return True
 
     def score_now(self, batch: Sequence[Pending]) -> bool:
@@ -233,6 +246,10 @@ class DataPlane:
             )
             if scored.seq:
                 self.hub_applied.add(scored.seq)
+
+    def _forget_if_failed(self, seq: int, fut: asyncio.Future[None]) -> None:
+        if fut.exception() is not None:
+            self.recent.forget_seq(seq)
 
     def _timed(self, batch: Sequence[Pending]) -> ScoredBatch:
         """`score_calls`, measuring the engine's pace for the queue bound."""
@@ -305,11 +322,10 @@ class DataPlane:
         latency = [int(w * 1e6) for w in waited]
         seq = 0
         if self.log is not None and arrays.n:
-            seq = self.log.reserve()
             sel, cols = None if clean else rows, orders.columns
-            self.log.append(
+            seq = self.log.append_next(
                 Entry(
-                    DECISION, seq, ids, arrays.t, channels, arrays,
+                    DECISION, 0, ids, arrays.t, channels, arrays,
                     texts(cols, "customer_id", sel), texts(cols, "currency", sel), X,
                     decisions, np.array(latency, np.int64), decisions.model_version,
                     self.challenger_version(),
@@ -322,13 +338,15 @@ class DataPlane:
             next(answers) if good else None if i in early else order_decoder.refusal(orders, i)
             for i, good in enumerate(ok)
         ]
-        wait_seq = seq
+        call_seqs = None
         if self.recent.enabled:
             for i in rows.tolist():
                 self.recent.store(orders.ids[i], digest(batch[i].payload), results[i], seq)
         for i, v in early.items():
             if isinstance(v, tuple):  # a retry: the stored answer, once its entry is durable
-                results[i], wait_seq = v[0], max(wait_seq, v[1])
+                results[i] = v[0]
+                call_seqs = call_seqs or [seq] * len(batch)
+                call_seqs[i] = v[1]
             elif isinstance(v, int):  # the same order earlier in this batch
                 results[i] = results[v]
             else:
@@ -336,7 +354,7 @@ class DataPlane:
         accepted = [p.payload for p in live]
         return ScoredBatch(
             results, arrays.t, channels, decisions.action, decisions.path, waited, accepted, seq,
-            wait_seq,
+            call_seqs,
         )  # fmt: skip
 
     def challenger_version(self) -> str | None:

@@ -1,7 +1,8 @@
 """What flows back into the state besides Score: reported outcomes, checkout events, and the
 other replicas' accepted orders and outcomes. Each is checked by the same rules as orders,
-applied on the engine's single writer, and logged (when there is a decision log) with the
-next sequence number, so a restart replays it in its place.
+applied on the engine's single writer. Outcomes and events are logged (when there is a
+decision log) with the next sequence number, so a restart replays them in their place; the
+other replicas' orders are not (a replica rebuilds its state from the stream).
 """
 
 from __future__ import annotations
@@ -69,15 +70,13 @@ class Feedback:
         self.plane.engine.report_outcomes(batch.arrays, is_fraud, known)
         if self.plane.log is None:
             return 0
-        seq = self.plane.log.reserve()
-        self.plane.log.append(
+        return self.plane.log.append_next(
             Entry(
-                OUTCOME, seq, batch.ids, batch.arrays.t, batch.channels, batch.arrays,
+                OUTCOME, 0, batch.ids, batch.arrays.t, batch.channels, batch.arrays,
                 texts(batch.columns, "customer_id", None), texts(batch.columns, "currency", None),
                 is_fraud=is_fraud, known_at=known, champion=self.plane.engine.models.version,
             )
         )  # fmt: skip
-        return seq
 
     async def apply_replicated(self, kind: str, body: bytes) -> None:
         """Apply another replica's accepted orders or outcomes to the velocity state, in
@@ -124,9 +123,8 @@ class Feedback:
             return 0
         self.plane.hub.on_events(t, list(channels), list(codes))
         if self.plane.log is not None:
-            seq = self.plane.log.reserve()
-            self.plane.log.append(
-                Entry(EVENT, seq, [""] * t.size, t, list(channels), codes=list(codes),
+            seq = self.plane.log.append_next(
+                Entry(EVENT, 0, [""] * t.size, t, list(channels), codes=list(codes),
                       champion=self.plane.engine.models.version)
             )  # fmt: skip
             self.plane.hub_applied.add(seq)

@@ -70,6 +70,11 @@ class RecentDecisions:
         self.outcomes.labels("replayed").inc()
         return answer, seq
 
+    def forget_seq(self, seq: int) -> None:
+        """Drop the answers of log entry `seq` (its write failed: they were never given)."""
+        for oid in [k for k, v in self._table.items() if v[2] == seq]:
+            del self._table[oid]
+
     def store(self, order_id: str, key: bytes, answer: bytes, seq: int) -> None:
         self._table[order_id] = (key, answer, seq, self.clock())
         self._table.move_to_end(order_id)

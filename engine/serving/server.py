@@ -173,11 +173,19 @@ class Server:
             queue_max=s.log_queue_max, metrics=self.hub.registry,
             keep_after=(lambda: kept.log_seq or 0) if kept is not None else lambda: None,
         )  # fmt: skip
-        if kept is not None:
+        if kept is not None and (restored is None or restored.logged):
             after = restored.log_seq if restored else 0
             applied = restored.hub_applied if restored else Applied()
             self.replayed = recover(decisions, self.engine, self.hub, after, applied)
             self.plane.hub_applied = applied
+        else:  # nothing to replay: what the log holds is older than the state
+            if restored is not None:
+                log.warning(
+                    "the snapshot was taken without a decision log: %s is not replayed",
+                    s.log_dir,
+                )
+                decisions.continue_after(restored.log_seq)
+            self.plane.hub_applied = Applied(decisions.first_new_seq - 1)
         return decisions
 
     async def start(self) -> int:
@@ -330,10 +338,10 @@ class Server:
         await self.plane.stop()
         self.admin.close()
         self.shadow.close()
-        if self.log is not None:  # after the shadow, whose decisions it logs
-            self.log.close()
         if self.replication is not None:
             await self.replication.stop()
+        if self.log is not None:  # after the shadow and the replicas, which append to it
+            self.log.close()
         if self.snapshots is not None:  # nothing changes the state any more
             await self.snapshots.stop()
         if self._ticker is not None:

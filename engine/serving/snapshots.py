@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -106,6 +107,7 @@ class Restored(NamedTuple):
     taken_at: float  # wall seconds
     log_seq: int  # the velocity table holds every log entry up to this one
     hub_applied: Applied  # the log entries the detector had counted
+    logged: bool  # taken while a decision log was written
 
 
 def restore(folder: str | Path, engine: Engine, hub: AlertHub) -> Restored | None:
@@ -132,7 +134,7 @@ def restore(folder: str | Path, engine: Engine, hub: AlertHub) -> Restored | Non
         path, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(taken)), engine.orders_seen,
         meta["log_seq"],
     )  # fmt: skip
-    return Restored(taken, int(meta["log_seq"]), applied)
+    return Restored(taken, int(meta["log_seq"]), applied, bool(meta.get("logged", True)))
 
 
 class Snapshots:
@@ -155,6 +157,7 @@ class Snapshots:
         self.taken_at = restored.taken_at if restored else 0.0
         self.log_seq: int | None = restored.log_seq if restored else None
         self._task: asyncio.Task[None] | None = None
+        self._writing = threading.Lock()
         age = Gauge(
             "ordersight_snapshot_age_seconds", "Since the last state snapshot (NaN: none)",
             registry=metrics,
@@ -177,8 +180,8 @@ class Snapshots:
             await asyncio.sleep(self.every_s)
             try:
                 await self.take()
-            except OSError as exc:  # a full disk must not stop scoring
-                log.error("state snapshot to %s failed: %s", self.path, exc)
+            except Exception:  # a full disk, or a bug, must stop neither scoring nor snapshots
+                log.exception("state snapshot to %s failed", self.path)
 
     def _copy(self) -> tuple[np.ndarray, dict[str, Any]]:
         """The table and what goes with it, on the engine's single writer."""
@@ -190,6 +193,7 @@ class Snapshots:
             "orders_seen": e.orders_seen, "taken_at": time.time(),
             "models": e.models.version,
             "log_seq": 0 if log_ is None else log_.last_reserved,
+            "logged": log_ is not None,  # without a log, there is nothing after it to replay
         }  # fmt: skip
         return e.state.words.copy(), meta
 
@@ -207,7 +211,8 @@ class Snapshots:
 
     def _write(self, words: np.ndarray, meta: dict[str, Any], hub: Any) -> None:
         t0 = time.perf_counter()
-        self.size.set(write(self.path, words, meta, hub))
+        with self._writing:  # the final snapshot waits for a periodic one still being written
+            self.size.set(write(self.path, words, meta, hub))
         self.seconds.set(time.perf_counter() - t0)
         self.taken_at = meta["taken_at"]
         self.log_seq = meta["log_seq"]

@@ -5,10 +5,12 @@ files."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -259,3 +261,35 @@ def test_a_full_queue_makes_the_engine_wait_not_drop(tmp_path: Path) -> None:
     _write(log, entries)
     assert time.monotonic() - t0 < TIMEOUT_S
     assert len(_rows(tmp_path)) == 50 * 4
+
+
+def test_a_score_batch_cancelled_while_its_orders_join_the_state_is_still_logged(
+    start_server: Callable[..., RunningServer], history: pa.Table, tmp_path: Path
+) -> None:
+    """The caller gives up while the engine featurizes its chunk: the orders are in the
+    state, so their entry is logged, and later fsync-mode calls are not stuck behind it."""
+    srv = start_server(log_dir=str(tmp_path), log_durability="fsync")
+    assert srv.server is not None
+    engine = srv.server.engine
+    featurize = engine.featurize
+    entered, release = threading.Event(), threading.Event()
+
+    def gated(enc):  # type: ignore[no-untyped-def]
+        if not entered.is_set():
+            entered.set()
+            release.wait(TIMEOUT_S)
+        return featurize(enc)
+
+    engine.featurize = gated  # type: ignore[method-assign]
+    orders = orders_of(history.slice(4_600, 20))
+    big = srv.stub.ScoreBatch.future(
+        pb.ScoreBatchRequest(orders=pb.OrderList(orders=orders)), timeout=0.3
+    )
+    assert entered.wait(TIMEOUT_S)
+    assert big.exception(timeout=TIMEOUT_S).code() == grpc.StatusCode.DEADLINE_EXCEEDED  # type: ignore[union-attr]
+    release.set()
+    after = orders_of(history.slice(4_620, 1))[0]
+    assert srv.stub.Score(after, timeout=TIMEOUT_S).order_id == after.order_id
+    srv.stop()
+    ids = [r["order_id"] for r in _rows(tmp_path)]
+    assert ids == [o.order_id for o in orders] + [after.order_id]
