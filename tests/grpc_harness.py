@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -173,3 +174,25 @@ def rpc_error(call: Callable[[], Any]) -> grpc.RpcError:
     with pytest.raises(grpc.RpcError) as info:
         call()
     return info.value
+
+
+@contextmanager
+def featurize_held(srv: RunningServer) -> Iterator[threading.Event]:
+    """The engine's next featurize (the first step of any scoring) blocks until the block
+    ends; the event is set once it has started."""
+    assert srv.server is not None
+    engine = srv.server.engine
+    featurize = engine.featurize
+    entered, release = threading.Event(), threading.Event()
+
+    def gated(enc):  # type: ignore[no-untyped-def]
+        if not entered.is_set():
+            entered.set()
+            release.wait(TIMEOUT_S)
+        return featurize(enc)
+
+    engine.featurize = gated  # type: ignore[method-assign]
+    try:
+        yield entered
+    finally:
+        release.set()

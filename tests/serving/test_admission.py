@@ -4,7 +4,6 @@ while it waited is not scored."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -13,33 +12,24 @@ import grpc
 import pyarrow as pa
 from ordersight.v1 import risk_pb2 as pb
 
-from tests.grpc_harness import TIMEOUT_S, RunningServer, orders_of, simple_order
+from tests.grpc_harness import (
+    TIMEOUT_S,
+    RunningServer,
+    featurize_held,
+    orders_of,
+    simple_order,
+)
 
 
 @contextmanager
 def _engine_held(srv: RunningServer, history: pa.Table) -> Iterator[grpc.Future]:
     """A ScoreBatch that holds the engine's thread until the block ends."""
-    assert srv.server is not None
-    engine = srv.server.engine
-    featurize = engine.featurize
-    entered, release = threading.Event(), threading.Event()
-
-    def gated(enc):  # type: ignore[no-untyped-def]
-        if not entered.is_set():
-            entered.set()
-            release.wait(TIMEOUT_S)
-        return featurize(enc)
-
-    engine.featurize = gated  # type: ignore[method-assign]
-    big = srv.stub.ScoreBatch.future(
-        pb.ScoreBatchRequest(orders=pb.OrderList(orders=orders_of(history.slice(0, 20))))
-    )
-    assert entered.wait(TIMEOUT_S)
-    try:
+    with featurize_held(srv) as entered:
+        big = srv.stub.ScoreBatch.future(
+            pb.ScoreBatchRequest(orders=pb.OrderList(orders=orders_of(history.slice(0, 20))))
+        )
+        assert entered.wait(TIMEOUT_S)
         yield big
-    finally:
-        release.set()
-        engine.featurize = featurize  # type: ignore[method-assign]
 
 
 def _waiting(srv: RunningServer, n: int) -> None:

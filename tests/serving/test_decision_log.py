@@ -5,7 +5,6 @@ files."""
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +27,7 @@ from engine.features.matrix import N_FEATURES
 from engine.serving.server import Server
 from engine.serving.snapshots import NAME
 from tests.conftest import CAPACITY
-from tests.grpc_harness import TIMEOUT_S, RunningServer, orders_of
+from tests.grpc_harness import TIMEOUT_S, RunningServer, featurize_held, orders_of
 from tests.monitoring.test_alerts import MONDAY
 
 
@@ -269,25 +268,14 @@ def test_a_score_batch_cancelled_while_its_orders_join_the_state_is_still_logged
     """The caller gives up while the engine featurizes its chunk: the orders are in the
     state, so their entry is logged, and later fsync-mode calls are not stuck behind it."""
     srv = start_server(log_dir=str(tmp_path), log_durability="fsync")
-    assert srv.server is not None
-    engine = srv.server.engine
-    featurize = engine.featurize
-    entered, release = threading.Event(), threading.Event()
-
-    def gated(enc):  # type: ignore[no-untyped-def]
-        if not entered.is_set():
-            entered.set()
-            release.wait(TIMEOUT_S)
-        return featurize(enc)
-
-    engine.featurize = gated  # type: ignore[method-assign]
     orders = orders_of(history.slice(4_600, 20))
-    big = srv.stub.ScoreBatch.future(
-        pb.ScoreBatchRequest(orders=pb.OrderList(orders=orders)), timeout=0.3
-    )
-    assert entered.wait(TIMEOUT_S)
-    assert big.exception(timeout=TIMEOUT_S).code() == grpc.StatusCode.DEADLINE_EXCEEDED  # type: ignore[union-attr]
-    release.set()
+    with featurize_held(srv) as entered:
+        big = srv.stub.ScoreBatch.future(
+            pb.ScoreBatchRequest(orders=pb.OrderList(orders=orders)), timeout=0.3
+        )
+        assert entered.wait(TIMEOUT_S)
+        code = big.exception(timeout=TIMEOUT_S).code()  # type: ignore[union-attr]
+        assert code == grpc.StatusCode.DEADLINE_EXCEEDED
     after = orders_of(history.slice(4_620, 1))[0]
     assert srv.stub.Score(after, timeout=TIMEOUT_S).order_id == after.order_id
     srv.stop()

@@ -11,7 +11,6 @@ import asyncio
 import os
 import signal
 import socket
-import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -37,6 +36,7 @@ from tests.grpc_harness import (
     TIMEOUT_S,
     RunningServer,
     assert_same_decisions,
+    featurize_held,
     orders_of,
     simple_order,
     unknown_labels,
@@ -183,30 +183,19 @@ def test_score_calls_wait_in_order_behind_a_score_batch(
     batcher (the state keeps one writer) and are answered once it is done."""
     srv = start_server(workers=2)
     assert srv.server is not None
-    engine = srv.server.engine
-    featurize = engine.featurize
-    entered, release = threading.Event(), threading.Event()
-
-    def gated(enc):  # type: ignore[no-untyped-def]
-        if not entered.is_set():
-            entered.set()
-            release.wait(TIMEOUT_S)
-        return featurize(enc)
-
-    engine.featurize = gated  # type: ignore[method-assign]
     batch = orders_of(history.slice(0, 50))
-    big = srv.stub.ScoreBatch.future(pb.ScoreBatchRequest(orders=pb.OrderList(orders=batch)))
-    assert entered.wait(TIMEOUT_S)
-    waiting = [srv.stub.Score.future(simple_order(f"o-{i}")) for i in range(3)]
-    end = time.monotonic() + TIMEOUT_S
-    # In the batcher (the first batch waiting for the engine's thread, the rest behind it),
-    # none scored beside the ScoreBatch.
-    batcher = srv.server.plane.batcher
-    while batcher.items + batcher.waiting < len(waiting):
-        assert time.monotonic() < end, "the Score calls did not reach the batcher"
-        time.sleep(0.005)
-    assert not any(f.done() for f in waiting)
-    release.set()
+    with featurize_held(srv) as entered:
+        big = srv.stub.ScoreBatch.future(pb.ScoreBatchRequest(orders=pb.OrderList(orders=batch)))
+        assert entered.wait(TIMEOUT_S)
+        waiting = [srv.stub.Score.future(simple_order(f"o-{i}")) for i in range(3)]
+        end = time.monotonic() + TIMEOUT_S
+        # In the batcher (the first batch waiting for the engine's thread, the rest behind
+        # it), none scored beside the ScoreBatch.
+        batcher = srv.server.plane.batcher
+        while batcher.items + batcher.waiting < len(waiting):
+            assert time.monotonic() < end, "the Score calls did not reach the batcher"
+            time.sleep(0.005)
+        assert not any(f.done() for f in waiting)
     assert len(big.result(timeout=TIMEOUT_S).decisions) == len(batch)
     assert [f.result(timeout=TIMEOUT_S).order_id for f in waiting] == ["o-0", "o-1", "o-2"]
 
