@@ -13,14 +13,18 @@ class OrderSightError(Exception):
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
 
 
-class InvalidInput(OrderSightError, ValueError):
-    """Bad input from a caller; `field` names the offending field or column."""
-
-    code = grpc.StatusCode.INVALID_ARGUMENT
+class FieldError(OrderSightError):
+    """An error about one field of the call; `field` names it (or the column)."""
 
     def __init__(self, message: str, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+
+
+class InvalidInput(FieldError, ValueError):
+    """Bad input from a caller; `field` names the offending field or column."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
 
 
 class ModelLoadError(OrderSightError):
@@ -47,15 +51,11 @@ class Unavailable(OrderSightError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
-class Conflict(OrderSightError):
+class Conflict(FieldError):
     """What a call names exists already with other contents (an order id reused for
     another order)."""
 
     code = grpc.StatusCode.ALREADY_EXISTS
-
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.field = field
 
 
 class Overloaded(OrderSightError):

@@ -36,10 +36,10 @@ def table_to_ipc(table: pa.Table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-def decisions_table(d: Decisions, latency_us: int = 0) -> pa.Table:
-    """Decisions as a table, the Decision fields as columns, in row order."""
-    flat = [r for rs in d.reasons for r in rs]
-    reasons = pa.StructArray.from_arrays(
+def reason_values(rows: list[list[Any]]) -> pa.StructArray:
+    """Every row's reasons, flattened, as REASON structs (the values of a reasons list)."""
+    flat = [r for rs in rows for r in rs]
+    return pa.StructArray.from_arrays(
         [
             pa.array([r.code for r in flat], pa.string()),
             pa.array([r.feature for r in flat], pa.string()),
@@ -48,6 +48,11 @@ def decisions_table(d: Decisions, latency_us: int = 0) -> pa.Table:
         ],
         fields=list(REASON),
     )
+
+
+def decisions_table(d: Decisions, latency_us: int = 0) -> pa.Table:
+    """Decisions as a table, the Decision fields as columns, in row order."""
+    reasons = reason_values(d.reasons)
     triggers = pa.array([t for ts in d.triggers for t in ts], pa.string())
     n = len(d)
     return pa.table(

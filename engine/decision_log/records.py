@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from engine.codec.decision_table import REASON, lists
+from engine.codec.decision_table import REASON, lists, reason_values
 from engine.decision.decisions import Decisions
 from engine.decision.policy import ACTION_NAMES, PATH_NAMES
 from engine.features.matrix import FEATURE_NAMES, N_FEATURES
@@ -39,9 +39,6 @@ from engine.orders.schema import ENTITY_KINDS, STRING_SLOT
 FORMAT = 1
 DECISION, CHALLENGER, OUTCOME, EVENT = range(4)
 KINDS = ("decision", "challenger", "outcome", "event")
-STATE_KINDS = (DECISION, OUTCOME)
-"""Kinds a replay applies to the velocity state (the anomaly detector reads decisions and
-events)."""
 
 _TS = pa.timestamp("us", tz="UTC")
 _NAMES = [f.name for f in fields(OrderArrays) if f.name != "n"]
@@ -224,16 +221,6 @@ def to_batch(entries: list[Entry]) -> pa.RecordBatch:
             reasons += d.reasons
             triggers += d.triggers
             causes += d.causes
-    flat_reasons = [r for rs in reasons for r in rs]
-    reason_values = pa.StructArray.from_arrays(
-        [
-            pa.array([r.code for r in flat_reasons], pa.string()),
-            pa.array([r.feature for r in flat_reasons], pa.string()),
-            pa.array([r.contribution for r in flat_reasons], pa.float64()),
-            pa.array([r.message for r in flat_reasons], pa.string()),
-        ],
-        fields=list(REASON),
-    )
     flat_triggers = pa.array([t for ts in triggers for t in ts], pa.string())
     features = [None if e.X is None else e.X.reshape(-1) for e in entries]
     feature_values = _num(features, [n * N_FEATURES for n in ns], np.float64, pa.float64())
@@ -262,7 +249,7 @@ def to_batch(entries: list[Entry]) -> pa.RecordBatch:
         _num([None if d is None else d.base for d in ds], ns, np.float64, pa.float64()),
         _names(action, _ACTION_VALUES),
         _names(path, _PATH_VALUES),
-        _lists_of(reasons, reason_values, REASON),
+        _lists_of(reasons, reason_values(reasons), REASON),
         _lists_of(triggers, flat_triggers, pa.string()),
         pa.array(causes, pa.string()),
         _per_row([None if d is None else d.model_version for d in ds], ns, pa.string()),
