@@ -40,10 +40,16 @@ LOCAL := .ordersight
 $(LOCAL)/config.toml: | install
 	$(BIN)/ordersight token --name local --roles score,report,admin --write $(LOCAL)
 
-run: install models $(LOCAL)/config.toml
+# The entity keys' secret (docs/SECURITY.md) on first run: 32 random bytes, owner-only.
+$(LOCAL)/hash.secret:
+	mkdir -p $(LOCAL)
+	umask 077 && head -c 32 /dev/urandom | base64 > $@.tmp && mv $@.tmp $@
+
+run: install models $(LOCAL)/config.toml $(LOCAL)/hash.secret
 	@echo "token: $(LOCAL)/token (ordersight score|alerts|models read it; grpcurl: -H \"authorization: Bearer \$$(cat $(LOCAL)/token)\")"
 	$(BIN)/ordersight serve --config $(LOCAL)/config.toml --models $(MODELS) --port $(PORT) --warm-from $(HISTORY) \
-		--log-dir $(LOCAL)/log --snapshot-dir $(LOCAL)/state --metrics-port $(METRICS_PORT)
+		--log-dir $(LOCAL)/log --snapshot-dir $(LOCAL)/state --metrics-port $(METRICS_PORT) \
+		--hash-secret-file $(LOCAL)/hash.secret
 
 # Services the tests start themselves (nats-server), from Debian's packages.
 services:

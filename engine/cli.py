@@ -98,6 +98,7 @@ def _serve(args: argparse.Namespace) -> int:
         log_dir=args.log_dir,
         snapshot_dir=args.snapshot_dir,
         metrics_port=args.metrics_port,
+        hash_secret_file=args.hash_secret_file,
     )
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -309,6 +310,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--snapshot-dir", help="state snapshot folder (setting snapshot_dir): restarts replay "
         "the decision log after the snapshot",
+    )  # fmt: skip
+    s.add_argument(
+        "--hash-secret-file", help="file holding the secret of the entity keys (setting "
+        "hash_secret_file; see docs/SECURITY.md)",
     )  # fmt: skip
     s.set_defaults(func=_serve)
 

@@ -3,6 +3,8 @@
 Precedence (last wins): defaults, the config file, the environment, command-line flags.
 A `[policy]` table in the file overrides the thresholds the models' manifest proposes; a
 `[limits]` table overrides the input limits (`engine.orders.rules.Limits`).
+The entity-key secret is `hash_secret_file` (a path, preferred: it wins when both are set)
+or `hash_secret` (normally $ORDERSIGHT_HASH_SECRET, kept out of the settings' repr).
 """
 
 from __future__ import annotations
@@ -136,6 +138,13 @@ class Settings:
     """Bearer tokens, `[[tokens]]` tables of name, sha256 (of the secret, never the secret)
     and roles (score, report, admin): `ordersight token` makes one. None = every RPC open
     (see engine.serving.auth)."""
+    hash_secret_file: str = ""
+    """File holding the secret of the entity keys (card fingerprints, IPs, e-mail domains,
+    addresses... are kept only as keyed hashes; at least 16 bytes, surrounding whitespace
+    stripped; owner-readable only). Preferred to `hash_secret`, and used when both are set.
+    Neither set: a fixed public key, and a warning (see docs/SECURITY.md)."""
+    hash_secret: str = field(default="", repr=False)
+    """The same secret given as text, normally by $ORDERSIGHT_HASH_SECRET; never logged."""
 
 
 def _coerce(name: str, value: Any, default: Any) -> Any:

@@ -5,12 +5,15 @@ engine has one codec and one validator; these check it."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 
 import numpy as np
 from ordersight.v1 import risk_pb2 as pb
 
 from engine.decision.decisions import Decisions
 from engine.errors import InvalidInput
+from engine.orders import hashing
 from engine.orders.reference import country_codes, currency_exponents
 from engine.orders.rules import Limits
 from engine.orders.schema import ENTITY_KINDS, RISKY_CATEGORIES
@@ -35,12 +38,66 @@ def _mix(x: int) -> int:
 
 
 def fnv(s: str, salt: int = 0) -> int:
+    """The countries' unkeyed key."""
     if not s:
         return 0
     h = 0xCBF29CE484222325 ^ salt
     for b in s.encode():
         h = ((h ^ b) * 0x100000001B3) & _MASK
     return _mix(h) or 1
+
+
+def _rotl(x: int, b: int) -> int:
+    return ((x << b) | (x >> (64 - b))) & _MASK
+
+
+def siphash24(k0: int, k1: int, data: bytes) -> int:
+    """SipHash-2-4, as the paper writes it: 64-bit words, little-endian."""
+    v = [k0 ^ 0x736F6D6570736575, k1 ^ 0x646F72616E646F6D,
+         k0 ^ 0x6C7967656E657261, k1 ^ 0x7465646279746573]  # fmt: skip
+
+    def rounds(n: int) -> None:
+        for _ in range(n):
+            v[0] = (v[0] + v[1]) & _MASK
+            v[1] = _rotl(v[1], 13) ^ v[0]
+            v[0] = _rotl(v[0], 32)
+            v[2] = (v[2] + v[3]) & _MASK
+            v[3] = _rotl(v[3], 16) ^ v[2]
+            v[0] = (v[0] + v[3]) & _MASK
+            v[3] = _rotl(v[3], 21) ^ v[0]
+            v[2] = (v[2] + v[1]) & _MASK
+            v[1] = _rotl(v[1], 17) ^ v[2]
+            v[2] = _rotl(v[2], 32)
+
+    tail = len(data) % 8
+    blocks = [data[i : i + 8] for i in range(0, len(data) - tail, 8)]
+    blocks.append(data[len(data) - tail :] + bytes(7 - tail) + bytes([len(data) & 0xFF]))
+    for block in blocks:
+        m = int.from_bytes(block, "little")
+        v[3] ^= m
+        rounds(2)
+        v[0] ^= m
+    v[2] ^= 0xFF
+    rounds(4)
+    return v[0] ^ v[1] ^ v[2] ^ v[3]
+
+
+def derive_key(secret: bytes) -> tuple[int, int]:
+    """The entity key of a secret, as docs/SECURITY.md states it."""
+    d = hmac.new(secret, b"ordersight entity keys v1", hashlib.sha256).digest()
+    return int.from_bytes(d[:8], "little"), int.from_bytes(d[8:16], "little")
+
+
+def current_key() -> tuple[int, int]:
+    """The key the engine encodes with now (the public one unless a test set a secret)."""
+    return int(hashing.KEY[0]), int(hashing.KEY[1])
+
+
+def entity_key(s: str, salt: int, key: tuple[int, int]) -> int:
+    """An entity column's key: SipHash-2-4 of the salt's 8-byte word and the UTF-8 bytes."""
+    if not s:
+        return 0
+    return siphash24(*key, salt.to_bytes(8, "little") + s.encode()) or 1
 
 
 def _strings(o: pb.Order) -> list[tuple[str, str, str]]:
@@ -122,8 +179,12 @@ def validate_order(o: pb.Order, prefix: str, latest: float, limits: Limits = LIM
             fail(f"items[{k}]", f"quantity x unit_price_minor = {q:,} x {p:,}, more than {top:,}")
 
 
-def encode_orders(orders: list[pb.Order]) -> dict[str, np.ndarray]:
-    """The engine's arrays for valid orders, computed in Python."""
+def encode_orders(
+    orders: list[pb.Order], key: tuple[int, int] | None = None
+) -> dict[str, np.ndarray]:
+    """The engine's arrays for valid orders, computed in Python (entity keys under `key`,
+    by default the engine's current one)."""
+    key = current_key() if key is None else key
     n = len(orders)
     out = {
         "t": np.empty(n), "amount": np.empty(n), "amount_minor": np.empty(n, np.int64),
@@ -147,7 +208,7 @@ def encode_orders(orders: list[pb.Order]) -> dict[str, np.ndarray]:
         out["key_account"][i] = o.customer.key_account
         single = [o.customer_id, o.device_id, o.payment.card_fingerprint, o.ip,
                   o.customer.email_domain, o.shipping.address_fingerprint]  # fmt: skip
-        keys = [fnv(v, j + 1) for j, v in enumerate(single)]
+        keys = [entity_key(v, j + 1, key) for j, v in enumerate(single)]
         for p, (x, y) in enumerate(((0, 1), (0, 2))):
             a_, b_ = keys[x], keys[y]
             keys.append(0 if a_ == 0 or b_ == 0 else (_mix(a_ ^ _mix(b_ ^ (100 + p))) or 1))

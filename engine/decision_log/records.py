@@ -4,6 +4,9 @@ A row is what an auditor needs to see why an order was decided as it was (the or
 facts, the feature vector, score, action, path, reasons, triggers, the model versions, the
 latency) and what a restart needs to rebuild the state exactly (`replay`: the encoded
 order's values, `engine.orders.arrays.OrderArrays`, which is all the velocity kernels read).
+Personal fields are not in it in clear: the replay record holds entity keys, keyed hashes
+under the configured secret (the folder's `key.id` names the key, `segments.claim_key`).
+`order_id` and `customer_id` (an account id, needed to audit a decision) are in clear.
 
 Kinds: `decision` (the champion's; it changed the velocity state), `challenger` (the same
 order decided in shadow; `seq` is the champion row's, so the two join on seq and order_id;
@@ -36,7 +39,7 @@ from engine.orders.arrays import OrderArrays
 from engine.orders.columns import OrderColumns
 from engine.orders.schema import ENTITY_KINDS, STRING_SLOT
 
-FORMAT = 1
+FORMAT = 2  # 2: entity keys are keyed SipHash (engine.orders.hashing), no longer FNV
 DECISION, CHALLENGER, OUTCOME, EVENT = range(4)
 KINDS = ("decision", "challenger", "outcome", "event")
 

@@ -29,6 +29,40 @@ _EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"  # Arrow IPC's end-of-stream marker
 _NAME = re.compile(r"^decisions-(\d{20})\.arrows$")
 
 
+KEY_FILE = "key.id"
+"""Beside the segments: the id of the entity key their rows' keys are hashed under
+(`engine.orders.hashing.key_id`). One folder holds one key's rows."""
+
+
+def claim_key(folder: Path, key_id: str) -> None:
+    """Record the folder's entity key id when it has none yet (a new log); a folder whose
+    rows were hashed under another key, or before keys were keyed, stops the start: its
+    replay records would never match this engine's keys."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / KEY_FILE
+    remedy = (
+        "serve with the hash secret it was written with (hash_secret_file / hash_secret), "
+        "or give this engine another log_dir and keep this one for audit (docs/SECURITY.md)"
+    )
+    try:
+        held = path.read_text().strip()
+    except FileNotFoundError:
+        if segments(folder):
+            raise ModelLoadError(
+                f"decision log {folder} was written before entity keys were keyed (it has no "
+                f"{KEY_FILE}): {remedy}"
+            ) from None
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(key_id + "\n")
+        os.replace(tmp, path)
+        return
+    if held != key_id:
+        raise ModelLoadError(
+            f"decision log {folder} was written under another hash secret (key id {held}, "
+            f"this engine's {key_id}): {remedy}"
+        )
+
+
 def segment_name(first_seq: int) -> str:
     return f"decisions-{first_seq:020d}.arrows"
 

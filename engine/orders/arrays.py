@@ -2,7 +2,8 @@
 
 `encode` validates every row of an `OrderColumns` (`engine.orders.validate`) and turns the
 valid ones into `OrderArrays`: times in seconds, amounts in major units (the currency's own
-exponent), entity and country keys (`engine.orders.hashing`), item statistics, note length;
+exponent), entity keys (keyed SipHash) and country keys (`engine.orders.hashing`), item
+statistics, note length;
 it also gathers the order ids and channels as one UTF-8 text for Python to slice. Every
 entry point goes through it, so a feature cannot depend on how an order arrived.
 """
@@ -18,7 +19,7 @@ import numpy as np
 from engine.jit import njit
 from engine.orders import hashing
 from engine.orders.columns import scratch
-from engine.orders.hashing import fnv, pair_key
+from engine.orders.hashing import entity_key, fnv, pair_key
 from engine.orders.schema import (
     COUNTRY_COLUMNS,
     ENTITY_COLUMNS,
@@ -62,9 +63,10 @@ CREATED, ACCOUNT, CURRENCY, NOTE, ORDER_ID, CHANNEL, CATEGORY = range(7)
 
 
 class EncodePlan(NamedTuple):
-    """Which slots the encoder reads, and the salts: arguments, not globals, so Numba's cache
-    of this file cannot outlive a change to the schema; packed into a few arrays, since every
-    field of an argument costs dispatch time on every call."""
+    """Which slots the encoder reads, the salts and the entity key: arguments, not globals,
+    so Numba's cache of this file cannot outlive a change to the schema nor hold a key;
+    packed into a few arrays, since every field of an argument costs dispatch time on every
+    call."""
 
     slots: np.ndarray  # int64, indexed by CREATED ... CATEGORY: time, string, item slots
     entities: np.ndarray  # int64 (2, entity columns): string slot, salt
@@ -72,6 +74,7 @@ class EncodePlan(NamedTuple):
     pairs: np.ndarray  # int64 (pairs, 3): the two entity columns, salt
     risky: np.ndarray  # uint8: the risky categories' bytes, concatenated
     risky_offsets: np.ndarray  # int64
+    key: np.ndarray  # uint64 (2,): hashing.KEY itself, so a new secret counts from the next call
 
 
 PLAN = EncodePlan(
@@ -100,6 +103,7 @@ PLAN = EncodePlan(
     ),
     risky=np.frombuffer("".join(RISKY_CATEGORIES).encode(), np.uint8),
     risky_offsets=np.array([0, *accumulate(len(c.encode()) for c in RISKY_CATEGORIES)]),
+    key=hashing.KEY,
 )
 
 
@@ -120,6 +124,7 @@ def _encode(cols, rules, latest, plan, f, amount_minor, keys, countries, key_acc
     exponents = rules.currencies
     slots, entities, country_slots, pairs = plan.slots, plan.entities, plan.countries, plan.pairs
     risky, risky_offsets = plan.risky, plan.risky_offsets
+    k0, k1 = plan.key[0], plan.key[1]  # read at every call: set_secret changes it in place
     created, account, currency = slots[CREATED], slots[ACCOUNT], slots[CURRENCY]
     note, category = slots[NOTE], slots[CATEGORY]
     own_strings = (slots[ORDER_ID], slots[CHANNEL])
@@ -179,7 +184,7 @@ def _encode(cols, rules, latest, plan, f, amount_minor, keys, countries, key_acc
         key_account[i] = accounts[i]
         for j in range(n_entities):
             s = entities[0, j]
-            keys[i, j] = fnv(buf, spans[s, 0, i], spans[s, 1, i], entities[1, j])
+            keys[i, j] = entity_key(k0, k1, buf, spans[s, 0, i], spans[s, 1, i], entities[1, j])
         for j in range(country_slots.shape[0]):
             s = country_slots[j]
             countries[j, i] = fnv(buf, spans[s, 0, i], spans[s, 1, i], 0)

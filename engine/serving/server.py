@@ -30,6 +30,7 @@ from prometheus_client import start_http_server
 from engine.codec import decision_encoder, order_decoder
 from engine.config import Settings
 from engine.decision.cascade import Engine
+from engine.decision_log import segments
 from engine.decision_log.replay import Applied, Replayed, recover
 from engine.decision_log.writer import DecisionLog
 from engine.errors import ModelLoadError
@@ -37,6 +38,7 @@ from engine.features.velocity import VelocityState
 from engine.models import artifacts
 from engine.monitoring.alert_hub import AlertHub
 from engine.monitoring.anomaly import StreamMonitor
+from engine.orders import hashing
 from engine.orders.batch import OrderRules
 from engine.orders.rules import Limits
 from engine.serving import snapshots
@@ -60,6 +62,15 @@ class Server:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # The entity key first: everything below (warming, snapshot, log, history) encodes.
+        secret = hashing.read_secret(settings.hash_secret, settings.hash_secret_file)
+        hashing.set_secret(secret)
+        if secret is None:
+            log.warning(
+                "no hash_secret_file or hash_secret configured: entity keys (card "
+                "fingerprints, IPs, e-mail domains, addresses) in the state, snapshots and "
+                "decision log use a fixed public key, so they are not secret (docs/SECURITY.md)"
+            )
         self.tokens = parse_tokens(settings.tokens)  # a bad entry stops start-up at once
         if settings.snapshot_dir and settings.replication_url:
             raise ValueError(
@@ -166,6 +177,9 @@ class Server:
         if not s.log_dir:
             return None
         kept = self.snapshots
+        # A replay runs even with no snapshot yet (after seq 0): the folder's key is checked
+        # whether or not one was restored.
+        segments.claim_key(Path(s.log_dir), hashing.key_id())
         decisions = DecisionLog(
             s.log_dir, s.log_durability, flush_ms=s.log_flush_ms,
             segment_bytes=s.log_segment_bytes, segment_s=s.log_segment_s,

@@ -8,8 +8,10 @@ feeds it, with the set of log entries it has counted. It is written beside the o
 on another thread, flushed and renamed over it, so a crash mid-write leaves the previous
 snapshot whole. At start-up a snapshot that exists is loaded instead of `warm_history`, and
 the log's entries after it are replayed (`engine.decision_log.replay`); one that does not
-match this engine (its table size, its probe, its feature layout, the detector's settings)
-or does not read stops the start with the reason, never a silent fresh start.
+match this engine (its table size, its probe, its feature layout, the detector's settings,
+the entity key it was hashed under) or does not read stops the start with the reason, never
+a silent fresh start. The velocity table holds entity keys only (keyed hashes,
+`engine.orders.hashing`); `key_id` names the key, never gives it.
 """
 
 from __future__ import annotations
@@ -34,11 +36,12 @@ from engine.errors import InvalidInput, ModelLoadError
 from engine.features.matrix import FEATURE_NAMES
 from engine.features.velocity import SLOT_WORDS, WINDOWS_S, VelocityState
 from engine.monitoring.alert_hub import AlertHub
+from engine.orders import hashing
 from engine.serving.data_plane import DataPlane
 
 log = logging.getLogger(__name__)
 NAME = "state.snapshot"
-FORMAT = 2
+FORMAT = 3  # 3: entity keys are keyed SipHash with the key's id in "key_id" (2: FNV)
 
 
 def layout() -> str:
@@ -95,6 +98,14 @@ def read(path: Path, state: VelocityState) -> tuple[dict[str, Any], Any]:
                 f"snapshot {path}: {key} is {meta.get(key)!r}, this engine's is {value!r} "
                 "(remove it, or serve with the settings it was taken with)"
             )
+    if meta.get("key_id") != hashing.key_id():
+        raise ModelLoadError(
+            f"snapshot {path} was taken under another hash secret (key id {meta.get('key_id')}, "
+            f"this engine's {hashing.key_id()}): its entity keys would match none of this "
+            "engine's. Serve with the secret it was taken with (setting hash_secret_file or "
+            "hash_secret), or, to rotate the secret, start with an empty snapshot_dir and a new "
+            "log_dir, warmed from the order history (docs/SECURITY.md)"
+        )
     if words.shape != state.words.shape or words.dtype != state.words.dtype:
         raise ModelLoadError(
             f"snapshot {path}: table of {words.shape}, expected {state.words.shape}"
@@ -189,7 +200,8 @@ class Snapshots:
         log_ = self.plane.log
         meta = {
             "format": FORMAT, "layout": layout(), "capacity": e.state.capacity,
-            "probe": e.state.probe, "latest_order_time": e.latest_order_time,
+            "probe": e.state.probe, "key_id": hashing.key_id(),
+            "latest_order_time": e.latest_order_time,
             "orders_seen": e.orders_seen, "taken_at": time.time(),
             "models": e.models.version,
             "log_seq": 0 if log_ is None else log_.last_reserved,
