@@ -27,10 +27,10 @@ class Settings:
     port: int = 50051
     """Port the gRPC server listens on (0 picks a free one)."""
     models: str = "models/default"
+    """Artifact folder with manifest.json; missing or broken parts fall back to rules."""
     registry: str = ""
     """Model registry: the folder whose sub-folders are the versions ModelAdmin lists and
     loads by name ("" = the folder that holds `models`)."""
-    """Artifact folder with manifest.json; missing or broken parts fall back to rules."""
     allow_rules_only: bool = False
     """Serve with the rule fallback alone when the model folder cannot be used; otherwise
     such a folder stops start-up (a broken tier two alone never does: its rows fall back)."""
@@ -97,6 +97,24 @@ class Settings:
     the same exception."""
     log_queue_max: int = 4096
     """Entries waiting for the log's writer; past this the engine waits for the disk."""
+    log_on_failure: str = "fail_closed"
+    """When the decision log cannot be written (a full or unwritable disk): "fail_closed"
+    refuses every call that changes state with UNAVAILABLE until a write succeeds again (no
+    decision goes unlogged); "fail_open" keeps deciding, counts the rows it could not write
+    (`ordersight_log_lost_rows`) and raises a critical alert."""
+    health_report_s: float = 60.0
+    """While a component is down, how often a log line says which and why."""
+    tls_cert: str = ""
+    """PEM certificate (chain) of the gRPC and metrics ports ("" = no TLS, plaintext)."""
+    tls_key: str = ""
+    """PEM private key of `tls_cert`."""
+    tls_client_ca: str = ""
+    """PEM CA bundle that client certificates must chain to: mutual TLS, every client must
+    present one ("" = clients are not asked for a certificate). With tokens configured, a
+    client certificate whose subject carries organizational units named after roles (OU=score,
+    OU=report, OU=admin) grants those roles without a token."""
+    reflection: str = "auto"
+    """gRPC server reflection: "on", "off", or "auto" (on without TLS, off with it)."""
     replication_queue_max_bytes: int = 256 << 20
     """The same bound in bytes: a ScoreBatch message can be a megabyte."""
     engine_thread: bool = True

@@ -9,12 +9,17 @@ reference implementations in the tests. Kernels are warmed when a model is loade
 Numba's cache checks only the source file of the function it compiled, while kernels inline
 helpers from other modules (the encoder inlines the validator): an edit there would leave a
 stale compiled kernel in use. So the cache lives in a directory named by a digest of every
-engine source file: any change to the engine starts a fresh cache.
+engine source file: any change to the engine starts a fresh cache. A cache directory that
+cannot be written (a read-only install, a full disk) turns caching off with a warning: the
+engine still serves, compiling its kernels at every start.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +41,25 @@ _settings: Any = config  # numba.core.config sets its attributes at import time
 if not _settings.CACHE_DIR:  # an explicit NUMBA_CACHE_DIR wins
     _settings.CACHE_DIR = str(_ENGINE / "__pycache__" / f"numba-{_source_digest()}")
 
-njit = numba.njit(cache=True, nogil=True, error_model="numpy")
+
+def _writable(folder: str) -> bool:
+    try:
+        os.makedirs(folder, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as exc:
+        logging.getLogger(__name__).warning(
+            "Numba cache %s is not writable (%s): kernels compile at every start", folder, exc
+        )
+        return False
+    return True
+
+
+CACHE = _writable(_settings.CACHE_DIR)
+"""Whether compiled kernels are kept on disk (numba's own fallbacks would otherwise put
+them beside the sources, where the digest above does not guard them)."""
+
+njit = numba.njit(cache=CACHE, nogil=True, error_model="numpy")
 
 # Small helpers called from inside hot loops: inlined at the Numba IR level, so LLVM sees
 # one function and can keep the path arrays in registers.
-njit_inline = numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+njit_inline = numba.njit(cache=CACHE, nogil=True, error_model="numpy", inline="always")

@@ -21,12 +21,14 @@ import argparse
 import os
 import random
 import re
+import resource
 import signal
 import socket
 import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,9 +59,22 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 class ChildServer:
     """`ordersight serve` in a child process on a free port, with a raw-bytes client."""
 
-    def __init__(self, models: str | Path, **settings: Any) -> None:
+    def __init__(
+        self,
+        models: str | Path,
+        *,
+        env: dict[str, str] | None = None,
+        file_size_limit: int | None = None,
+        **settings: Any,
+    ) -> None:
+        """`settings` as ORDERSIGHT_* variables; `env`: more of the child's environment;
+        `file_size_limit`: RLIMIT_FSIZE of the child, in bytes (a write past it fails with
+        EFBIG, as on a full disk)."""
         self.models = str(models)
         self.settings = {f"ORDERSIGHT_{k.upper()}": str(v) for k, v in settings.items()}
+        self.settings.update(env or {})
+        self.file_size_limit = file_size_limit
+        self._log_lock = threading.Lock()
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ChildServer:
@@ -72,7 +87,14 @@ class ChildServer:
         env.update(self.settings)
         cmd = [sys.executable, "-m", "engine.cli", "serve", "--models", self.models]
         cmd += ["--host", "127.0.0.1", "--port", str(self.port)]
-        self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        limit = self.file_size_limit
+        self.proc = subprocess.Popen(
+            cmd, env=env, stderr=subprocess.STDOUT,
+            stdout=self._log if limit is None else subprocess.PIPE,  # the limit binds a file
+            preexec_fn=None if limit is None else lambda: _limit_file_size(limit),
+        )  # fmt: skip
+        if limit is not None:
+            threading.Thread(target=self._copy_output, daemon=True).start()
         # Fast reconnects, so readiness is seen soon after the port opens.
         opts = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 500)]
         self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}", options=opts)
@@ -85,6 +107,14 @@ class ChildServer:
             rc = self.stop()
             raise RuntimeError(f"server not SERVING (exit code {rc}):\n{self.output()}")
         return self
+
+    def _copy_output(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for chunk in iter(lambda: self.proc.stdout.read1(1 << 16), b""):  # type: ignore[union-attr]
+            with self._log_lock:
+                self._log.seek(0, 2)
+                self._log.write(chunk)
+                self._log.flush()
 
     def _wait_serving(self, timeout: float) -> bool:
         """Poll the health service until SERVING (True), the process exits or `timeout` ends."""
@@ -103,8 +133,10 @@ class ChildServer:
 
     def output(self, size: int = 4000) -> str:
         """The server's log: from a fatal error (faulthandler's stacks) on, else its tail."""
-        self._log.seek(0)
-        text = re.sub(r"\nExtension modules: .*", "", self._log.read().decode(errors="replace"))
+        with self._log_lock:
+            self._log.seek(0)
+            raw = self._log.read()
+        text = re.sub(r"\nExtension modules: .*", "", raw.decode(errors="replace"))
         fatal = text.find("Fatal Python error")
         return text[fatal : fatal + size] if fatal >= 0 else text[-size:]
 
@@ -146,6 +178,13 @@ OVERLONG = (b"\xff" * 10 + b"\x01", b"\xff" * 15 + b"\x7f", b"\x80" * 9 + b"\0")
 HUGE = (2**31 - 1, 2**31, 2**32 + 5, 2**63 - 1, 2**64 - 1)
 GENERIC = ("flip", "byte", "insert", "delete", "truncate", "duplicate", "extreme")
 PROTOBUF = GENERIC + ("varint", "length")  # over-long varints, huge length prefixes
+
+
+def _limit_file_size(limit: int) -> None:
+    """In the child before exec: files cannot grow past `limit` (Python ignores SIGXFSZ, so
+    the write fails with EFBIG instead of killing the process)."""
+    hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]  # kept: the test may lift the limit
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
 
 
 def varint(n: int) -> bytes:

@@ -16,11 +16,18 @@ Durability (`durability`):
 - `off`: like batched, never fsync'ed (the OS writes back when it likes): a kill -9 loses at
   most the last `GATHER_S`, a power loss what the OS had not written. For benchmarks.
 
-A write that fails (a full disk) fails the fsync-mode calls of that group with UNAVAILABLE
-and is counted; the next group tries again on a new segment. Segments rotate past
-`segment_bytes` or `segment_s`; retention removes the oldest closed segments past
-`retention_s` or `retention_bytes`, but never one whose rows a restart would still replay
-(after the last snapshot, `keep_after()`).
+A write that fails (a full or unwritable disk) is counted and marks the log down (`error`)
+until a write succeeds again; while it is down the writer tries a new segment every
+`PROBE_S`. What happens to the calls is `on_failure`:
+- `fail_closed`: the fsync-mode calls of the failed group get UNAVAILABLE, and while the log
+  is down the engine refuses every call that would change state (`refusing`) with
+  UNAVAILABLE: nothing is decided that is not logged.
+- `fail_open`: calls are answered as if the group had been written, and its rows are
+  counted as lost (`ordersight_log_lost_rows`): decisions go on without their record.
+
+Segments rotate past `segment_bytes` or `segment_s`; retention removes the oldest closed
+segments past `retention_s` or `retention_bytes`, but never one whose rows a restart would
+still replay (after the last snapshot, `keep_after()`).
 """
 
 from __future__ import annotations
@@ -43,6 +50,9 @@ from engine.errors import Unavailable
 
 log = logging.getLogger(__name__)
 DURABILITY = ("fsync", "batched", "off")
+ON_FAILURE = ("fail_closed", "fail_open")
+PROBE_S = 1.0
+"""While the log is down, how often the writer tries to open a new segment."""
 GATHER_S = 0.01
 """Without fsync, the writer gathers entries this long (at most) into one group: a group
 shares the cost of building and writing a batch, and a smaller one holds the interpreter
@@ -62,6 +72,7 @@ class DecisionLog:
         retention_s: float = 7 * 86400.0,
         retention_bytes: int = 0,
         queue_max: int = 4096,
+        on_failure: str = "fail_closed",
         keep_after: Callable[[], int | None] = lambda: None,
         metrics: CollectorRegistry | None = None,
     ) -> None:
@@ -69,8 +80,13 @@ class DecisionLog:
             raise ValueError(
                 f"durability must be one of {', '.join(DURABILITY)}, is {durability!r}"
             )
+        if on_failure not in ON_FAILURE:
+            raise ValueError(
+                f"log_on_failure must be one of {', '.join(ON_FAILURE)}, is {on_failure!r}"
+            )
         self.folder = Path(folder)
         self.durability = durability
+        self.on_failure = on_failure
         self.flush_s = flush_ms / 1e3
         self.segment_bytes, self.segment_s = segment_bytes, segment_s
         self.retention_s, self.retention_bytes = retention_s, retention_bytes
@@ -95,6 +111,7 @@ class DecisionLog:
         self._writer: pa.ipc.RecordBatchStreamWriter | None = None
         self._opened_at = 0.0
         self._unsynced = False
+        self._unsynced_rows = 0  # rows written since the last fsync
         self._last_sync = time.monotonic()
         self._closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -102,7 +119,7 @@ class DecisionLog:
         self._failed: collections.deque[tuple[int, int, str]] = collections.deque(
             maxlen=_FAILURES_KEPT
         )
-        self.error = ""  # the last write failure ("" when the last group was written)
+        self.error = ""  # why the log is down ("" while the last write succeeded)
         self._define_metrics(metrics or CollectorRegistry())
         self._thread = threading.Thread(target=self._run, name="decision-log", daemon=True)
 
@@ -113,6 +130,10 @@ class DecisionLog:
                                registry=r)  # fmt: skip
         self.m_errors = Counter("ordersight_log_errors", "Decision log writes that failed",
                                 registry=r)  # fmt: skip
+        self.m_lost = Counter(
+            "ordersight_log_lost_rows", "Rows not logged because their write failed (fail_open)",
+            registry=r,
+        )  # fmt: skip
         self.m_fsync = Histogram(
             "ordersight_log_fsync_seconds", "fsync of one decision log group", registry=r,
             buckets=(0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5),
@@ -146,6 +167,16 @@ class DecisionLog:
             seq = self._next
             self._next += 1
             return seq
+
+    @property
+    def refusing(self) -> bool:
+        """True while the log is down and `fail_closed`: calls that change state are refused."""
+        return bool(self.error) and self.on_failure == "fail_closed"
+
+    def check_writable(self) -> None:
+        """Raise UNAVAILABLE while the log refuses calls (see `refusing`)."""
+        if self.refusing:
+            raise Unavailable(f"decision log down, calls refused (fail_closed): {self.error}")
 
     @property
     def last_reserved(self) -> int:
@@ -225,7 +256,10 @@ class DecisionLog:
         group was written; otherwise what gathers over `GATHER_S` (or half the queue)."""
         with self._cond:
             while not self._inbox and not self._closing:
-                if self._unsynced and self.durability == "batched":  # wake for the fsync
+                if self.error:  # wake to try the disk again
+                    if not self._cond.wait(PROBE_S):
+                        return []
+                elif self._unsynced and self.durability == "batched":  # wake for the fsync
                     left = self._last_sync + self.flush_s - time.monotonic()
                     if left <= 0:
                         return []
@@ -259,6 +293,8 @@ class DecisionLog:
             entries = self._take()
             if entries:
                 self._commit(entries)
+            elif self.error and not self._closing:
+                self._probe()
             due = self.durability == "batched" and (
                 time.monotonic() - self._last_sync >= self.flush_s
             )
@@ -283,8 +319,9 @@ class DecisionLog:
             self._sink.flush()  # one write(2) for the group
             self.m_bytes.inc(self._sink.tell() - before)
             self._unsynced = True
+            self._unsynced_rows += sum(e.n for e in entries)
         except Exception as exc:  # a full disk, or a bug: the thread goes on, the calls fail
-            self._failed_write(lo, hi, exc)
+            self._failed_write(lo, hi, exc, sum(e.n for e in entries))
             return
         for e in entries:
             self.m_rows.labels(KINDS[e.kind]).inc(e.n)
@@ -296,6 +333,18 @@ class DecisionLog:
         elif state:
             self.durable_seq = max(self.durable_seq, hi)
 
+    def _probe(self) -> None:
+        """While down: open a new segment (its schema is a small write); the log is up again
+        when that succeeds."""
+        try:
+            self._rotate(self._write_next)
+        except Exception as exc:
+            self._close_segment(broken=True)
+            self.error = f"write to {self.folder} failed: {exc}"
+            return
+        log.warning("decision log: %s is writable again", self.folder)
+        self.error = ""
+
     def _sync(self) -> None:
         if self._sink is None:
             return
@@ -303,22 +352,28 @@ class DecisionLog:
         try:
             os.fdatasync(self._fd)  # the data and the size: all a reader needs
         except OSError as exc:
-            self._failed_write(self.durable_seq + 1, self._pending_durable, exc)
+            self._failed_write(
+                self.durable_seq + 1, self._pending_durable, exc, self._unsynced_rows
+            )
             return
         self.m_fsync.observe(time.perf_counter() - t0)
         self._unsynced = False
+        self._unsynced_rows = 0
         upto = self._pending_durable
         if upto > self.durable_seq:
             self.durable_seq = upto
             if self._loop is not None and not self._loop.is_closed():
                 self._loop.call_soon_threadsafe(self._settle, upto)
 
-    def _failed_write(self, lo: int, hi: int, exc: BaseException) -> None:
+    def _failed_write(self, lo: int, hi: int, exc: BaseException, rows: int) -> None:
         self.error = f"write to {self.folder} failed: {exc}"
         log.error("decision log: %s (seq %d..%d)", self.error, lo, hi)
         self.m_errors.inc()
+        if self.on_failure == "fail_open":  # answered as if written: counted as lost
+            self.m_lost.inc(rows)
         if hi >= lo:
-            self._failed.append((lo, hi, self.error))
+            if self.on_failure == "fail_closed":
+                self._failed.append((lo, hi, self.error))
             self.durable_seq = max(self.durable_seq, hi)  # not durable, but no longer awaited
             if self._loop is not None and not self._loop.is_closed():
                 self._loop.call_soon_threadsafe(self._settle, hi)
@@ -378,6 +433,7 @@ class DecisionLog:
                 log.error("decision log: could not truncate %s: %s", self._path, exc)
         self._writer = self._sink = self._path = None
         self._unsynced = False
+        self._unsynced_rows = 0
 
     def _retain(self) -> None:
         """Remove the oldest closed segments past the retention limits, but none whose

@@ -88,24 +88,36 @@ class TierTwo:
 
     name = "tier2"
 
-    def __init__(self, onnx_bytes: bytes, booster_text: str, version: str) -> None:
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.log_severity_level = 3
-        self.session = ort.InferenceSession(
-            onnx_bytes, sess_options=opts, providers=["CPUExecutionProvider"]
-        )
+    def __init__(
+        self,
+        onnx: bytes | ort.InferenceSession,
+        booster: str | lgb.Booster,
+        version: str,
+    ) -> None:
+        self.session = onnx if isinstance(onnx, ort.InferenceSession) else self.open_session(onnx)
         self._input = self.session.get_inputs()[0].name
         self._output = "probabilities"
         shape = self.session.get_inputs()[0].shape
         if shape[-1] != N_FEATURES:
             raise ValueError(f"tier two expects {shape[-1]} features, engine has {N_FEATURES}")
-        self.booster = lgb.Booster(model_str=booster_text)
+        self.booster = (
+            booster if isinstance(booster, lgb.Booster) else lgb.Booster(model_str=booster)
+        )
         self.trees = compile_booster(self.booster.dump_model())
         self.expected = expected_value(self.trees)  # the SHAP base value
         self.version = version
+
+    @staticmethod
+    def open_session(onnx_bytes: bytes) -> ort.InferenceSession:
+        """The graph's session: one intra-op thread, sequential, quiet."""
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.log_severity_level = 3
+        return ort.InferenceSession(
+            onnx_bytes, sess_options=opts, providers=["CPUExecutionProvider"]
+        )
 
     @functools.cached_property
     def explainer(self) -> TreeExplainer:

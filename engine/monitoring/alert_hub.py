@@ -19,6 +19,7 @@ import logging
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -115,6 +116,7 @@ class AlertHub:
         self._orders: list[tuple[np.ndarray, list[str | None], np.ndarray, np.ndarray]] = []
         self._events: list[tuple[np.ndarray, list[str], list[str]]] = []
         self._buffered = 0
+        self.components: dict[str, Alert] = {}  # open component alerts, by component
         r = self.registry
         self.calls = _CallMetrics()
         r.register(self.calls)
@@ -192,6 +194,30 @@ class AlertHub:
         active = self.monitor.active_alerts()
         for sev in ("warning", "critical"):
             self.alerts_open.labels(sev).set(sum(a.severity == sev for a in active))
+
+    def component(self, name: str, problem: str) -> None:
+        """Open (a non-empty `problem`) or resolve the critical alert of an engine component
+        (series `component{name=...}`, kind `down`), pushed to watchers like the detector's."""
+        now = self.wall()
+        open_ = self.components.get(name)
+        if problem and open_ is None:
+            a = Alert(f"component{{name={name}}}", "down", "critical", now, now, 1.0, 0.0, 1.0,
+                      f"{name} is down: {problem}")  # fmt: skip
+            self.components[name] = a
+        elif not problem and open_ is not None:
+            del self.components[name]
+            a = replace(open_, at=now, actual=1.0, score=0.0, end=now,
+                        explanation=f"{name} works again")  # fmt: skip
+        else:
+            return
+        for q in self._watchers:
+            if q.full():
+                q.get_nowait()
+            q.put_nowait(a)
+
+    def active_alerts(self) -> list[Alert]:
+        """The detector's open alerts, then the components' that are down."""
+        return [*self.monitor.active_alerts(), *self.components.values()]
 
     def subscribe(self) -> asyncio.Queue[Alert]:
         q: asyncio.Queue[Alert] = asyncio.Queue(QUEUE_SIZE)

@@ -10,6 +10,10 @@ compared with every entry in constant time (`hmac.compare_digest`, no early exit
 tells nothing of how close a guess was. With no tokens configured every RPC is open, which
 the engine logs at start-up.
 
+Under mutual TLS (`engine.serving.tls`) a client may instead present a certificate whose
+subject's organizational units name its roles (`OU=score`): a call with no bearer token is
+checked against those. With mutual TLS on, calls are checked even with no tokens configured.
+
 Standard library and grpc only: the front processes check calls with it.
 """
 
@@ -25,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+
+from engine.serving.tls import cert_name, cert_roles
 
 ROLES = ("score", "report", "admin")
 METHOD_ROLE = {
@@ -97,16 +103,21 @@ def read_tokens(path: str | Path) -> tuple[Token, ...]:
 
 
 class Authorizer:
-    def __init__(self, tokens: Sequence[Token]) -> None:
+    def __init__(self, tokens: Sequence[Token], certs: bool = False) -> None:
         self.tokens = tuple(tokens)
+        self.certs = certs  # client certificates' OU roles count (mutual TLS)
 
-    def check(self, method: str, metadata: Any) -> tuple[grpc.StatusCode, str] | None:
+    def check(
+        self, method: str, metadata: Any, context: grpc.aio.ServicerContext | None = None
+    ) -> tuple[grpc.StatusCode, str] | None:
         """Why the call may not go on (status, message), or None when it may. Health and
         reflection are never guarded (load balancers and grpcurl reach them first)."""
         presented = None
         for key, value in metadata or ():
             if key == "authorization" and isinstance(value, str):
                 presented = value
+        if presented is None and self.certs and context is not None:
+            return self._check_cert(method, context)
         if presented is None or presented[:7].lower() != "bearer ":  # RFC 6750: any case
             return grpc.StatusCode.UNAUTHENTICATED, (
                 "credential required: send metadata 'authorization: Bearer <token>'"
@@ -125,6 +136,23 @@ class Authorizer:
             )
         return None
 
+    def _check_cert(
+        self, method: str, context: grpc.aio.ServicerContext
+    ) -> tuple[grpc.StatusCode, str] | None:
+        roles = cert_roles(context) & set(ROLES)
+        if not roles:
+            return grpc.StatusCode.UNAUTHENTICATED, (
+                "credential required: a bearer token ('authorization: Bearer <token>'), or a "
+                f"client certificate whose subject names roles (OU={'|'.join(ROLES)})"
+            )
+        role = METHOD_ROLE.get(method, "admin")
+        if role not in roles:
+            return grpc.StatusCode.PERMISSION_DENIED, (
+                f"client certificate '{cert_name(context)}' lacks the role '{role}' that "
+                f"{method.lstrip('/')} needs (its roles: {', '.join(sorted(roles))})"
+            )
+        return None
+
 
 Unary = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 Stream = Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]
@@ -138,7 +166,7 @@ def guard_unary(auth: Authorizer | None, method: str, handler: Unary) -> Unary:
         return handler
 
     async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        denied = auth.check(method, context.invocation_metadata())
+        denied = auth.check(method, context.invocation_metadata(), context)
         if denied is not None:
             await context.abort(*denied)
         return await handler(request, context)
@@ -152,7 +180,7 @@ def guard_stream(auth: Authorizer | None, method: str, handler: Stream) -> Strea
         return handler
 
     async def guarded(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        denied = auth.check(method, context.invocation_metadata())
+        denied = auth.check(method, context.invocation_metadata(), context)
         if denied is not None:
             await context.abort(*denied)
         async for item in handler(request, context):

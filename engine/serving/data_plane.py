@@ -175,7 +175,10 @@ class DataPlane:
     def admit(self, taken: int = 0) -> None:
         """Refuse a new Score call (Overloaded) when the calls waiting for the engine (queued,
         or in a batch not yet scored) are at the bound; `taken`: calls accepted elsewhere
-        and not yet queued (the link's current turn)."""
+        and not yet queued (the link's current turn). Unavailable while the decision log is
+        down and fail_closed."""
+        if self.log is not None:
+            self.log.check_writable()
         b = self.batcher
         waiting, limit = b.waiting + b.in_dispatch + taken, self.queue_limit()
         if waiting >= limit:
@@ -374,4 +377,4 @@ class DataPlane:
                 await waiter
 
     def active_alerts(self) -> list[Alert]:
-        return self.hub.monitor.active_alerts()
+        return self.hub.active_alerts()

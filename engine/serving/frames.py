@@ -48,6 +48,7 @@ READY = 4  # front → engine: serving on its port; code = pid
 REPLY = 5  # engine → front: a unary call's answer or a stream's end; code = gRPC status
 ITEM = 6  # engine → front: one message of stream `call id`
 STOP = 7  # engine → front: stop taking calls, finish those in flight, exit
+HEALTH = 8  # engine → front: health to serve; body = JSON {service: serving (bool)}
 
 NO_DEADLINE = math.nan
 
@@ -68,9 +69,15 @@ class FrameProtocol(asyncio.BufferedProtocol):
     order (a body of LARGE bytes or more as a bytearray, others as bytes); `send` queues a
     frame, and everything queued in one event-loop turn goes out in one write."""
 
-    def __init__(self, on_frame: Handler, on_lost: Callable[[Exception | None], None]) -> None:
+    def __init__(
+        self,
+        on_frame: Handler,
+        on_lost: Callable[[Exception | None], None],
+        on_open: Callable[[], None] | None = None,
+    ) -> None:
         self.on_frame = on_frame
         self.on_lost = on_lost
+        self.on_open = on_open  # called once the connection is made (frames can go out)
         self.transport: asyncio.Transport | None = None
         self._buf = bytearray(SCRATCH)
         self._held = 0  # bytes of _buf read and not yet taken as frames
@@ -84,6 +91,8 @@ class FrameProtocol(asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        if self.on_open is not None:
+            self.on_open()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -27,6 +28,7 @@ from ordersight.v1 import risk_pb2 as pb
 
 from engine.serving import frames
 from engine.serving.auth import Authorizer, guard_stream, guard_unary, read_tokens
+from engine.serving.tls import TlsFiles, add_port
 
 log = logging.getLogger("engine.serving.front")
 SERVICE = pb.DESCRIPTOR.services_by_name["OrderRisk"].full_name
@@ -43,6 +45,10 @@ class EngineLink:
         self._next = 0
         self.stop = asyncio.Event()
         self.lost = asyncio.Event()
+        self.health: health.aio.HealthServicer | None = None  # served from the HEALTH frames
+        self.status: dict[str, bool] = {}  # the engine's last HEALTH frame
+        self.got_health = asyncio.Event()
+        self._health_tasks: set[asyncio.Task[None]] = set()
 
     async def connect(self, path: str, timeout_s: float = 60.0) -> None:
         loop = asyncio.get_running_loop()
@@ -78,6 +84,13 @@ class EngineLink:
                 q.put_nowait((frames.ITEM, 0, body))
         elif kind == frames.STOP:
             self.stop.set()
+        elif kind == frames.HEALTH:
+            self.status = json.loads(bytes(body))
+            self.got_health.set()
+            if self.health is not None:
+                task = asyncio.get_running_loop().create_task(set_health(self.health, self.status))
+                self._health_tasks.add(task)  # held until done
+                task.add_done_callback(self._health_tasks.discard)
 
     def _on_lost(self, exc: Exception | None) -> None:
         gone = (grpc.StatusCode.UNAVAILABLE.value[0], b"the engine process went away")
@@ -119,6 +132,16 @@ class EngineLink:
             del self._streams[call]
             if not self.protocol.closed:
                 self.protocol.send(frames.CANCEL, call, 0)
+
+
+async def set_health(hs: health.aio.HealthServicer, status: dict[str, bool]) -> None:
+    """Serve the engine's health (`engine.serving.health`) as it is now."""
+    for name, up in status.items():
+        await hs.set(name, SERVING if up else NOT_SERVING)
+
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 def handlers(
@@ -168,8 +191,10 @@ async def serve(args: argparse.Namespace) -> int:
             ("grpc.max_send_message_length", args.max_request_bytes),
         ],
     )
-    hs = health.aio.HealthServicer()
-    auth = Authorizer(read_tokens(args.auth)) if args.auth else None
+    hs = link.health = health.aio.HealthServicer()
+    files = TlsFiles(args.tls_cert or "", args.tls_key or "", args.tls_client_ca or "")
+    tokens = read_tokens(args.auth) if args.auth else ()
+    auth = Authorizer(tokens, certs=files.mutual) if tokens or files.mutual else None
     for service, h in handlers(link, auth).items():
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, h),))
         server.add_registered_method_handlers(service, h)
@@ -177,12 +202,12 @@ async def serve(args: argparse.Namespace) -> int:
     if args.reflection:
         names = (*frames.SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
         reflection.enable_server_reflection((*names, reflection.SERVICE_NAME), server)
-    if server.add_insecure_port(f"{args.host}:{args.port}") == 0:
+    if add_port(server, f"{args.host}:{args.port}", files) == 0:
         log.error("front %d: cannot listen on %s:%d", os.getpid(), args.host, args.port)
         return 2
     await server.start()
-    for name in ("", *frames.SERVICES):
-        await hs.set(name, health_pb2.HealthCheckResponse.SERVING)
+    await asyncio.wait_for(link.got_health.wait(), 60.0)  # the engine sends it on connecting
+    await set_health(hs, link.status)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, link.stop.set)
@@ -233,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--log-level", default="INFO")
     p.add_argument("--max-in-flight", type=int, default=0, help="calls taken at once (0: no limit)")
     p.add_argument("--auth", help="the engine's token table (JSON); none = every RPC open")
+    p.add_argument("--tls-cert", help="PEM certificate: serve TLS")
+    p.add_argument("--tls-key", help="PEM key of --tls-cert")
+    p.add_argument("--tls-client-ca", help="PEM CA of client certificates: mutual TLS")
     args = p.parse_args(argv)
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

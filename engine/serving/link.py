@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -20,7 +21,7 @@ import grpc
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from engine.errors import Overloaded
+from engine.errors import Overloaded, Unavailable
 from engine.serving import frames
 from engine.serving.batcher import Pending
 from engine.serving.methods import Methods, status_of
@@ -40,7 +41,7 @@ class FrontConnection:
 
     def __init__(self, link: Link) -> None:
         self.link = link
-        self.protocol = frames.FrameProtocol(self._on_frame, self._on_lost)
+        self.protocol = frames.FrameProtocol(self._on_frame, self._on_lost, self.send_health)
         self.pid = 0
         self.calls = 0  # calls this front has passed on
         self._tasks: dict[int, asyncio.Task] = {}
@@ -110,6 +111,10 @@ class FrontConnection:
     def stop(self) -> None:
         self.protocol.send(frames.STOP, 0, 0)
 
+    def send_health(self) -> None:
+        """The engine's health as it is now, for the front to serve."""
+        self.protocol.send(frames.HEALTH, 0, 0, json.dumps(self.link.health).encode())
+
 
 class FrontMetrics(Collector):
     """The fronts an operator watches: how many are connected, the calls each passed on
@@ -147,6 +152,7 @@ class Link:
         self.methods = methods
         self.connections: set[FrontConnection] = set()
         self.metrics = FrontMetrics(self)
+        self.health: dict[str, bool] = {}  # what every front serves (engine.serving.health)
         self._expected: dict[int, asyncio.Future[FrontConnection]] = {}
         self.path = ""
         self._server: asyncio.AbstractServer | None = None
@@ -161,7 +167,7 @@ class Link:
         plane = self.methods.plane
         try:
             plane.admit(len(self._waiting))
-        except Overloaded as exc:
+        except (Overloaded, Unavailable) as exc:
             reply(exc)
             return
         self._waiting.append(Pending(order, deadline, plane.clock(), reply=reply))
@@ -200,6 +206,11 @@ class Link:
         """Done when the front process `pid` says it serves."""
         fut = self._expected[pid] = asyncio.get_running_loop().create_future()
         return fut
+
+    def publish_health(self, status: dict[str, bool]) -> None:
+        self.health = status
+        for conn in self.connections:
+            conn.send_health()
 
     def ready(self, conn: FrontConnection) -> None:
         fut = self._expected.pop(conn.pid, None)

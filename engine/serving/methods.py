@@ -73,9 +73,16 @@ class Methods:
         return await self.plane.score(request, deadline)
 
     async def score_batch(self, request: Body, deadline: float | None) -> bytes:
+        self._writable()
         return await self.plane.bulk.score_batch(request, deadline)
 
+    def _writable(self) -> None:
+        """Refuse a call that changes state while the decision log refuses them."""
+        if self.plane.log is not None:
+            self.plane.log.check_writable()
+
     async def report_outcomes(self, request: Body, deadline: float | None) -> bytes:
+        self._writable()
         outcomes = parse_request(pb.ReportOutcomesRequest, request).outcomes
         accepted = await self.plane.feedback.report_outcomes(
             [oc.order.SerializeToString() for oc in outcomes],
@@ -85,6 +92,7 @@ class Methods:
         return pb.ReportOutcomesResponse(accepted=accepted).SerializeToString()
 
     async def report_event(self, request: Body, deadline: float | None) -> bytes:
+        self._writable()
         events = parse_request(pb.ReportEventRequest, request).events
         accepted = await self.plane.feedback.report_events(
             [ev.channel for ev in events],

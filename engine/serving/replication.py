@@ -102,6 +102,7 @@ class Replication:
         self._sub: Any = None
         self._sender: asyncio.Task | None = None
         self._last_warned = 0.0
+        self.n_dropped = 0  # messages dropped since start (the counter's value, readable)
         r = registry
         self.published = Counter(
             "ordersight_replication_published", "Messages published", ["kind"], registry=r
@@ -229,10 +230,15 @@ class Replication:
             or self._queued_bytes + len(body) > self.queue_max_bytes
         ):
             self.dropped.inc()
+            self.n_dropped += 1
             return
         self._queue.append((kind, body, self.wall()))
         self._queued_bytes += len(body)
         self._queued.set()
+
+    @property
+    def connected(self) -> bool:
+        return self._nc is not None and bool(self._nc.is_connected)
 
     async def _send(self) -> None:
         assert self._queued is not None

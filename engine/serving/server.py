@@ -25,7 +25,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import start_http_server
+from prometheus_client import ProcessCollector, start_http_server
 
 from engine.codec import decision_encoder, order_decoder
 from engine.config import Settings
@@ -46,12 +46,14 @@ from engine.serving.auth import Authorizer, parse_tokens, write_tokens
 from engine.serving.data_plane import DataPlane
 from engine.serving.frames import SERVICES
 from engine.serving.front import reserve_port
+from engine.serving.health import Health
 from engine.serving.link import Link
 from engine.serving.methods import SERVICE, Methods
 from engine.serving.model_admin import ModelAdmin
 from engine.serving.replication import Replication
 from engine.serving.servicer import method_handlers
 from engine.serving.shadow import Shadow
+from engine.serving.tls import TlsFiles, add_port
 from engine.serving.warm_start import warm_state
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,13 @@ class Server:
                 "decision log use a fixed public key, so they are not secret (docs/SECURITY.md)"
             )
         self.tokens = parse_tokens(settings.tokens)  # a bad entry stops start-up at once
+        self.tls = TlsFiles(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+        self.tls.check()  # an unreadable file stops start-up at once, naming the setting
+        if settings.reflection not in ("auto", "on", "off"):
+            raise ValueError(f"reflection must be auto, on or off, is {settings.reflection!r}")
+        self.reflection = settings.reflection == "on" or (
+            settings.reflection == "auto" and not self.tls.on
+        )
         if settings.snapshot_dir and settings.replication_url:
             raise ValueError(
                 "snapshot_dir and replication_url together: a replica rebuilds its state from "
@@ -90,6 +99,11 @@ class Server:
                 raise
             log.error("no usable models (%s): serving with the rule fallback only", exc)
             models = artifacts.ModelSet.rules_only()
+        if models.tier1 is None and models.tier2 is None and not settings.allow_rules_only:
+            raise ModelLoadError(
+                f"{settings.models}: neither tier loads ({'; '.join(models.problems)}); "
+                "fix the folder, or set allow_rules_only to serve with the rule fallback alone"
+            )
         rules = OrderRules(Limits.from_dict(settings.limits))
         state = VelocityState(settings.state_capacity, settings.state_probe)
         self.engine = Engine(models, state)
@@ -157,6 +171,12 @@ class Server:
                 decisions=settings.replication_decisions,
             )
             self.plane.replication = self.replication
+        self.status = Health(
+            self.engine, hub=self.hub, decision_log=self.log, snapshots=self.snapshots,
+            replication=self.replication, registry=self.hub.registry,
+            report_s=settings.health_report_s,
+        )  # fmt: skip
+        ProcessCollector(registry=self.hub.registry)  # the engine's RSS, CPU, open files
         self.workers = 0 if settings.single_process else settings.workers or os.cpu_count() or 1
         self.health: health.aio.HealthServicer | None = None
         self.server: grpc.aio.Server | None = None
@@ -165,6 +185,8 @@ class Server:
         self._front_auth: list[str] = []
         self.port = 0
         self._ticker: asyncio.Task | None = None
+        self._health_task: asyncio.Task | None = None
+        self._health_sets: set[asyncio.Task[None]] = set()
         self._metrics: Any = None
         self._reserved: socket.socket | None = None
         self._rundir: tempfile.TemporaryDirectory[str] | None = None
@@ -184,7 +206,7 @@ class Server:
             s.log_dir, s.log_durability, flush_ms=s.log_flush_ms,
             segment_bytes=s.log_segment_bytes, segment_s=s.log_segment_s,
             retention_s=s.log_retention_s, retention_bytes=s.log_retention_bytes,
-            queue_max=s.log_queue_max, metrics=self.hub.registry,
+            queue_max=s.log_queue_max, on_failure=s.log_on_failure, metrics=self.hub.registry,
             keep_after=(lambda: kept.log_seq or 0) if kept is not None else lambda: None,
         )  # fmt: skip
         if kept is not None and (restored is None or restored.logged):
@@ -211,13 +233,18 @@ class Server:
             await self._start_fronts()
         else:
             await self._start_grpc()
-        self._ticker = asyncio.get_running_loop().create_task(self._tick(), name="alert-ticker")
+        loop = asyncio.get_running_loop()
+        self._ticker = loop.create_task(self._tick(), name="alert-ticker")
+        self._health_task = loop.create_task(self.status.run(), name="health")
         if self.snapshots is not None:
             self.snapshots.start()
         if self.settings.metrics_port:
+            tls = self.tls
             self._metrics, _ = start_http_server(
-                self.settings.metrics_port, self.settings.host, registry=self.hub.registry
-            )
+                self.settings.metrics_port, self.settings.host, registry=self.hub.registry,
+                certfile=tls.cert or None, keyfile=tls.key or None,
+                client_cafile=tls.client_ca or None, client_auth_required=tls.mutual,
+            )  # fmt: skip
         # Everything built so far (models, warmed state, the history's leftovers) lives as
         # long as the server: moved out of the collector's sight, it is not traversed by
         # every full collection, which otherwise stalls bulk scoring.
@@ -245,30 +272,46 @@ class Server:
                 ("grpc.max_send_message_length", self.settings.max_request_bytes),
             ],
         )
-        auth = Authorizer(self.tokens) if self.tokens else None
+        mutual = self.tls.mutual
+        auth = Authorizer(self.tokens, certs=mutual) if self.tokens or mutual else None
         for service, handlers in method_handlers(self.methods, auth=auth).items():
             self.server.add_generic_rpc_handlers(
                 (grpc.method_handlers_generic_handler(service, handlers),)
             )
             self.server.add_registered_method_handlers(service, handlers)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            (
-                *SERVICES,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ),
-            self.server,
-        )
-        self.port = self.server.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
+        if self.reflection:
+            reflection.enable_server_reflection(
+                (
+                    *SERVICES,
+                    health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                    reflection.SERVICE_NAME,
+                ),
+                self.server,
+            )
+        address = f"{self.settings.host}:{self.settings.port}"
+        self.port = add_port(self.server, address, self.tls)
         if self.port == 0:
             raise OSError(f"cannot listen on {self.settings.host}:{self.settings.port}")
         self.plane.start()
         await self.server.start()
-        serving = health_pb2.HealthCheckResponse.SERVING
-        await self.health.set("", serving)
-        for service in SERVICES:
-            await self.health.set(service, serving)
+        self.status.check()
+        for name, up in self.status.current.items():
+            await self.health.set(name, _SERVING[up])
+        self.status.subscribe(self._set_health)
+
+    def _set_health(self, status: dict[str, bool]) -> None:
+        hs = self.health
+        if hs is None:
+            return
+
+        async def put() -> None:
+            for name, up in status.items():
+                await hs.set(name, _SERVING[up])
+
+        task = asyncio.get_running_loop().create_task(put())
+        self._health_sets.add(task)  # held until done
+        task.add_done_callback(self._health_sets.discard)
 
     async def _start_fronts(self) -> None:
         """Reserve the port, open the link, start the fronts and wait until each serves."""
@@ -278,6 +321,8 @@ class Server:
         self._rundir = tempfile.TemporaryDirectory(prefix="ordersight-")
         self.link = Link(self.methods)
         self.hub.registry.register(self.link.metrics)
+        self.status.check()
+        self.status.subscribe(self.link.publish_health)  # each front gets it on connecting
         if self.tokens:  # the fronts check every call against the same table
             table = Path(self._rundir.name) / "tokens.json"
             write_tokens(self.tokens, table)
@@ -307,7 +352,8 @@ class Server:
             "--host", s.host, "--port", str(self.port),
             "--max-request-bytes", str(s.max_request_bytes), "--grace", str(s.grace_s),
             "--log-level", s.log_level, "--max-in-flight", str(s.max_in_flight),
-            *self._front_auth,
+            "--reflection" if self.reflection else "--no-reflection",
+            *self._front_auth, *self.tls.args(),
         )  # fmt: skip
         self.fronts.append(proc)
         ready = self.link.expect(proc.pid)
@@ -360,6 +406,8 @@ class Server:
             await self.snapshots.stop()
         if self._ticker is not None:
             self._ticker.cancel()
+        if self._health_task is not None:
+            self._health_task.cancel()
         if self._metrics is not None:
             self._metrics.shutdown()
         self.server = None
@@ -411,6 +459,9 @@ class Server:
         log.info("shutting down: finishing in-flight calls (grace %.1fs)", self.settings.grace_s)
         await self.stop()
 
+
+_SERVING = {True: health_pb2.HealthCheckResponse.SERVING,
+            False: health_pb2.HealthCheckResponse.NOT_SERVING}  # fmt: skip
 
 FRONT_START_S = 60.0
 """Longest a front process may take to connect and serve, or to exit once told to."""

@@ -62,10 +62,14 @@ def write(path: Path, words: np.ndarray, meta: dict[str, Any], hub: Any = None) 
     if hub is not None:
         extra = {f"hub.{k}": v for k, v in hub[0].items()}
         extra["hub.meta"] = _text(hub[1])
-    with tmp.open("wb") as f:
-        np.savez(f, words=words, meta=_text(json.dumps(meta)), **extra)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with tmp.open("wb") as f:
+            np.savez(f, words=words, meta=_text(json.dumps(meta)), **extra)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:  # a full disk: the last whole snapshot stays, the part goes
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
     fd = os.open(path.parent, os.O_RDONLY)
     try:
@@ -169,6 +173,7 @@ class Snapshots:
         self.log_seq: int | None = restored.log_seq if restored else None
         self._task: asyncio.Task[None] | None = None
         self._writing = threading.Lock()
+        self.error = ""  # why the last snapshot failed ("" when it was written)
         age = Gauge(
             "ordersight_snapshot_age_seconds", "Since the last state snapshot (NaN: none)",
             registry=metrics,
@@ -191,8 +196,8 @@ class Snapshots:
             await asyncio.sleep(self.every_s)
             try:
                 await self.take()
-            except Exception:  # a full disk, or a bug, must stop neither scoring nor snapshots
-                log.exception("state snapshot to %s failed", self.path)
+            except Exception as exc:  # a full disk, or a bug, stops neither scoring nor this
+                self._failed(exc)
 
     def _copy(self) -> tuple[np.ndarray, dict[str, Any]]:
         """The table and what goes with it, on the engine's single writer."""
@@ -228,11 +233,20 @@ class Snapshots:
         self.seconds.set(time.perf_counter() - t0)
         self.taken_at = meta["taken_at"]
         self.log_seq = meta["log_seq"]
+        self.error = ""
+
+    def _failed(self, exc: BaseException) -> None:
+        self.error = f"writing {self.path} failed: {exc}"
+        log.error("state snapshot: %s", self.error, exc_info=not isinstance(exc, OSError))
 
     async def stop(self) -> None:
         """The final snapshot, once nothing changes the state any more."""
         if self._task is not None:
             self._task.cancel()
         words, meta = self._copy()
-        self._write(words, meta, self._copy_hub(meta))
+        try:
+            self._write(words, meta, self._copy_hub(meta))
+        except Exception as exc:  # the stop goes on; a restart replays the log instead
+            self._failed(exc)
+            return
         log.info("state snapshot written to %s", self.path)
