@@ -19,6 +19,14 @@ TOKEN_FILE = Path(".ordersight/token")
 """Where `make run` keeps its local token; client commands use it when given none."""
 
 
+def _client_options(s: argparse.ArgumentParser) -> None:
+    """The credentials of a command that calls a running engine."""
+    s.add_argument("--token", help="bearer token (default: $ORDERSIGHT_TOKEN, .ordersight/token)")
+    s.add_argument("--tls-ca", help="PEM CA that signed the engine's certificate: connect with TLS")
+    s.add_argument("--tls-cert", help="PEM client certificate (mutual TLS; its OU roles count)")
+    s.add_argument("--tls-key", help="PEM key of --tls-cert")
+
+
 def _channel(args: argparse.Namespace) -> Any:
     """A channel to `--addr` that sends the token (`--token`, else $ORDERSIGHT_TOKEN, else
     TOKEN_FILE when it exists) as `authorization: Bearer` metadata on every call."""
@@ -27,7 +35,17 @@ def _channel(args: argparse.Namespace) -> Any:
     token = args.token or os.environ.get("ORDERSIGHT_TOKEN", "")
     if not token and TOKEN_FILE.is_file():
         token = TOKEN_FILE.read_text().strip()
-    channel = grpc.insecure_channel(args.addr)
+    if args.tls_ca or args.tls_cert:
+
+        def read(path: str | None) -> bytes | None:
+            return Path(path).read_bytes() if path else None
+
+        creds = grpc.ssl_channel_credentials(
+            read(args.tls_ca), read(args.tls_key), read(args.tls_cert)
+        )
+        channel = grpc.secure_channel(args.addr, creds)
+    else:
+        channel = grpc.insecure_channel(args.addr)
     if not token:
         return channel
     header = ("authorization", f"Bearer {token}")
@@ -363,14 +381,14 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--follow", action="store_true", help="stream alerts as they change")
     s.add_argument("--json", action="store_true", help="also print each alert as JSON")
     s.add_argument("--timeout", type=float, default=5.0)
-    s.add_argument("--token", help="bearer token (default: $ORDERSIGHT_TOKEN, .ordersight/token)")
+    _client_options(s)
     s.set_defaults(func=_alerts)
 
     s = sub.add_parser("score", help="score orders from a JSON file against a running engine")
     s.add_argument("--addr", default="127.0.0.1:50051")
     s.add_argument("--timeout", type=float, default=5.0)
     s.add_argument("file", help="one Order or a list of Orders, protobuf JSON")
-    s.add_argument("--token", help="bearer token (default: $ORDERSIGHT_TOKEN, .ordersight/token)")
+    _client_options(s)
     s.set_defaults(func=_score)
     s = sub.add_parser("models", help="list, inspect, load or roll back a running engine's models")
     s.add_argument("action", choices=("list", "status", "load", "rollback", "challenger"))
@@ -383,7 +401,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--timeout", type=float, default=120.0, help="seconds (a load verifies and warms)"
     )
-    s.add_argument("--token", help="bearer token (default: $ORDERSIGHT_TOKEN, .ordersight/token)")
+    _client_options(s)
     s.set_defaults(func=_models)
 
     s = sub.add_parser("token", help="make a bearer token and the config entry with its hash")

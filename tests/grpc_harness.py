@@ -37,7 +37,14 @@ TIMEOUT_S = 120  # bounds a wait for an event that must happen; never waited out
 class RunningServer:
     """`engine.serving.server.Server` on its own event loop in a thread, plus a client channel."""
 
-    def __init__(self, models_dir: Path, **settings: Any) -> None:
+    def __init__(
+        self,
+        models_dir: Path,
+        credentials: grpc.ChannelCredentials | None = None,
+        **settings: Any,
+    ) -> None:
+        """`credentials`: the client channel's (TLS); None for plaintext."""
+        self.credentials = credentials
         self.settings = load_settings(
             env={},
             models=str(models_dir),
@@ -80,7 +87,12 @@ class RunningServer:
         self._thread.start()
         if not self._ready.wait(TIMEOUT_S) or self.failure is not None:
             raise RuntimeError(f"server did not start: {self.failure!r}")
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
+        target = f"127.0.0.1:{self.port}"
+        self.channel = (
+            grpc.insecure_channel(target)
+            if self.credentials is None
+            else grpc.secure_channel(target, self.credentials)
+        )
         grpc.channel_ready_future(self.channel).result(timeout=TIMEOUT_S)
         self.stub = pb_grpc.OrderRiskStub(self.channel)
         return self
