@@ -16,6 +16,7 @@ import nats
 import numpy as np
 import pyarrow as pa
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from nats.js.api import DeliverPolicy
 from ordersight.v1 import risk_pb2 as pb
 
@@ -171,6 +172,17 @@ def test_while_the_stream_is_unreachable_calls_are_answered_and_the_queue_is_bou
         nats_proc.wait()
         got = [srv.stub.Score(o, timeout=TIMEOUT_S) for o in orders[1:]]
         assert [d.order_id for d in got] == [o.order_id for o in orders[1:]]
+        health = health_pb2_grpc.HealthStub(srv.channel)
+
+        def status(service: str) -> int:
+            req = health_pb2.HealthCheckRequest(service=service)
+            return health.Check(req, timeout=TIMEOUT_S).status
+
+        end = time.monotonic() + TIMEOUT_S
+        while status("ordersight.replication") != health_pb2.HealthCheckResponse.NOT_SERVING:
+            assert time.monotonic() < end, "health never said the stream is down"
+            time.sleep(0.05)
+        assert status("") == health_pb2.HealthCheckResponse.SERVING  # decisions go on
         queued = sample("ordersight_replication_queued")
         queued_bytes = sample("ordersight_replication_queued_bytes")
         dropped = sample("ordersight_replication_dropped_total")
