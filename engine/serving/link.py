@@ -135,14 +135,40 @@ class FrontMetrics(Collector):
             "Calls each front process passed to the engine",
             labels=["pid"],
         )
+        rss = GaugeMetricFamily(
+            "ordersight_front_resident_memory_bytes", "Resident memory of each front process",
+            labels=["pid"],
+        )  # fmt: skip
+        cpu = CounterMetricFamily(
+            "ordersight_front_cpu_seconds", "CPU time (user and system) of each front process",
+            labels=["pid"],
+        )  # fmt: skip
         for conn in conns:
             if conn.pid:
                 calls.add_metric([str(conn.pid)], float(conn.calls))
+                usage = _process_usage(conn.pid)
+                if usage is not None:
+                    rss.add_metric([str(conn.pid)], usage[0])
+                    cpu.add_metric([str(conn.pid)], usage[1])
         yield calls
+        yield rss
+        yield cpu
         yield CounterMetricFamily(
             "ordersight_front_restarts", "Front processes started in place of one that died",
             value=float(self.restarts),
         )  # fmt: skip
+
+
+def _process_usage(pid: int) -> tuple[float, float] | None:
+    """(resident bytes, CPU seconds) of a live process, from /proc (None once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime (fields 14, 15)
+    return int(fields[21]) * os.sysconf("SC_PAGE_SIZE"), cpu  # rss (field 24), in pages
 
 
 class Link:

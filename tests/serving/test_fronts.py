@@ -173,6 +173,12 @@ def test_metrics_count_the_calls_of_every_front(
     assert total("ordersight_decisions_total") == CONNECTIONS
     assert total("ordersight_front_calls_total") == CONNECTIONS  # each front's own series
     assert text.count("ordersight_front_calls_total{") == 2
+    # the processes themselves: the engine's RSS and CPU, and each front's
+    assert total("process_resident_memory_bytes") > 10 << 20
+    assert total("process_cpu_seconds_total") > 0
+    assert text.count("ordersight_front_resident_memory_bytes{") == 2
+    assert total("ordersight_front_resident_memory_bytes") > 2 * (10 << 20)
+    assert total("ordersight_front_cpu_seconds_total") > 0
     assert total("ordersight_fronts ") == 2
 
 
