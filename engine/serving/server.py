@@ -442,11 +442,11 @@ class Server:
             self.hub.tick()
 
     async def serve_forever(self) -> None:
-        await self.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        for sig in (signal.SIGTERM, signal.SIGINT):  # before start: health may say SERVING
+            loop.add_signal_handler(sig, stop.set)  # before start() returns
+        await self.start()
         reloads: set[asyncio.Task[None]] = set()  # held until done
 
         def reload() -> None:
