@@ -162,7 +162,7 @@ class DataPlane:
 
     async def score(self, order: bytes | bytearray, deadline: float | None) -> bytes:
         """A serialized Order's serialized Decision (`deadline`: monotonic seconds)."""
-        self.admit()
+        self.admit(deadline=deadline)
         return await self.batcher.submit(order, deadline)
 
     def queue_limit(self) -> int:
@@ -172,11 +172,13 @@ class DataPlane:
             return self.max_queue
         return max(self.batcher.max_batch, int(self.max_queue_s / self._per_call_s))
 
-    def admit(self, taken: int = 0) -> None:
+    def admit(self, taken: int = 0, deadline: float | None = None) -> None:
         """Refuse a new Score call (Overloaded) when the calls waiting for the engine (queued,
         or in a batch not yet scored) are at the bound; `taken`: calls accepted elsewhere
-        and not yet queued (the link's current turn). Unavailable while the decision log is
-        down and fail_closed."""
+        and not yet queued (the link's current turn). DeadlineExceeded when `deadline` comes
+        before the engine would reach the call at its recent pace (no answer, not even the
+        fallback's, could be on time); Unavailable while the decision log is down and
+        fail_closed."""
         if self.log is not None:
             self.log.check_writable()
         b = self.batcher
@@ -187,6 +189,15 @@ class DataPlane:
                 f"the engine's queue is full ({waiting} Score calls waiting, at most {limit}); "
                 "retry with backoff"
             )
+        if deadline is not None:
+            wait = (waiting + 1) * self._per_call_s
+            left = deadline - self.clock()
+            if left < wait:
+                self.rejected.labels("deadline").inc()
+                raise DeadlineExceeded(
+                    f"the deadline cannot be met: {max(left, 0) * 1e3:.1f} ms left, the engine "
+                    f"reaches this call in about {wait * 1e3:.1f} ms ({waiting} calls before it)"
+                )
 
     async def process(self, batch: Sequence[Pending]) -> list[bytes | InvalidInput] | None:
         """Score one micro-batch of Score calls (the batcher calls this); None when its

@@ -21,7 +21,7 @@ import grpc
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from engine.errors import Overloaded, Unavailable
+from engine.errors import DeadlineExceeded, Overloaded, Unavailable
 from engine.serving import frames
 from engine.serving.batcher import Pending
 from engine.serving.methods import Methods, status_of
@@ -192,8 +192,8 @@ class Link:
         scored as one micro-batch at its end."""
         plane = self.methods.plane
         try:
-            plane.admit(len(self._waiting))
-        except (Overloaded, Unavailable) as exc:
+            plane.admit(len(self._waiting), deadline)
+        except (Overloaded, Unavailable, DeadlineExceeded) as exc:
             reply(exc)
             return
         self._waiting.append(Pending(order, deadline, plane.clock(), reply=reply))

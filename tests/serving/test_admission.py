@@ -1,6 +1,6 @@
 """Admission control over a real server: past the engine's queue bound a Score call gets
 RESOURCE_EXHAUSTED at once, what was admitted is answered; a call whose deadline passed
-while it waited is not scored."""
+while it waited is not scored, and one whose deadline cannot be met is refused on arrival."""
 
 from __future__ import annotations
 
@@ -75,5 +75,27 @@ def test_a_call_whose_deadline_passed_in_the_queue_is_not_scored(
     srv.stub.Score(simple_order("after"), timeout=TIMEOUT_S)
     assert srv.server.engine.orders_seen == seen + 1  # "late" was never added to the state
     assert seen == 20  # the ScoreBatch alone
+    metrics = srv.server.hub.registry
+    assert metrics.get_sample_value("ordersight_rejected_total", {"reason": "deadline"}) == 1
+
+
+def test_a_call_whose_deadline_cannot_be_met_is_refused_at_once(
+    start_server: Callable[..., RunningServer], history: pa.Table
+) -> None:
+    """With calls queued ahead at the engine's measured pace, a call that would be reached
+    only after its deadline is refused on arrival, not queued and left to expire."""
+    srv = start_server()
+    assert srv.server is not None
+    plane = srv.server.plane
+    with _engine_held(srv, history) as big:
+        ahead = [srv.stub.Score.future(simple_order(f"q-{i}")) for i in range(4)]
+        _waiting(srv, 4)
+        plane._per_call_s = 0.05  # the pace a slow engine measures: 50 ms per call
+        err = srv.stub.Score.future(simple_order("hopeless"), timeout=0.1).exception(TIMEOUT_S)
+        plane._per_call_s = 100e-6
+    assert big.result(timeout=TIMEOUT_S)
+    assert err is not None and err.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert "the deadline cannot be met" in (err.details() or "")  # the server's, not the client's
+    assert [f.result(timeout=TIMEOUT_S).order_id for f in ahead] == [f"q-{i}" for i in range(4)]
     metrics = srv.server.hub.registry
     assert metrics.get_sample_value("ordersight_rejected_total", {"reason": "deadline"}) == 1
