@@ -197,8 +197,9 @@ def test_the_cli_connects_with_tls_and_a_client_certificate(
     srv = _start(models_dir, certs.client(certs.scorer), tokens=TOKENS,
                  **certs.settings(mutual=True))  # fmt: skip
     try:
-        args = ["score", "--addr", f"127.0.0.1:{srv.port}", "--tls-ca", str(certs.ca.pem.cert), "--tls-cert", str(certs.scorer.cert),
-                "--tls-key", str(certs.scorer.key), str(example)]  # fmt: skip
+        args = ["score", "--addr", f"127.0.0.1:{srv.port}", "--tls-ca", str(certs.ca.pem.cert),
+                "--tls-cert", str(certs.scorer.cert), "--tls-key", str(certs.scorer.key),
+                str(example)]  # fmt: skip
         assert main(args) == 0
         assert '"orderId": "o-1"' in capsys.readouterr().out
     finally:
