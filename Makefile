@@ -12,7 +12,7 @@ SIM_DAYS ?= 56
 PORT ?= 50051
 METRICS_PORT ?= 9464
 
-.PHONY: install services proto models run test lint format bench bench-micro bench-anomaly fuzz clean
+.PHONY: install services proto models run test lint format bench bench-micro bench-anomaly soak fuzz clean
 
 install: $(STAMP) $(PROTO_PY)
 
@@ -66,6 +66,14 @@ bench: install models services
 # Anomaly detection: the engine's detector against a static threshold and a 3-sigma band.
 bench-anomaly: install
 	$(PY) -m benchmarks.anomaly_eval
+
+# Soak (SOAK_MINUTES of load, about 2 minutes more to start and measure): Score at 70% of the
+# measured capacity with new entities all along, outcomes and events mixed in, a hot swap and
+# a challenger on the way, the decision log and snapshots on; per-minute p50/p99, RSS of the
+# engine and its fronts, calls, rejections and failures in benchmarks/results/soak.md.
+SOAK_MINUTES ?= 10
+soak: install models
+	$(PY) -m benchmarks.soak --minutes $(SOAK_MINUTES)
 
 bench-micro: install models
 	$(PY) -m pytest benchmarks/test_micro.py -q --benchmark-only -p no:cacheprovider

@@ -4,8 +4,10 @@ Starts four servers on 127.0.0.1 (OrderSight with its default models and a warme
 state; a bare grpc.aio echo server; the link floor, OrderSight's front before an engine that
 scores nothing; MLServer with mlserver-lightgbm serving the same tier-two model), drives each
 with the same multi-process load generator, then measures ScoreBatch, score-file, the
-in-process stages and the tier-two runtimes. Writes results.json, results.md and
-latency_throughput.png to benchmarks/results/ and commits nothing.
+in-process stages and the tier-two runtimes, and offers OrderSight more than it can answer
+in open loop (`benchmarks.overload`). Writes results.json, results.md,
+latency_throughput.png, overload.json and overload.md to benchmarks/results/ and commits
+nothing.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from benchmarks import batch, mlserver, replication, stages
+from benchmarks import batch, mlserver, overload, replication, stages
 from benchmarks.loadgen import Load, run
 from benchmarks.paired import paired_point
 from benchmarks.paired_servers import durability_rounds, serving_rounds
@@ -196,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     results["paired"] = serving_rounds(models, head_path, requests, logs, log, port, SCORE)
     log("Decision log durability, paired rounds:")
     results["durability"] = durability_rounds(models, head_path, requests, logs, log, port, SCORE)
+    log("Open-loop overload (overload.md, overload.json):")
+    ov = overload.measure(models, head_path, requests, logs, log, PORTS["ordersight"] + 300)
+    overload.write({"machine": results["machine"], **ov}, out)
     if not args.skip_mlserver:
         results["mlserver"] = _mlserver(models, X_tail, args.seconds, logs, loads, log)
     results["score"] = loads
