@@ -17,11 +17,11 @@ a silent fresh start. The velocity table holds entity keys only (keyed hashes,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
 import os
-import threading
 import time
 import zipfile
 from pathlib import Path
@@ -172,7 +172,12 @@ class Snapshots:
         self.taken_at = restored.taken_at if restored else 0.0
         self.log_seq: int | None = restored.log_seq if restored else None
         self._task: asyncio.Task[None] | None = None
-        self._writing = threading.Lock()
+        self._taking: asyncio.Future[None] | None = None  # the periodic snapshot under way
+        # The copy goes into one buffer kept for the server's life and touched now: a fresh
+        # one would take a page fault per 4 KiB while the engine's thread copies, which
+        # stalls scoring for as long as that takes. One snapshot at a time uses it.
+        self._buffer = np.empty_like(engine.state.words)
+        np.copyto(self._buffer, engine.state.words)
         self.error = ""  # why the last snapshot failed ("" when it was written)
         age = Gauge(
             "ordersight_snapshot_age_seconds", "Since the last state snapshot (NaN: none)",
@@ -194,8 +199,11 @@ class Snapshots:
     async def _every(self) -> None:
         while True:
             await asyncio.sleep(self.every_s)
-            try:
-                await self.take()
+            self._taking = asyncio.ensure_future(self.take())
+            try:  # shielded: a stop waits for it instead of leaving a write half done
+                await asyncio.shield(self._taking)
+            except asyncio.CancelledError:
+                raise
             except Exception as exc:  # a full disk, or a bug, stops neither scoring nor this
                 self._failed(exc)
 
@@ -212,7 +220,8 @@ class Snapshots:
             "log_seq": 0 if log_ is None else log_.last_reserved,
             "logged": log_ is not None,  # without a log, there is nothing after it to replay
         }  # fmt: skip
-        return e.state.words.copy(), meta
+        np.copyto(self._buffer, e.state.words)
+        return self._buffer, meta
 
     def _copy_hub(self, meta: dict[str, Any]) -> tuple[dict[str, np.ndarray], str]:
         """The detector's state, on the event loop that feeds it (copied: it goes on)."""
@@ -228,8 +237,7 @@ class Snapshots:
 
     def _write(self, words: np.ndarray, meta: dict[str, Any], hub: Any) -> None:
         t0 = time.perf_counter()
-        with self._writing:  # the final snapshot waits for a periodic one still being written
-            self.size.set(write(self.path, words, meta, hub))
+        self.size.set(write(self.path, words, meta, hub))
         self.seconds.set(time.perf_counter() - t0)
         self.taken_at = meta["taken_at"]
         self.log_seq = meta["log_seq"]
@@ -241,6 +249,9 @@ class Snapshots:
 
     async def stop(self) -> None:
         """The final snapshot, once nothing changes the state any more."""
+        if self._taking is not None and not self._taking.done():
+            with contextlib.suppress(Exception):  # it has reported its own failure
+                await self._taking
         if self._task is not None:
             self._task.cancel()
         words, meta = self._copy()
