@@ -27,8 +27,8 @@ Pass criteria:
   apart); any other status (DEADLINE_EXCEEDED, CANCELLED, UNAVAILABLE, INTERNAL, ...) of
   any method is a failure, and so is a ModelAdmin action that does not succeed;
 - p99 flat: the Score p99 of each of the last minutes (the last fifth of the run, at
-  least one) within `P99_GROWTH` times the first full minute's (minute 1; minute 0 is the
-  warm-up, left out);
+  least one) within `P99_GROWTH` times the median of the minutes before them (minute 0,
+  the warm-up, left out): a single slow early minute cannot loosen the bound;
 - RSS flat: the engine's mean RSS over the last minute, and the fronts' (summed), within
   `RSS_GROWTH` of the same over the minute at the middle of the run: everything that
   grows on purpose (the velocity table's pages, the retry table, the second and third
@@ -426,13 +426,15 @@ def refusal_seconds(seconds: list[dict[str, Any]]) -> list[int]:
 def checks(rows: list[dict], actions: list[dict], calls: Calls) -> dict[str, Any]:
     """The pass criteria (module docstring) over the per-minute rows."""
     n = len(rows)
-    base = rows[1]["score_ms"]["p99"] if n > 1 else float("nan")
-    last = rows[max(n - max(n // 5, 1), 2) :] if n > 2 else []
+    first_last = max(n - max(n // 5, 1), 2)
+    last = rows[first_last:] if n > 2 else []
+    before = [r["score_ms"]["p99"] for r in rows[1:first_last]]
+    base = float(np.median(before)) if before else float("nan")
     mid = rows[n // 2] if n > 2 else None
     out: dict[str, Any] = {
         "failed_calls": int(sum(r["failed"] for r in rows)),
         "failed_actions": [a["action"] for a in actions if not a["ok"]],
-        "baseline_minute": 1,
+        "baseline_minutes": [r["minute"] for r in rows[1:first_last]],
         "baseline_p99_ms": base,
         "last_minutes": [r["minute"] for r in last],
         "last_p99_ms": [r["score_ms"]["p99"] for r in last],
@@ -622,8 +624,8 @@ def markdown(result: dict[str, Any]) -> str:
         "|---|---|---|---|",
         f"| no call or action failed | {c['failed_calls']:,} failed calls, failed actions: "
         f"{', '.join(c['failed_actions']) or 'none'} | 0 | {_yes(c['no_failures'])} |",
-        f"| Score p99 flat: minutes {', '.join(map(str, c['last_minutes']))} vs minute "
-        f"{c['baseline_minute']} | "
+        f"| Score p99 flat: minutes {', '.join(map(str, c['last_minutes']))} vs the median of "
+        f"minutes {c['baseline_minutes'][0]}–{c['baseline_minutes'][-1]} | "
         + ", ".join(f"{p:.2f}" for p in c["last_p99_ms"])
         + f" vs {c['baseline_p99_ms']:.2f} ms | <= {c['p99_growth_bound']:g}x | "
         f"{_yes(c['p99_flat'])} |",
