@@ -110,9 +110,10 @@ class Settings:
     """PEM private key of `tls_cert`."""
     tls_client_ca: str = ""
     """PEM CA bundle that client certificates must chain to: mutual TLS, every client must
-    present one ("" = clients are not asked for a certificate). With tokens configured, a
-    client certificate whose subject carries organizational units named after roles (OU=score,
-    OU=report, OU=admin) grants those roles without a token."""
+    present one ("" = clients are not asked for a certificate). A client certificate whose
+    subject carries organizational units named after roles (OU=score, OU=report, OU=admin)
+    grants those roles without a token; with mutual TLS every call is checked, tokens or
+    not. Use a CA of your own for clients: whoever it signs an OU for holds that role."""
     reflection: str = "auto"
     """gRPC server reflection: "on", "off", or "auto" (on without TLS, off with it)."""
     replication_queue_max_bytes: int = 256 << 20

@@ -53,8 +53,16 @@ def claim_key(folder: Path, key_id: str) -> None:
                 f"{KEY_FILE}): {remedy}"
             ) from None
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(key_id + "\n")
+        with tmp.open("w") as f:
+            f.write(key_id + "\n")
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
+        fd = os.open(folder, os.O_RDONLY)  # the rename itself survives a power loss
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         return
     if held != key_id:
         raise ModelLoadError(

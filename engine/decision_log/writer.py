@@ -17,13 +17,15 @@ Durability (`durability`):
   most the last `GATHER_S`, a power loss what the OS had not written. For benchmarks.
 
 A write that fails (a full or unwritable disk) is counted and marks the log down (`error`)
-until a write succeeds again; while it is down the writer tries a new segment every
+until a probe writes and syncs `PROBE_BYTES` again; while it is down the writer probes every
 `PROBE_S`. What happens to the calls is `on_failure`:
 - `fail_closed`: the fsync-mode calls of the failed group get UNAVAILABLE, and while the log
   is down the engine refuses every call that would change state (`refusing`) with
   UNAVAILABLE: nothing is decided that is not logged.
 - `fail_open`: calls are answered as if the group had been written, and its rows are
   counted as lost (`ordersight_log_lost_rows`): decisions go on without their record.
+In the batched and off modes a failed group's calls were answered already: its rows are
+counted as lost in either case.
 
 Segments rotate past `segment_bytes` or `segment_s`; retention removes the oldest closed
 segments past `retention_s` or `retention_bytes`, but never one whose rows a restart would
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import os
 import threading
@@ -52,7 +55,10 @@ log = logging.getLogger(__name__)
 DURABILITY = ("fsync", "batched", "off")
 ON_FAILURE = ("fail_closed", "fail_open")
 PROBE_S = 1.0
-"""While the log is down, how often the writer tries to open a new segment."""
+"""While the log is down, how often the writer tries the disk again."""
+PROBE_BYTES = 1 << 20
+"""What a probe writes and syncs (then removes): the log is up again only when this much
+can reach the disk, not merely when a file can be created."""
 GATHER_S = 0.01
 """Without fsync, the writer gathers entries this long (at most) into one group: a group
 shares the cost of building and writing a batch, and a smaller one holds the interpreter
@@ -334,14 +340,24 @@ class DecisionLog:
             self.durable_seq = max(self.durable_seq, hi)
 
     def _probe(self) -> None:
-        """While down: open a new segment (its schema is a small write); the log is up again
-        when that succeeds."""
+        """While down: write and sync PROBE_BYTES to a scratch file; the log is up again
+        when that succeeds (the next group opens a new segment)."""
+        path = self.folder / ".probe"
         try:
-            self._rotate(self._write_next)
-        except Exception as exc:
-            self._close_segment(broken=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                block = bytes(1 << 16)
+                for _ in range(PROBE_BYTES // len(block)):
+                    os.write(fd, block)
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
             self.error = f"write to {self.folder} failed: {exc}"
             return
+        finally:
+            with contextlib.suppress(OSError):
+                path.unlink()
         log.warning("decision log: %s is writable again", self.folder)
         self.error = ""
 
@@ -369,8 +385,8 @@ class DecisionLog:
         self.error = f"write to {self.folder} failed: {exc}"
         log.error("decision log: %s (seq %d..%d)", self.error, lo, hi)
         self.m_errors.inc()
-        if self.on_failure == "fail_open":  # answered as if written: counted as lost
-            self.m_lost.inc(rows)
+        if self.on_failure == "fail_open" or self.durability != "fsync":
+            self.m_lost.inc(rows)  # answered (or to be) without their record
         if hi >= lo:
             if self.on_failure == "fail_closed":
                 self._failed.append((lo, hi, self.error))

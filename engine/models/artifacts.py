@@ -127,18 +127,23 @@ def read_manifest(root: Path) -> dict[str, Any]:
 
 _PARSED: set[str] = set()
 """Checksums of LightGBM texts that parsed in a child process (the same bytes parse again)."""
-_PARSE = "import sys, lightgbm; lightgbm.Booster(model_file=sys.argv[1])"
+_PARSE = "import sys, lightgbm; lightgbm.Booster(model_str=sys.stdin.read())"
 
 
 def _booster(path: Path) -> lgb.Booster:
     """The LightGBM model in `path`. LightGBM's parser aborts the whole process on some
     damaged texts (std::terminate inside its parallel tree parsing), so a text is parsed in
-    a child process first: a damaged one is refused with the reason, never a crash."""
-    digest = sha256(path)
+    a child process first: a damaged one is refused with the reason, never a crash. The
+    bytes are read once, so the text checked is the text loaded."""
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise ModelLoadError(f"{path}: {exc.strerror}") from exc
+    digest = hashlib.sha256(text).hexdigest()
     if digest not in _PARSED:
         try:
             done = subprocess.run(
-                [sys.executable, "-c", _PARSE, str(path)], capture_output=True, timeout=300
+                [sys.executable, "-c", _PARSE], input=text, capture_output=True, timeout=300
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise ModelLoadError(f"{path}: could not check the LightGBM text ({exc})") from exc
@@ -149,8 +154,8 @@ def _booster(path: Path) -> lgb.Booster:
             raise ModelLoadError(f"{path} is not a LightGBM model (its parser {how}: {said})")
         _PARSED.add(digest)
     try:
-        return lgb.Booster(model_file=str(path))
-    except lgb.basic.LightGBMError as exc:
+        return lgb.Booster(model_str=text.decode("utf-8"))
+    except (lgb.basic.LightGBMError, UnicodeDecodeError) as exc:
         raise ModelLoadError(f"{path} is not a LightGBM model ({exc})") from exc
 
 

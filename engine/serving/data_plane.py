@@ -175,12 +175,12 @@ class DataPlane:
     def admit(self, taken: int = 0, deadline: float | None = None) -> None:
         """Refuse a new Score call (Overloaded) when the calls waiting for the engine (queued,
         or in a batch not yet scored) are at the bound; `taken`: calls accepted elsewhere
-        and not yet queued (the link's current turn). DeadlineExceeded when `deadline` comes
-        before the engine would reach the call at its recent pace (no answer, not even the
-        fallback's, could be on time); Unavailable while the decision log is down and
-        fail_closed."""
-        if self.log is not None:
-            self.log.check_writable()
+        and not yet queued (the link's current turn). DeadlineExceeded when calls are queued
+        ahead and `deadline` comes before the engine would reach this one at its recent pace
+        (not even the fallback's answer could be on time; with nothing ahead a call is always
+        taken, so a stale pace never refuses calls on an idle engine); Unavailable while the
+        decision log is down and fail_closed."""
+        self.check_log()
         b = self.batcher
         waiting, limit = b.waiting + b.in_dispatch + taken, self.queue_limit()
         if waiting >= limit:
@@ -189,8 +189,8 @@ class DataPlane:
                 f"the engine's queue is full ({waiting} Score calls waiting, at most {limit}); "
                 "retry with backoff"
             )
-        if deadline is not None:
-            wait = (waiting + 1) * self._per_call_s
+        if deadline is not None and waiting:
+            wait = waiting * self._per_call_s
             left = deadline - self.clock()
             if left < wait:
                 self.rejected.labels("deadline").inc()
@@ -198,6 +198,13 @@ class DataPlane:
                     f"the deadline cannot be met: {max(left, 0) * 1e3:.1f} ms left, the engine "
                     f"reaches this call in about {wait * 1e3:.1f} ms ({waiting} calls before it)"
                 )
+
+    def check_log(self) -> None:
+        """Unavailable (counted, reason log_down) while the decision log refuses calls that
+        change state."""
+        if self.log is not None and self.log.refusing:
+            self.rejected.labels("log_down").inc()
+            self.log.check_writable()
 
     async def process(self, batch: Sequence[Pending]) -> list[bytes | InvalidInput] | None:
         """Score one micro-batch of Score calls (the batcher calls this); None when its

@@ -205,9 +205,9 @@ async def serve(args: argparse.Namespace) -> int:
     if add_port(server, f"{args.host}:{args.port}", files) == 0:
         log.error("front %d: cannot listen on %s:%d", os.getpid(), args.host, args.port)
         return 2
-    await server.start()
     await asyncio.wait_for(link.got_health.wait(), 60.0)  # the engine sends it on connecting
-    await set_health(hs, link.status)
+    await set_health(hs, link.status)  # before the port opens
+    await server.start()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, link.stop.set)

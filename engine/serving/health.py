@@ -8,8 +8,8 @@ gRPC health (`grpc.health.v1.Health`) answers for:
 - one service per component, SERVING while that part works, NOT_SERVING while it is down:
   `ordersight.tier_one` and `ordersight.tier_two` (the served model set holds it),
   `ordersight.decision_log` (its last write succeeded), `ordersight.snapshots` (the last
-  snapshot was written), `ordersight.replication` (connected to NATS, nothing dropped since
-  the last check). A component that is not configured is not listed (NOT_FOUND).
+  snapshot was written), `ordersight.replication` (connected to NATS, no message dropped
+  in the last `report_s`). A component that is not configured is not listed (NOT_FOUND).
 
 `Health.run` re-evaluates every `check_s` and publishes changes at once (to the server's own
 health servicer, or to every front process over the link); while anything is down it logs
@@ -83,7 +83,7 @@ class Health:
             "ordersight_degraded", "1 while any component is down (see ordersight_component_up)",
             registry=r,
         )  # fmt: skip
-        self.evaluate()
+        self._dropped_at = -float("inf")  # when replication last dropped a message
 
     def components(self) -> dict[str, str]:
         """Each configured component's problem ("" while it works)."""
@@ -105,15 +105,15 @@ class Health:
         assert r is not None
         if not r.connected:
             return "not connected to the NATS server"
+        now = time.monotonic()
         if r.n_dropped > self._dropped_seen:
-            n = r.n_dropped - self._dropped_seen
-            return f"{n} messages dropped: the stream is slower than the orders"
+            self._dropped_seen, self._dropped_at = r.n_dropped, now
+        if now - self._dropped_at < self.report_s:  # down for a while after the last drop
+            return f"messages dropped ({r.n_dropped} in all): the stream is slower than the orders"
         return ""
 
     def evaluate(self) -> Status:
         problems = self.components()
-        if self.replication is not None:
-            self._dropped_seen = self.replication.n_dropped
         self.why = {k: v for k, v in problems.items() if v}
         log_ = self.decision_log
         decide = not (log_ is not None and log_.refusing)
@@ -165,11 +165,14 @@ class Health:
         self.report()
         while True:
             await asyncio.sleep(min(self.check_s, self.report_s))
-            self.check()
-            now = time.monotonic()
-            if now - last_report >= self.report_s:
-                self.report()
-                last_report = now
+            try:
+                self.check()
+                now = time.monotonic()
+                if now - last_report >= self.report_s:
+                    self.report()
+                    last_report = now
+            except Exception:  # a bug here must not freeze health at its last answer
+                log.exception("health check failed")
 
 
 def _problem(problems: list[str], part: str, version: str) -> str:

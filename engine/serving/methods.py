@@ -78,8 +78,7 @@ class Methods:
 
     def _writable(self) -> None:
         """Refuse a call that changes state while the decision log refuses them."""
-        if self.plane.log is not None:
-            self.plane.log.check_writable()
+        self.plane.check_log()
 
     async def report_outcomes(self, request: Body, deadline: float | None) -> bytes:
         self._writable()

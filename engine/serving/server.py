@@ -294,10 +294,10 @@ class Server:
         if self.port == 0:
             raise OSError(f"cannot listen on {self.settings.host}:{self.settings.port}")
         self.plane.start()
-        await self.server.start()
-        self.status.check()
+        self.status.check()  # before the port opens: nothing answers a status not yet known
         for name, up in self.status.current.items():
             await self.health.set(name, _SERVING[up])
+        await self.server.start()
         self.status.subscribe(self._set_health)
 
     def _set_health(self, status: dict[str, bool]) -> None:
@@ -354,6 +354,7 @@ class Server:
             "--log-level", s.log_level, "--max-in-flight", str(s.max_in_flight),
             "--reflection" if self.reflection else "--no-reflection",
             *self._front_auth, *self.tls.args(),
+            env={k: v for k, v in os.environ.items() if k != "ORDERSIGHT_HASH_SECRET"},
         )  # fmt: skip
         self.fronts.append(proc)
         ready = self.link.expect(proc.pid)

@@ -11,6 +11,7 @@ Standard library and grpc only: the front processes terminate TLS with it.
 from __future__ import annotations
 
 import re
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,21 @@ class TlsFiles:
                            ("tls_client_ca", self.client_ca)):  # fmt: skip
             if path:
                 _read(name, path)
+        if not self.cert:
+            return
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:  # what gRPC would only find at the first handshake, and the metrics port at start
+            ctx.load_cert_chain(self.cert, self.key)
+        except ssl.SSLError as exc:
+            raise ValueError(
+                f"tls_cert and tls_key: {self.cert} with {self.key} do not load ({exc.reason}: "
+                "a certificate and its own private key, PEM)"
+            ) from exc
+        if self.client_ca:
+            try:
+                ctx.load_verify_locations(self.client_ca)
+            except ssl.SSLError as exc:
+                raise ValueError(f"tls_client_ca: {self.client_ca} does not load ({exc})") from exc
 
     def args(self) -> list[str]:
         """The same files as a front process's command-line options."""

@@ -92,10 +92,15 @@ def test_fail_closed_refuses_what_it_cannot_log_and_recovers(
         assert code == grpc.StatusCode.UNAVAILABLE
         assert "decision log down, calls refused (fail_closed)" in details
         _until(lambda: _health(srv, "") == NOT_SERVING)
+        time.sleep(2.5)  # the writer's probes (every second) find the disk still full
+        assert _health(srv, "") == NOT_SERVING
+        assert _score(srv, "still-full")[0] == grpc.StatusCode.UNAVAILABLE
         assert _health(srv, "ordersight.decision_log") == NOT_SERVING
         assert _health(srv, "ordersight.snapshots") == NOT_SERVING
         assert _health(srv, "ordersight.tier_two") == SERVING
         assert _metric(metrics, "ordersight_log_errors_total") >= 1
+        refused = _metric(metrics, "ordersight_rejected_total", {"reason": "log_down"})
+        assert refused >= 2  # "second" and "still-full"
         up = _metric(metrics, "ordersight_component_up", {"component": "ordersight.decision_log"})
         assert up == 0
 

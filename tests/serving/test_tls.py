@@ -204,3 +204,13 @@ def test_the_cli_connects_with_tls_and_a_client_certificate(
         assert '"orderId": "o-1"' in capsys.readouterr().out
     finally:
         srv.stop()
+
+
+def test_a_key_that_is_not_the_certificates_is_named(models_dir: Path, certs: Certs) -> None:
+    with pytest.raises(ValueError, match="tls_cert and tls_key: .* do not load"):
+        Server(
+            load_settings(
+                env={}, models=str(models_dir), tls_cert=str(certs.server.cert),
+                tls_key=str(certs.scorer.key),
+            )
+        )  # fmt: skip
