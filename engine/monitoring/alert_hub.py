@@ -158,11 +158,15 @@ class AlertHub:
         self._buffered += len(t)
         self._seen(t)
 
-    def on_events(self, t: np.ndarray, channels: Sequence[str], codes: Sequence[str]) -> None:
+    def on_events(self, t: np.ndarray, channels: Sequence[str], codes: Sequence[str]) -> int:
+        """Buffer checkout error events for the detector; how many it will count (an event
+        whose bucket has closed, or lies past the detector's lead, is not)."""
+        counted = int(self.monitor.counts(t).sum())
         self.events.inc(len(t))
         self._events.append((t, list(channels), list(codes)))
         self._buffered += len(t)
         self._seen(t)
+        return counted
 
     def tick(self) -> None:
         """Advance by the wall clock when the traffic is live (see the module docstring)."""

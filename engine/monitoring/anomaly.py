@@ -208,6 +208,15 @@ class StreamMonitor:
         values = np.stack([np.ones(n)] + [f.astype(np.float64) for f in flags])
         self._add(times, rows.reshape(4, len(keys))[:, inv], values)
 
+    def counts(self, t: np.ndarray) -> np.ndarray:
+        """Which events at times `t` would be counted if they were added now: those in an
+        open bucket, up to `max_lead_s` ahead (the rules of `_add`, but a full series table)."""
+        b = np.floor(self._times(t) / self.bucket_s).astype(np.int64)
+        if not b.size:
+            return np.zeros(0, np.bool_)
+        cur = int(b.min()) if self._cur is None else self._cur
+        return (b >= cur) & (b < cur + self._lead)
+
     def observe_events(
         self, t: np.ndarray, channel: list[str | None] | np.ndarray, code: list[str] | np.ndarray
     ) -> None:

@@ -109,7 +109,8 @@ class Feedback:
     async def report_events(
         self, channels: Sequence[str], codes: Sequence[str], times: Sequence[Timestamp | None]
     ) -> int:
-        """Checkout error events, checked by the same rules as orders' fields."""
+        """Checkout error events, checked by the same rules as orders' fields; how many the
+        detector will count (see README "Operational alerts" for the time rules)."""
         latest = self.plane.latest()
         limits = self.plane.rules.limits
         t = np.empty(len(codes))
@@ -121,7 +122,7 @@ class Feedback:
             t[i] = check_time(*when, f"events[{i}].time", limits, latest)
         if not t.size:
             return 0
-        self.plane.hub.on_events(t, list(channels), list(codes))
+        counted = self.plane.hub.on_events(t, list(channels), list(codes))
         if self.plane.log is not None:
             seq = self.plane.log.append_next(
                 Entry(EVENT, 0, [""] * t.size, t, list(channels), codes=list(codes),
@@ -129,7 +130,7 @@ class Feedback:
             )  # fmt: skip
             self.plane.hub_applied.add(seq)
             await self.plane.durable(seq)
-        return int(t.size)
+        return counted
 
 
 def _outcomes_request(orders: list[bytes], is_fraud: np.ndarray, known: np.ndarray) -> bytes:

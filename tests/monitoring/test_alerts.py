@@ -40,10 +40,10 @@ def test_error_storm_is_streamed_listed_and_shown(
     server = start_server()
     rng = np.random.default_rng(1)
     t = MONDAY
-    for _ in range(21):  # three quiet weeks, a day per call, to learn the baseline
-        events = _events(rng, t, 288, 3.0)
+    for _ in range(21 * 48):  # three quiet weeks, half an hour per call, to learn the baseline
+        events = _events(rng, t, 6, 3.0)  # within the detector's lead: every event counted
         assert server.stub.ReportEvent(pb.ReportEventRequest(events=events)).accepted == len(events)
-        t += 288 * BUCKET
+        t += 6 * BUCKET
     assert server.stub.ListAlerts(pb.ListAlertsRequest()).alerts == []
 
     received: queue.Queue[pb.Alert] = queue.Queue()
@@ -150,3 +150,19 @@ def test_call_metrics_count_decisions_latency_and_batches_as_prometheus_would() 
     assert 'ordersight_batch_size_bucket{le="1.0"} 1.0' in text
     assert 'ordersight_batch_size_bucket{le="4.0"} 2.0' in text
     assert "ordersight_batch_size_sum 5.0" in text
+
+
+def test_reported_events_the_detector_cannot_count_are_not_accepted(
+    start_server: Callable[..., RunningServer],
+) -> None:
+    """`accepted` counts only what the detector will count: a batch eight days long is
+    mostly past its lead, and events older than its clock are late."""
+    server = start_server()
+    rng = np.random.default_rng(2)
+    week = _events(rng, MONDAY, 8 * 288, 3.0)
+    accepted = server.stub.ReportEvent(pb.ReportEventRequest(events=week)).accepted
+    assert 0 < accepted < len(week) / 10
+    later = _events(rng, MONDAY + 8 * 86400, 6, 3.0)  # right after: within the lead
+    assert server.stub.ReportEvent(pb.ReportEventRequest(events=later)).accepted == len(later)
+    stale = _events(rng, MONDAY, 6, 3.0)  # their buckets closed when the clock moved on
+    assert server.stub.ReportEvent(pb.ReportEventRequest(events=stale)).accepted == 0
