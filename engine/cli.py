@@ -197,10 +197,26 @@ def _score(args: argparse.Namespace) -> int:
     return 0
 
 
+_UNITS = {"s": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def _seconds(text: str) -> float:
+    """A duration: a number of seconds, or a number with a unit (s, min, h, d, w)."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-z]*)\s*", text.lower())
+    if m is None or m.group(2) not in ("", *_UNITS) or float(m.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a positive duration (seconds, or 90s, 5min, 1h, 1d, 1w)"
+        )
+    return float(m.group(1)) * _UNITS.get(m.group(2), 1.0)
+
+
 def _detect(args: argparse.Namespace) -> int:
     from engine.monitoring.series_detection import detect_csv
 
-    n = detect_csv(args.csv, args.out, timestamp_col=args.timestamp_col, value_col=args.value_col)
+    n = detect_csv(
+        args.csv, args.out, timestamp_col=args.timestamp_col, value_col=args.value_col,
+        kind=args.kind, interval=args.interval,
+    )  # fmt: skip
     print(f"wrote {n} rows to {args.out}")
     return 0
 
@@ -373,7 +389,21 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--csv", required=True)
     s.add_argument("--timestamp-col", default="timestamp")
     s.add_argument("--value-col", default="value")
-    s.add_argument("--out", required=True, help="CSV: timestamp, value, anomaly_score, alert")
+    s.add_argument(
+        "--out", required=True,
+        help="CSV, a row per bucket: timestamp, value, points, filled, anomaly_score, alert "
+        "(an incident's first bucket), in_alert",
+    )  # fmt: skip
+    s.add_argument(
+        "--kind", choices=("auto", "count", "gauge"), default="auto",
+        help="count: a bucket sums its points, an empty one is 0; gauge: averages them, an "
+        "empty one is missing; auto: count when every value is a non-negative integer",
+    )  # fmt: skip
+    s.add_argument(
+        "--interval", type=_seconds, default=None,
+        help="bucket size: seconds, or with a unit (90s, 5min, 1h, 1d); default: the median "
+        "step between points",
+    )  # fmt: skip
     s.set_defaults(func=_detect)
 
     s = sub.add_parser("alerts", help="list (or --follow) a running engine's operational alerts")

@@ -366,9 +366,17 @@ def test_detect_csv_round_trip_with_named_columns(tmp_path: Path) -> None:
     pacsv.write_csv(pa.table({"when": stamps, "n": v}), src)
     assert detect_csv(str(src), str(out), timestamp_col="when", value_col="n") == t.size
     res = pacsv.read_csv(out)
-    assert res.column_names == ["timestamp", "value", "anomaly_score", "alert"]
-    assert res.column("alert").to_numpy()[shift:].any()
+    assert res.column_names == [
+        "timestamp", "value", "points", "filled", "anomaly_score", "alert", "in_alert",
+    ]  # fmt: skip
+    alert, in_alert = res.column("alert").to_numpy(), res.column("in_alert").to_numpy()
+    assert in_alert[shift:].any() and not in_alert[:shift].any()
+    onsets = np.flatnonzero(np.diff(in_alert, prepend=0) > 0)
+    np.testing.assert_array_equal(np.flatnonzero(alert), onsets)  # the first point only
     np.testing.assert_array_equal(res.column("value").to_numpy(), v)
+    assert (res.column("points").to_numpy() == 1).all() and not res.column(
+        "filled"
+    ).to_numpy().any()
 
 
 @pytest.mark.parametrize(
@@ -380,10 +388,11 @@ def test_detect_csv_round_trip_with_named_columns(tmp_path: Path) -> None:
         ({"timestamp": ["2024-01-01"] * 29 + ["soon"], "value": [1] * 30}, "timestamp", "not time"),
         ({"timestamp": list(range(10)), "value": [1] * 10}, "timestamp", "too short"),
         (
-            {"timestamp": list(range(29)) + [100], "value": [1] * 30},
+            {"timestamp": list(range(29)) + [10**9], "value": [1] * 30},
             "timestamp",
-            "irregular series: expected a step of 1 s",
+            "would have 1,000,000,001 buckets",
         ),
+        ({"timestamp": [5] * 30, "value": [1] * 30}, "timestamp", "every timestamp is the same"),
     ],
 )
 def test_detect_csv_errors_name_the_column(
@@ -412,5 +421,73 @@ def test_detect_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     args = ["detect", "--csv", str(src), "--timestamp-col", "ts", "--value-col", "orders"]
     assert main([*args, "--out", str(out)]) == 0
     assert pacsv.read_csv(out).column("alert").to_numpy()[shift:].any()
+    assert main([*args, "--out", str(out), "--kind", "gauge", "--interval", "1h"]) == 0
     assert main(["detect", "--csv", str(src), "--out", str(out)]) == 2  # default names absent
     assert "column 'timestamp'" in capsys.readouterr().err
+
+
+def _write(path: Path, ts: list, values: list) -> None:
+    pacsv.write_csv(pa.table({"timestamp": ts, "value": values}), path)
+
+
+def test_counts_on_a_grid_missing_is_zero_duplicates_add_order_does_not_matter(
+    tmp_path: Path,
+) -> None:
+    """--kind count: points are summed per bucket, an empty bucket is 0, out-of-order and
+    repeated timestamps are taken as they are."""
+    t, v, shift = _hourly_counts(np.random.default_rng(5))
+    keep = np.ones(t.size, bool)
+    keep[[10, 11, 40]] = False  # three missing hours
+    ts, vals = list(t[keep]), list(v[keep])
+    ts += [t[20], t[20] + 60.0]  # the 20th hour reported twice more, inside the hour
+    vals += [2.0, 1.0]
+    perm = np.random.default_rng(6).permutation(len(ts))  # and all of it shuffled
+    src, out = tmp_path / "in.csv", tmp_path / "out.csv"
+    _write(src, [ts[i] for i in perm], [vals[i] for i in perm])
+    assert detect_csv(str(src), str(out), kind="count") == t.size
+    res = pacsv.read_csv(out)
+    np.testing.assert_array_equal(res.column("timestamp").to_numpy(), t)
+    want = np.where(keep, v, 0.0)
+    want[20] += 3.0
+    np.testing.assert_array_equal(res.column("value").to_numpy(), want)
+    np.testing.assert_array_equal(res.column("filled").to_numpy(), (~keep).astype(int))
+    assert res.column("points").to_numpy()[20] == 3
+    assert res.column("in_alert").to_numpy()[shift:].any()
+
+
+def test_gauges_average_duplicates_and_leave_gaps_missing(tmp_path: Path) -> None:
+    """--kind gauge (auto for non-integers): a bucket is the mean of its points, a gap is
+    bridged for the model, marked filled, scored 0 and never an alert."""
+    rng = np.random.default_rng(7)
+    t = 1_700_000_000.0 + 60.0 * np.arange(3000)
+    v = 40.0 + rng.normal(0, 2.0, t.size)  # a CPU %: continuous, no integers
+    v[2500:] += 25.0  # a level shift
+    gap = slice(1200, 1260)  # an hour with no points
+    keep = np.ones(t.size, bool)
+    keep[gap] = False
+    ts = list(t[keep]) + [t[100] + 5.0]  # a duplicate in minute 100
+    vals = list(v[keep]) + [v[100] + 10.0]
+    src, out = tmp_path / "in.csv", tmp_path / "out.csv"
+    _write(src, ts, vals)
+    assert detect_csv(str(src), str(out)) == t.size  # auto: a gauge
+    res = pacsv.read_csv(out)
+    value, filled = res.column("value").to_numpy(), res.column("filled").to_numpy()
+    assert value[100] == pytest.approx(v[100] + 5.0)  # the mean of the two
+    assert filled[gap].all() and filled.sum() == 60
+    assert np.isfinite(value).all()
+    score, alert = res.column("anomaly_score").to_numpy(), res.column("alert").to_numpy()
+    assert (score[gap] == 0).all() and not alert[gap].any()
+    assert res.column("in_alert").to_numpy()[2500:2520].any()
+    assert alert.sum() == np.count_nonzero(
+        np.diff(res.column("in_alert").to_numpy(), prepend=0) > 0
+    )
+
+
+def test_the_interval_can_be_forced(tmp_path: Path) -> None:
+    t, v, _ = _hourly_counts(np.random.default_rng(8))
+    src, out = tmp_path / "in.csv", tmp_path / "out.csv"
+    _write(src, list(t), list(v))
+    n = detect_csv(str(src), str(out), kind="count", interval=4 * 3600.0)
+    res = pacsv.read_csv(out)
+    assert n == res.num_rows == -(-t.size // 4)
+    assert res.column("value").to_numpy().sum() == v.sum()  # counts add up into 4 h buckets
