@@ -7,9 +7,9 @@ key must not give its value back: an unkeyed hash of an IP address or an e-mail 
 undone by hashing every candidate. Entity keys are therefore SipHash-2-4 (Aumasson and
 Bernstein's keyed PRF for short inputs) under a 128-bit key derived from the configured
 secret with HMAC-SHA256 (`set_secret`). The derivation is HMAC, once at start-up; the
-per-field hash is SipHash because HMAC-SHA256 of each of six fields of every order (four
-SHA-256 compressions each) would cost more than scoring the order, while SipHash is a few
-dozen cycles for a short string and still a PRF under its key. The column's salt is the
+per-field hash is SipHash, built for short inputs and still a PRF under its key, because
+HMAC-SHA256 takes four SHA-256 compressions for each of six fields of every order on the
+Score path. The column's salt is the
 message's first 8-byte word (little-endian), so equal strings in different columns get
 unrelated keys. Pairs (customer+device, customer+card) are mixed from their two entity keys.
 
