@@ -59,25 +59,22 @@ def corrupt(name: str) -> Damage:
     return damage
 
 
-def wrong_checksum(name: str) -> Damage:
-    def damage(root: Path) -> None:
-        m = _manifest(root)
-        for entry in (m["tier1"], m["tier2"]):
-            for key, value in list(entry.items()):
-                if value == name:
-                    entry[f"{key}_sha256"] = "0" * 64
-        _save(root, m)
-
-    return damage
-
-
-def _rehash(root: Path, name: str) -> None:
+def _set_checksum(root: Path, name: str, digest: str) -> None:
+    """Record `digest` as the manifest's checksum of the file `name`."""
     m = _manifest(root)
     for entry in (m["tier1"], m["tier2"]):
         for key, value in list(entry.items()):
             if value == name:
-                entry[f"{key}_sha256"] = artifacts.sha256(root / name)
+                entry[f"{key}_sha256"] = digest
     _save(root, m)
+
+
+def wrong_checksum(name: str) -> Damage:
+    return lambda root: _set_checksum(root, name, "0" * 64)
+
+
+def _rehash(root: Path, name: str) -> None:
+    _set_checksum(root, name, artifacts.sha256(root / name))
 
 
 @pytest.fixture
@@ -161,33 +158,26 @@ TIER_TWO_CASES = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("damage", "message"),
-    TIER_ONE_CASES,
-    ids=["truncated", "corrupt", "checksum", "missing"],
-)
-def test_a_broken_tier_one_is_left_out_and_named(copy: Path, damage: Damage, message: str) -> None:
-    damage(copy)
-    m = artifacts.load(copy)
-    assert m.tier1 is None and m.tier2 is not None
-    assert len(m.problems) == 1
-    assert m.problems[0].startswith("tier one unavailable: ") and message in m.problems[0]
-
-
-@pytest.mark.parametrize(
-    ("damage", "message"),
-    TIER_TWO_CASES,
-    ids=[
+TIER_CASES = [
+    *(pytest.param("tier one", d, m, id=f"tier1-{i}") for (d, m), i in
+      zip(TIER_ONE_CASES, ("truncated", "corrupt", "checksum", "missing"), strict=True)),
+    *(pytest.param("tier two", d, m, id=i) for (d, m), i in zip(TIER_TWO_CASES, (
         "onnx-truncated", "onnx-corrupt", "onnx-checksum", "booster-truncated",
         "booster-checksum", "parity-truncated", "parity-corrupt", "parity-checksum",
-    ],
-)  # fmt: skip
-def test_a_broken_tier_two_is_left_out_and_named(copy: Path, damage: Damage, message: str) -> None:
+    ), strict=True)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("tier", "damage", "message"), TIER_CASES)
+def test_a_broken_tier_is_left_out_and_named(
+    copy: Path, tier: str, damage: Damage, message: str
+) -> None:
     damage(copy)
     m = artifacts.load(copy)
-    assert m.tier2 is None and m.tier1 is not None
+    broken, whole = (m.tier1, m.tier2) if tier == "tier one" else (m.tier2, m.tier1)
+    assert broken is None and whole is not None
     assert len(m.problems) == 1
-    assert m.problems[0].startswith("tier two unavailable: ") and message in m.problems[0]
+    assert m.problems[0].startswith(f"{tier} unavailable: ") and message in m.problems[0]
 
 
 def test_a_booster_that_is_not_the_graphs_model_is_refused(copy: Path) -> None:

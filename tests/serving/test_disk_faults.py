@@ -75,13 +75,24 @@ def no_numba_cache(tmp_path: Path) -> dict[str, str]:
     return {"NUMBA_CACHE_DIR": str(blocker / "numba")}
 
 
+def _on_a_full_disk(
+    models_dir: Path, tmp_path: Path, env: dict[str, str], **settings: object
+) -> tuple[ChildServer, int]:
+    """`ordersight serve` whose files cannot grow past TINY, the decision log in fsync mode
+    in tmp_path/log, metrics on a free port (returned)."""
+    metrics = _free_port()
+    srv = ChildServer(
+        models_dir, env=env, file_size_limit=TINY, log_dir=tmp_path / "log",
+        log_durability="fsync", metrics_port=metrics, **settings,
+    )  # fmt: skip
+    return srv, metrics
+
+
 def test_fail_closed_refuses_what_it_cannot_log_and_recovers(
     models_dir: Path, tmp_path: Path, no_numba_cache: dict[str, str]
 ) -> None:
-    metrics = _free_port()
-    srv = ChildServer(
-        models_dir, env=no_numba_cache, file_size_limit=TINY, log_dir=tmp_path / "log",
-        log_durability="fsync", log_on_failure="fail_closed", metrics_port=metrics,
+    srv, metrics = _on_a_full_disk(
+        models_dir, tmp_path, no_numba_cache, log_on_failure="fail_closed",
         snapshot_dir=tmp_path / "state", snapshot_every_s=0.5,
     )  # fmt: skip
     try:
@@ -121,10 +132,8 @@ def test_fail_closed_refuses_what_it_cannot_log_and_recovers(
 def test_fail_open_keeps_deciding_and_counts_what_it_lost(
     models_dir: Path, tmp_path: Path, no_numba_cache: dict[str, str]
 ) -> None:
-    metrics = _free_port()
-    srv = ChildServer(
-        models_dir, env=no_numba_cache, file_size_limit=TINY, log_dir=tmp_path / "log",
-        log_durability="fsync", log_on_failure="fail_open", metrics_port=metrics,
+    srv, metrics = _on_a_full_disk(
+        models_dir, tmp_path, no_numba_cache, log_on_failure="fail_open",
         health_report_s=0.5, single_process=True,
     )  # fmt: skip
     try:
