@@ -129,12 +129,7 @@ class Authorizer:
                 match = t
         if match is None:
             return grpc.StatusCode.UNAUTHENTICATED, "unknown token"
-        role = METHOD_ROLE.get(method, "admin")  # a method not listed: the strictest role
-        if role not in match.roles:
-            return grpc.StatusCode.PERMISSION_DENIED, (
-                f"token '{match.name}' lacks the role '{role}' that {method.lstrip('/')} needs"
-            )
-        return None
+        return _permitted(method, f"token '{match.name}'", match.roles)
 
     def _check_cert(
         self, method: str, context: grpc.aio.ServicerContext
@@ -145,13 +140,21 @@ class Authorizer:
                 "credential required: a bearer token ('authorization: Bearer <token>'), or a "
                 f"client certificate whose subject names roles (OU={'|'.join(ROLES)})"
             )
-        role = METHOD_ROLE.get(method, "admin")
-        if role not in roles:
-            return grpc.StatusCode.PERMISSION_DENIED, (
-                f"client certificate '{cert_name(context)}' lacks the role '{role}' that "
-                f"{method.lstrip('/')} needs (its roles: {', '.join(sorted(roles))})"
-            )
+        return _permitted(method, f"client certificate '{cert_name(context)}'", roles)
+
+
+def _permitted(
+    method: str, who: str, roles: frozenset[str] | set[str]
+) -> tuple[grpc.StatusCode, str] | None:
+    """PERMISSION_DENIED unless `roles` hold the method's role (a method not listed needs
+    the strictest, admin)."""
+    role = METHOD_ROLE.get(method, "admin")
+    if role in roles:
         return None
+    return grpc.StatusCode.PERMISSION_DENIED, (
+        f"{who} lacks the role '{role}' that {method.lstrip('/')} needs "
+        f"(it has: {', '.join(sorted(roles))})"
+    )
 
 
 Unary = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]

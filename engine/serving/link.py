@@ -18,10 +18,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
+from prometheus_client import ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from engine.errors import DeadlineExceeded, Overloaded, Unavailable
+from engine.errors import OrderSightError
 from engine.serving import frames
 from engine.serving.batcher import Pending
 from engine.serving.methods import Methods, status_of
@@ -147,9 +148,10 @@ class FrontMetrics(Collector):
             if conn.pid:
                 calls.add_metric([str(conn.pid)], float(conn.calls))
                 usage = _process_usage(conn.pid)
-                if usage is not None:
-                    rss.add_metric([str(conn.pid)], usage[0])
-                    cpu.add_metric([str(conn.pid)], usage[1])
+                if "process_resident_memory_bytes" in usage:
+                    rss.add_metric([str(conn.pid)], usage["process_resident_memory_bytes"])
+                if "process_cpu_seconds_total" in usage:
+                    cpu.add_metric([str(conn.pid)], usage["process_cpu_seconds_total"])
         yield calls
         yield rss
         yield cpu
@@ -159,16 +161,11 @@ class FrontMetrics(Collector):
         )  # fmt: skip
 
 
-def _process_usage(pid: int) -> tuple[float, float] | None:
-    """(resident bytes, CPU seconds) of a live process, from /proc (None once it is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-    except OSError:
-        return None
-    ticks = os.sysconf("SC_CLK_TCK")
-    cpu = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime (fields 14, 15)
-    return int(fields[21]) * os.sysconf("SC_PAGE_SIZE"), cpu  # rss (field 24), in pages
+def _process_usage(pid: int) -> dict[str, float]:
+    """prometheus_client's own process figures (RSS, CPU, ...) of another process, by
+    sample name; empty once it is gone."""
+    collector = ProcessCollector(pid=lambda: pid, registry=None)
+    return {smp.name: smp.value for family in collector.collect() for smp in family.samples}
 
 
 class Link:
@@ -193,7 +190,7 @@ class Link:
         plane = self.methods.plane
         try:
             plane.admit(len(self._waiting), deadline)
-        except (Overloaded, Unavailable, DeadlineExceeded) as exc:
+        except OrderSightError as exc:  # refused by admission: answered at once
             reply(exc)
             return
         self._waiting.append(Pending(order, deadline, plane.clock(), reply=reply))
