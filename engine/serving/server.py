@@ -2,23 +2,20 @@
 metrics), stop gracefully. The data plane (`engine.serving.data_plane`) does the work;
 `engine.serving.methods` reads requests and writes answers.
 
-gRPC calls are taken by `workers` front processes (`engine.serving.front`) that share the
-port and move bytes to this process over a Unix socket (`engine.serving.link`): the fronts
-add cores to the transport's work, this process stays the one writer of the velocity state.
+gRPC calls are taken by `workers` front processes (`engine.serving.front`, started and kept
+up by `engine.serving.fronts`) that share the port and move bytes to this process over a
+Unix socket (`engine.serving.link`): the fronts add cores to the transport's work, this
+process stays the one writer of the velocity state.
 With `single_process` this process takes the calls itself (`engine.serving.servicer`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import os
 import signal
-import socket
-import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +39,10 @@ from engine.orders import hashing
 from engine.orders.batch import OrderRules
 from engine.orders.rules import Limits
 from engine.serving import snapshots
-from engine.serving.auth import Authorizer, parse_tokens, write_tokens
+from engine.serving.auth import Authorizer, parse_tokens
 from engine.serving.data_plane import DataPlane
 from engine.serving.frames import SERVICES
-from engine.serving.front import reserve_port
+from engine.serving.fronts import Fronts
 from engine.serving.health import Health
 from engine.serving.link import Link
 from engine.serving.methods import SERVICE, Methods
@@ -181,15 +178,12 @@ class Server:
         self.health: health.aio.HealthServicer | None = None
         self.server: grpc.aio.Server | None = None
         self.link: Link | None = None
-        self.fronts: list[asyncio.subprocess.Process] = []
-        self._front_auth: list[str] = []
+        self.fronts: Fronts | None = None
         self.port = 0
         self._ticker: asyncio.Task | None = None
         self._health_task: asyncio.Task | None = None
         self._health_sets: set[asyncio.Task[None]] = set()
         self._metrics: Any = None
-        self._reserved: socket.socket | None = None
-        self._rundir: tempfile.TemporaryDirectory[str] | None = None
         self._stopping = False
 
     def _open_log(self, restored: snapshots.Restored | None) -> DecisionLog | None:
@@ -314,78 +308,15 @@ class Server:
         task.add_done_callback(self._health_sets.discard)
 
     async def _start_fronts(self) -> None:
-        """Reserve the port, open the link, start the fronts and wait until each serves."""
-        host = self.settings.host
-        self._reserved = reserve_port(host, self.settings.port)
-        self.port = self._reserved.getsockname()[1]
-        self._rundir = tempfile.TemporaryDirectory(prefix="ordersight-")
         self.link = Link(self.methods)
         self.hub.registry.register(self.link.metrics)
         self.status.check()
         self.status.subscribe(self.link.publish_health)  # each front gets it on connecting
-        if self.tokens:  # the fronts check every call against the same table
-            table = Path(self._rundir.name) / "tokens.json"
-            write_tokens(self.tokens, table)
-            self._front_auth = ["--auth", str(table)]
-        await self.link.start(str(Path(self._rundir.name) / "engine.sock"))
-        self.plane.start()
-        try:
-            await asyncio.gather(*(self._spawn_front() for _ in range(self.workers)))
-        except BaseException:  # no front outlives a start-up that failed
-            self._stopping = True
-            for proc in self.fronts:
-                if proc.returncode is None:
-                    proc.kill()
-            await asyncio.gather(*(p.wait() for p in self.fronts), return_exceptions=True)
-            await self.link.close()
-            self._reserved.close()
-            raise
-        log.info("%d front processes serving on %s:%d", self.workers, host, self.port)
-
-    async def _spawn_front(self) -> None:
-        """Start one front process and wait until it serves; one that exits or stalls first
-        fails start-up with the reason."""
-        assert self.link is not None
-        s = self.settings
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "engine.serving.front", "--link", self.link.path,
-            "--host", s.host, "--port", str(self.port),
-            "--max-request-bytes", str(s.max_request_bytes), "--grace", str(s.grace_s),
-            "--log-level", s.log_level, "--max-in-flight", str(s.max_in_flight),
-            "--reflection" if self.reflection else "--no-reflection",
-            *self._front_auth, *self.tls.args(),
-            env={k: v for k, v in os.environ.items() if k != "ORDERSIGHT_HASH_SECRET"},
-        )  # fmt: skip
-        self.fronts.append(proc)
-        ready = self.link.expect(proc.pid)
-        exited = asyncio.ensure_future(proc.wait())
-        waits: set[asyncio.Future[Any]] = {ready, exited}
-        done, _ = await asyncio.wait(
-            waits, timeout=FRONT_START_S, return_when=asyncio.FIRST_COMPLETED
+        self.fronts = Fronts(
+            self.settings, self.link, self.workers, self.tokens, self.tls, self.reflection
         )
-        if ready not in done:
-            ready.cancel()
-            if exited not in done:
-                proc.kill()
-            why = f"exited with {proc.returncode}" if exited in done else "did not start"
-            raise OSError(f"front process {proc.pid} {why} (on {s.host}:{self.port})")
-        exited.add_done_callback(lambda _f: self._front_exited(proc))
-
-    def _front_exited(self, proc: asyncio.subprocess.Process) -> None:
-        if self._stopping:
-            return
-        log.error("front process %d exited with %s: starting another", proc.pid, proc.returncode)
-        if self.link is not None:
-            self.link.metrics.restarts += 1
-        with contextlib.suppress(ValueError):
-            self.fronts.remove(proc)
-        asyncio.get_running_loop().create_task(self._respawn())
-
-    async def _respawn(self) -> None:
-        try:
-            await self._spawn_front()
-        except OSError as exc:
-            log.error("could not replace a front process: %s", exc)
+        self.plane.start()
+        self.port = await self.fronts.start()
 
     async def stop(self) -> None:
         if self._stopping or (self.server is None and self.link is None):
@@ -394,8 +325,9 @@ class Server:
         if self.server is not None and self.health is not None:
             await self.health.enter_graceful_shutdown()
             await self.server.stop(self.settings.grace_s)
-        if self.link is not None:
-            await self._stop_fronts()
+        if self.fronts is not None:
+            await self.fronts.stop()
+            self.link = None
         await self.plane.stop()
         self.admin.close()
         self.shadow.close()
@@ -412,28 +344,6 @@ class Server:
         if self._metrics is not None:
             self._metrics.shutdown()
         self.server = None
-
-    async def _stop_fronts(self) -> None:
-        """Fronts stop taking calls and finish those in flight (the engine still answers
-        them), then exit; one that overstays its grace is killed."""
-        assert self.link is not None
-        for conn in list(self.link.connections):
-            conn.stop()
-        waits = [asyncio.ensure_future(p.wait()) for p in self.fronts]
-        if waits:
-            _, late = await asyncio.wait(waits, timeout=self.settings.grace_s + FRONT_START_S)
-            for proc in self.fronts:
-                if proc.returncode is None:
-                    log.error("front process %d did not stop: killed", proc.pid)
-                    proc.kill()
-            if late:
-                await asyncio.wait(late)
-        await self.link.close()
-        self.link = None
-        if self._reserved is not None:
-            self._reserved.close()
-        if self._rundir is not None:
-            self._rundir.cleanup()
 
     async def _tick(self) -> None:
         """Let the alert monitor see time pass when live traffic stops (AlertHub.tick)."""
@@ -463,9 +373,6 @@ class Server:
 
 _SERVING = {True: health_pb2.HealthCheckResponse.SERVING,
             False: health_pb2.HealthCheckResponse.NOT_SERVING}  # fmt: skip
-
-FRONT_START_S = 60.0
-"""Longest a front process may take to connect and serve, or to exit once told to."""
 
 
 def _warm_codec(rules: OrderRules) -> None:

@@ -111,11 +111,12 @@ def test_concurrent_calls_from_many_connections_each_get_their_own_decision(
 def test_a_front_that_dies_is_replaced(start_server: Callable[..., RunningServer]) -> None:
     srv = start_server(workers=2)
     assert srv.server is not None
-    victim = srv.server.fronts[0]
+    assert srv.server.fronts is not None
+    victim = srv.server.fronts.procs[0]
     os.kill(victim.pid, signal.SIGKILL)
     end = time.monotonic() + TIMEOUT_S
     while True:  # bounded: the engine notices the exit and starts another front
-        alive = [p for p in srv.server.fronts if p.returncode is None and p.pid != victim.pid]
+        alive = [p for p in srv.server.fronts.procs if p.returncode is None and p.pid != victim.pid]
         if len(alive) == 2 and len(srv.server.link.connections) == 2:  # type: ignore[union-attr]
             break
         assert time.monotonic() < end, "no front replaced the one that died"
