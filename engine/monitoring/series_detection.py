@@ -27,6 +27,13 @@ from engine.monitoring import anomaly_kernels as k
 from engine.monitoring.anomaly import MIN_POINTS
 
 
+def _finite(ts: np.ndarray, v: np.ndarray) -> None:
+    for arr, field in ((ts, "timestamp"), (v, "value")):
+        bad = np.flatnonzero(~np.isfinite(arr))
+        if bad.size:
+            raise InvalidInput(f"{bad.size} non-finite value(s), first at row {bad[0]}", field)
+
+
 def detect_series(timestamps: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Offline: any regular interval, any scale, no tuning: returns (anomaly_score in [0,1],
     alert 0/1) per point, using the SAME kernel as StreamMonitor.
@@ -44,10 +51,7 @@ def detect_series(timestamps: np.ndarray, values: np.ndarray) -> tuple[np.ndarra
     n = ts.size
     if n < MIN_POINTS:
         raise InvalidInput(f"series too short: need >= {MIN_POINTS} points, got {n}", "timestamp")
-    for arr, field in ((ts, "timestamp"), (v, "value")):
-        bad = np.flatnonzero(~np.isfinite(arr))
-        if bad.size:
-            raise InvalidInput(f"{bad.size} non-finite value(s), first at row {bad[0]}", field)
+    _finite(ts, v)
     step = np.diff(ts)
     if (step <= 0).any():
         i = int(np.argmax(step <= 0)) + 1
@@ -95,10 +99,7 @@ def regularize(
     if kind not in KINDS:
         raise InvalidInput(f"kind must be one of {', '.join(KINDS)}, is {kind!r}", "kind")
     ts, v = np.asarray(ts, np.float64), np.asarray(values, np.float64)
-    for arr, field in ((ts, "timestamp"), (v, "value")):
-        bad = np.flatnonzero(~np.isfinite(arr))
-        if bad.size:
-            raise InvalidInput(f"{bad.size} non-finite value(s), first at row {bad[0]}", field)
+    _finite(ts, v)
     order = np.argsort(ts, kind="stable")
     ts, v = ts[order], v[order]
     if interval is None:
