@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,6 +210,27 @@ def open_folder(folder: Path) -> list[Scan]:
     if scans and scans[-1].rows == 0:  # a schema alone: nothing to keep, its name is reused
         scans.pop().path.unlink()
     return scans
+
+
+def retain(folder: Path, max_age_s: float, max_bytes: int, keep_after: int | None) -> None:
+    """Remove the oldest closed segments past `max_age_s` or while the folder holds more
+    than `max_bytes` (0: no such limit), but none whose state rows come after `keep_after`
+    (a restart replays them; None: no snapshot to keep them for). The newest segment is
+    being written and is never removed."""
+    all_paths = segments(folder)
+    now = time.time()
+    sizes = [p.stat().st_size for p in all_paths]
+    total = sum(sizes)
+    for i, (p, size) in enumerate(zip(all_paths[:-1], sizes, strict=False)):
+        too_old = max_age_s > 0 and now - p.stat().st_mtime > max_age_s
+        too_big = max_bytes > 0 and total > max_bytes
+        if not (too_old or too_big):
+            break
+        if keep_after is not None and first_seq(all_paths[i + 1]) > keep_after + 1:
+            break  # its rows are still needed after the last snapshot
+        p.unlink()
+        total -= size
+        log.info("decision log: removed %s (retention)", p.name)
 
 
 def read_folder(folder: Path, after_seq: int = 0) -> Iterator[pa.RecordBatch]:

@@ -27,9 +27,9 @@ until a probe writes and syncs `PROBE_BYTES` again; while it is down the writer 
 In the batched and off modes a failed group's calls were answered already: its rows are
 counted as lost in either case.
 
-Segments rotate past `segment_bytes` or `segment_s`; retention removes the oldest closed
-segments past `retention_s` or `retention_bytes`, but never one whose rows a restart would
-still replay (after the last snapshot, `keep_after()`).
+Segments rotate past `segment_bytes` or `segment_s`; retention (`segments.retain`, at each
+rotation) removes the oldest closed segments past `retention_s` or `retention_bytes`, but
+never one whose rows a restart would still replay (after the last snapshot, `keep_after()`).
 """
 
 from __future__ import annotations
@@ -415,7 +415,7 @@ class DecisionLog:
         self._sink.flush()
         self._good = self._sink.tell()
         self._opened_at = time.monotonic()
-        self._retain()
+        segments.retain(self.folder, self.retention_s, self.retention_bytes, self.keep_after())
 
     def _next_free(self, seq: int) -> int:
         while (self.folder / segments.segment_name(seq)).exists():
@@ -450,23 +450,3 @@ class DecisionLog:
         self._writer = self._sink = self._path = None
         self._unsynced = False
         self._unsynced_rows = 0
-
-    def _retain(self) -> None:
-        """Remove the oldest closed segments past the retention limits, but none whose
-        state rows come after `keep_after()` (a restart replays them)."""
-        all_paths = segments.segments(self.folder)
-        paths = all_paths[:-1]  # the newest is being written
-        keep = self.keep_after()
-        now = time.time()
-        sizes = [p.stat().st_size for p in all_paths]
-        total = sum(sizes)
-        for i, (p, size) in enumerate(zip(paths, sizes, strict=False)):
-            too_old = self.retention_s > 0 and now - p.stat().st_mtime > self.retention_s
-            too_big = self.retention_bytes > 0 and total > self.retention_bytes
-            if not (too_old or too_big):
-                break
-            if keep is not None and segments.first_seq(all_paths[i + 1]) > keep + 1:
-                break  # its rows are still needed after the last snapshot
-            p.unlink()
-            total -= size
-            log.info("decision log: removed %s (retention)", p.name)
