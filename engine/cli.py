@@ -131,7 +131,13 @@ def _simulate(args: argparse.Namespace) -> int:
     if args.days < 1:
         raise InvalidInput(f"--days must be >= 1, is {args.days}", "days")
     t0 = time.perf_counter()
-    n = main_simulate(args.days, args.out, seed=args.seed, orders_per_day=args.orders_per_day)
+    n = main_simulate(
+        args.days,
+        args.out,
+        seed=args.seed,
+        orders_per_day=args.orders_per_day,
+        config=args.config,
+    )
     print(f"wrote {n} orders to {args.out} in {time.perf_counter() - t0:.1f}s")
     return 0
 
@@ -144,9 +150,11 @@ def _train(args: argparse.Namespace) -> int:
         args.out,
         train_from=args.train_from,
         train_to=args.train_to,
+        as_of=args.as_of,
         label_delay_days=args.label_delay,
         seed=args.seed,
         capacity=args.state_capacity,
+        tune_budget_s=args.tune_budget,
     )
     keys = ("tier2", "cascade", "tier1_escalation_rate", "cascade_recall_of_tier2_flagged_frauds")
     print(json.dumps({k: report[k] for k in keys}, indent=2))
@@ -356,6 +364,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("--seed", type=int, default=7)
     s.add_argument("--orders-per-day", type=int, default=6000)
+    s.add_argument(
+        "--config",
+        choices=("default", "shifted"),
+        default="default",
+        help="the simulated world: default, or shifted (another fraud mix, population and "
+        "label delays, which training is not tuned on)",
+    )
     s.set_defaults(func=_simulate)
 
     s = sub.add_parser("train", help="train tier one, tier two and the rules from a history")
@@ -365,6 +380,19 @@ def parser() -> argparse.ArgumentParser:
         "--train-to",
         help="last day of training examples, YYYY-MM-DD (inclusive); "
         "later orders are the held-out period",
+    )
+    s.add_argument(
+        "--as-of",
+        help="train as on this day or ISO datetime (UTC unless it names an offset): only "
+        "labels known by then, for features and for the examples' own labels; examples end "
+        "where 90%% of a day's orders are labelled, the held-out period starts here",
+    )
+    s.add_argument(
+        "--tune-budget",
+        type=lambda text: 0.0 if text.strip() == "0" else _seconds(text),
+        default=120.0,
+        help="time for choosing tier two's hyperparameters by rolling validation "
+        "(seconds, or with a unit: 90s, 5min); 0 takes the first candidate",
     )
     s.add_argument(
         "--label-delay",

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
@@ -71,6 +73,22 @@ def test_simulate_writes_a_history(tmp_path: Path, capsys: pytest.CaptureFixture
     assert table.num_rows > 0
     assert f"wrote {table.num_rows} orders to {out}" in capsys.readouterr().out
     assert set(HISTORY_SCHEMA.names) <= set(table.column_names)
+
+
+def test_simulate_shifted_world(tmp_path: Path) -> None:
+    """The second configuration is another world: other fraud mix, other label delays."""
+    paths = {c: tmp_path / f"{c}.parquet" for c in ("default", "shifted")}
+    for config, out in paths.items():
+        args = ["simulate", "--days", "3", "--out", str(out), "--orders-per-day", "2000"]
+        assert main([*args, "--config", config]) == 0
+    tables = {c: pq.read_table(p) for c, p in paths.items()}
+    delays = {}
+    for c, t in tables.items():
+        legit = pc.equal(t.column("scenario"), "legit")
+        known = pc.filter(t.column("label_known_at"), legit).cast(pa.int64())
+        made = pc.filter(t.column("created_at"), legit).cast(pa.int64())
+        delays[c] = pc.max(pc.subtract(known, made)).as_py() / 86400e6
+    assert delays["default"] > 45 > delays["shifted"]
 
 
 def test_simulate_rejects_zero_days(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -202,7 +220,21 @@ def test_train_rejects_a_bad_date(
     )
     err = capsys.readouterr().err
     assert code == 2, err
-    assert "date must be YYYY-MM-DD, is '2026-13-45'" in err
+    assert "--train-to must be YYYY-MM-DD or an ISO datetime, is '2026-13-45'" in err
+
+
+def test_train_as_of_before_any_mature_day_is_refused(
+    small_history: pa.Table, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The simulator's legitimate labels come weeks later: on the history's second day no
+    earlier day has its labels yet, and training says so instead of learning from frauds."""
+    orders = write(small_history, tmp_path / "orders.parquet")
+    first = small_history.column("created_at")[0].as_py().date()
+    as_of = (first + dt.timedelta(days=2)).isoformat()
+    code = main(["train", "--orders", str(orders), "--out", str(tmp_path / "m"), "--as-of", as_of])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "--as-of" in err and "labelled by then" in err, err
 
 
 # --- score against a running server ----------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,47 @@ def binary_metrics(y: np.ndarray, score: np.ndarray, review_rate: float) -> dict
         "average_precision": float(average_precision_score(y, score)),
         "recall_at_review_rate": recall_at_rate(y, score, review_rate),
     }
+
+
+def scenario_metrics(
+    y: np.ndarray,
+    scenario: np.ndarray,
+    p2: np.ndarray,
+    cascade: np.ndarray,
+    escalated: np.ndarray,
+    review_threshold: float,
+    review_rate: float,
+) -> dict[str, dict[str, float]]:
+    """Per scenario: its frauds against every legitimate order. AUC and average precision
+    of tier two and of the cascade; recall at the review rate (the share of the scenario's
+    frauds among the `review_rate` highest-scored orders of the whole period); tier one's
+    escalation rate over the scenario's rows and its recall of the scenario's frauds that
+    tier two flags. The `legit` row has the legitimate orders' escalation rate."""
+    k = max(int(round(review_rate * y.size)), 1)
+    top = np.zeros(y.size, bool)
+    top[np.argsort(-cascade, kind="stable")[:k]] = True
+    legit = y == 0
+    out: dict[str, dict[str, float]] = {}
+    for name in sorted(set(scenario.tolist())):
+        rows = scenario == name
+        frauds = rows & (y == 1)
+        entry: dict[str, float] = {"orders": int(rows.sum()), "frauds": int(frauds.sum())}
+        entry["tier1_escalation_rate"] = float(escalated[rows].mean()) if rows.any() else math.nan
+        if frauds.any():
+            both = frauds | legit
+            for label, s in (("tier2", p2), ("cascade", cascade)):
+                entry[f"{label}_auc"] = float(roc_auc_score(y[both], s[both]))
+                entry[f"{label}_average_precision"] = float(
+                    average_precision_score(y[both], s[both])
+                )
+            entry["recall_at_review_rate"] = float(top[frauds].mean())
+            flagged = frauds & (p2 >= review_threshold)
+            entry["tier2_flagged"] = int(flagged.sum())
+            entry["tier1_recall_of_tier2_flagged"] = (
+                float(escalated[flagged].mean()) if flagged.any() else math.nan
+            )
+        out[name] = entry
+    return out
 
 
 def plot(path: Path, y: np.ndarray, curves: dict[str, np.ndarray], title: str) -> None:

@@ -26,16 +26,30 @@ Fraud scenarios and their signatures:
   of the period.
 - `high_value_first_order`: an account opened minutes to hours before its first order, a new
   card, a high-value expedited basket, often an "urgent" note.
+- `compromised_terminal`: a shared terminal (an in-store kiosk or a call-centre desk through
+  which a share of customers order; its `device_id`) is compromised for two to five weeks.
+  Orders are injected through it on its own customers' accounts and saved cards, sometimes
+  to a new address, at ordinary amounts: nothing about one order gives it away, only the
+  terminal's history once its first chargebacks have come back.
+- `spending_jump`: a customer's payment credentials are stolen; for two weeks orders on the
+  account (its own card, mostly its own device and address) spend several times what the
+  customer usually does.
 
-Labels: fraud rows become known at a chargeback 3-45 days later (skewed early), legitimate
-rows 30-60 days later, once the chargeback window closes; 0.5% of rows are never labelled.
-Label times may lie after the simulated period: training must cut labels at its own as-of time.
+Labels: fraud rows become known at a chargeback days to weeks later (skewed early),
+legitimate rows weeks later, once the chargeback window closes; a small share is never
+labelled. Label times may lie after the simulated period: training must cut labels at its
+own as-of time (`train --as-of`).
+
+Every rate, population size and delay above is a field of `SimConfig`: `DEFAULT` is what the
+engine is developed on; `SHIFTED` (`simulate --config shifted`) changes the fraud mix,
+entity counts and label delays, and training is not tuned on it.
 """
 
 from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -57,6 +71,8 @@ SCENARIOS = (
     "account_takeover",
     "drop_address",
     "high_value_first_order",
+    "compromised_terminal",
+    "spending_jump",
 )
 HOME = ("US", "GB", "DE", "FR", "NL", "ES", "IT", "CA")  # customers and card issuers live here
 COUNTRIES = HOME + ("MX", "PL", "TR", "TH", "BR", "RO", "NG", "VN", "ID", "UA")
@@ -104,7 +120,52 @@ BASKETS = (
     (np.array([0.14, 0.05, 0.03, 0.45, 0.26, 0.02, 0.05]), np.array([0.5, 0.3, 0.15, 0.05]), 0.1),
     (np.array([0.20, 0.05, 0.03, 0.40, 0.25, 0.02, 0.05]), np.array([0.5, 0.3, 0.15, 0.05]), 0.2),
     (np.array([0.10, 0.05, 0.0, 0.60, 0.20, 0.0, 0.05]), np.array([0.7, 0.2, 0.07, 0.03]), 0.3),
+    (np.array([0.24, 0.18, 0.10, 0.18, 0.08, 0.12, 0.10]), np.array([0.45, 0.3, 0.15, 0.1]), 0.06),
+    (np.array([0.18, 0.10, 0.05, 0.35, 0.17, 0.05, 0.10]), np.array([0.5, 0.3, 0.15, 0.05]), 0.1),
 )
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Every knob of the simulated world. `fraud` scales each fraud scenario's rate."""
+
+    name: str = "default"
+    fraud: dict[str, float] = field(default_factory=dict)
+    customers_per_daily_order: float = 8.0  # population size over orders per day
+    max_devices: int = 3  # a customer's own devices: 1..max_devices
+    travel_share: float = 0.07
+    terminals_per_daily_order: float = 0.01  # shared terminals
+    terminal_share: float = 0.12  # legitimate orders placed through a shared terminal
+    fraud_delay_days: tuple[float, float, float, float] = (3.0, 42.0, 1.2, 4.0)  # lo+span*beta
+    legit_delay_days: tuple[float, float] = (30.0, 60.0)
+    unlabelled_share: float = 0.005
+
+    def rate(self, scenario: str) -> float:
+        return self.fraud.get(scenario, 1.0)
+
+
+DEFAULT = SimConfig()
+SHIFTED = SimConfig(
+    name="shifted",
+    fraud={
+        "stolen_card": 0.6,
+        "card_testing": 2.0,
+        "account_takeover": 1.5,
+        "drop_address": 0.5,
+        "high_value_first_order": 0.6,
+        "compromised_terminal": 2.0,
+        "spending_jump": 1.5,
+    },
+    customers_per_daily_order=14.0,
+    max_devices=4,
+    travel_share=0.12,
+    terminals_per_daily_order=0.005,
+    terminal_share=0.2,
+    fraud_delay_days=(7.0, 60.0, 1.5, 3.0),
+    legit_delay_days=(20.0, 45.0),
+    unlabelled_share=0.02,
+)
+CONFIGS = {c.name: c for c in (DEFAULT, SHIFTED)}
 
 Block = dict[str, np.ndarray]
 LINE_KEYS = ("cat", "sku", "qty", "unit")  # one value per basket line, the rest one per order
@@ -153,8 +214,11 @@ def _items(rng: np.random.Generator, scen: int, target: np.ndarray) -> Block:
 class _World:
     """The customer population, the id counters and one generator per scenario."""
 
-    def __init__(self, days: int, seed: int, orders_per_day: int, start: datetime) -> None:
+    def __init__(
+        self, days: int, seed: int, orders_per_day: int, start: datetime, config: SimConfig
+    ) -> None:
         self.rng = np.random.default_rng(seed)
+        self.config = config
         self.days = days
         self.per_day = orders_per_day
         self.scale = orders_per_day / 6000
@@ -162,7 +226,9 @@ class _World:
         self.end = self.t0 + days * DAY
         self.weekday0 = start.weekday()
         self.counters = {"cust": 0, "dev": 0, "card": 0, "addr": 0}
-        self._population(orders_per_day * 8)
+        self._population(int(orders_per_day * config.customers_per_daily_order))
+        self.compromised: list[tuple[int, int, float]] = []  # (terminal, until, orders/day)
+        self.jumped: list[tuple[int, int, float]] = []  # (customer, until, orders/day)
 
     def new(self, kind: str, n: int) -> np.ndarray:
         first = self.counters[kind]
@@ -189,7 +255,11 @@ class _World:
         self.mu = rng.normal(np.log(5000), 0.7, c) + np.where(self.key, 1.2, 0.0)
         self.channel = _draw(rng, CHANNEL_P, c)
         self.ip = _ip(rng, self.home)
-        self.devs, self.n_devs = self.new("dev", 3 * c).reshape(c, 3), rng.choice(3, c) + 1
+        d = self.config.max_devices
+        self.devs, self.n_devs = self.new("dev", d * c).reshape(c, d), rng.choice(d, c) + 1
+        n_term = max(int(self.per_day * self.config.terminals_per_daily_order), 4)
+        self.terminals = self.new("dev", n_term)
+        self.home_terminal = rng.integers(0, n_term, c)
         self.cards, self.n_cards = self.new("card", 2 * c).reshape(c, 2), rng.choice(2, c) + 1
         self.addrs, self.n_addrs = self.new("addr", 2 * c).reshape(c, 2), rng.choice(2, c) + 1
         self.new("cust", c)
@@ -236,7 +306,8 @@ class _World:
         d0, f = self.t0 + day * DAY, day / self.days
         blocks = [self.legit(d0, day), *self.stolen_card(d0, f), *self.card_testing(d0)]
         blocks += [*self.account_takeover(d0, f), *self.drop_address(d0, f)]
-        return [b for b in (*blocks, *self.high_value_first_order(d0, f)) if b["ts"].size]
+        blocks += [*self.high_value_first_order(d0, f), *self.compromised_terminal(d0)]
+        return [b for b in (*blocks, *self.spending_jump(d0)) if b["ts"].size]
 
     def legit(self, d0: int, day: int) -> Block:
         rng = self.rng
@@ -257,11 +328,13 @@ class _World:
         addr = self.pick(self.addrs, self.n_addrs, cust)
         addr[gift] = self.new("addr", int(gift.sum()))
         ship = np.where(gift & (rng.random(n) < 0.4), _draw(rng, TRAVEL_P, n), home)
-        travel = rng.random(n) < 0.07
+        travel = rng.random(n) < self.config.travel_share
         ipc = np.where(travel, _draw(rng, TRAVEL_P, n), home)
         ip = np.where(travel | (rng.random(n) < 0.35), _ip(rng, ipc), self.ip[cust])
         channel = np.where(rng.random(n) < 0.7, self.channel[cust], _draw(rng, CHANNEL_P, n))
         dev = self.renew("dev", self.pick(self.devs, self.n_devs, cust), 0.03)
+        shared = rng.random(n) < self.config.terminal_share
+        dev[shared] = self.terminals[self.home_terminal[cust[shared]]]
         splurge = rng.random(n) < np.where(np.arange(n) < signups.size, 0.25, 0.05)
         target = np.exp(rng.normal(self.mu[cust], 0.75))
         target *= np.where(splurge, rng.uniform(3, 12, n), 1.0)
@@ -284,7 +357,7 @@ class _World:
 
     def stolen_card(self, d0: int, f: float) -> list[Block]:
         rng = self.rng
-        n = rng.poisson(30 * self.scale * (0.8 + 0.4 * f))
+        n = rng.poisson(30 * self.scale * self.config.rate("stolen_card") * (0.8 + 0.4 * f))
         ts = d0 + _hour_times(rng, FRAUD_HOURS, n)
         fresh = rng.random(n) < 0.35
         age = np.where(
@@ -308,7 +381,7 @@ class _World:
     def card_testing(self, d0: int) -> list[Block]:
         rng = self.rng
         blocks = []
-        for _ in range(rng.poisson(0.35 * self.scale)):
+        for _ in range(rng.poisson(0.35 * self.scale * self.config.rate("card_testing"))):
             n, m = int(rng.integers(10, 41)), int(rng.integers(1, 4))
             t = d0 + _hour_times(rng, FRAUD_HOURS, 1)[0]
             recent, aged = rng.integers(MINUTE, 2 * DAY, m), rng.integers(DAY, 300 * DAY, m)
@@ -339,7 +412,9 @@ class _World:
 
     def account_takeover(self, d0: int, f: float) -> list[Block]:
         rng = self.rng
-        k = rng.poisson(14 * self.scale * min(1.0, 0.3 + 1.4 * f))
+        k = rng.poisson(
+            14 * self.scale * self.config.rate("account_takeover") * min(1.0, 0.3 + 1.4 * f)
+        )
         victims = rng.choice(np.flatnonzero(self.acct < d0 - 90 * DAY), k)
         home = self.home[victims]
         ipc = np.where(rng.random(k) < 0.35, home, _draw(rng, RISKY_P, k))
@@ -371,7 +446,9 @@ class _World:
     def drop_address(self, d0: int, f: float) -> list[Block]:
         rng = self.rng
         blocks = []
-        for _ in range(rng.poisson(0.9 * self.scale) if f >= 0.1 else 0):
+        for _ in range(
+            rng.poisson(0.9 * self.scale * self.config.rate("drop_address")) if f >= 0.1 else 0
+        ):
             m = int(rng.integers(3, 9))
             country = _draw(rng, HOME_P, 1)[0]
             opened = d0 + rng.integers(-45 * DAY, 10 * DAY, m)
@@ -402,7 +479,7 @@ class _World:
 
     def high_value_first_order(self, d0: int, f: float) -> list[Block]:
         rng = self.rng
-        n = rng.poisson(13 * self.scale * (0.5 + f))
+        n = rng.poisson(13 * self.scale * self.config.rate("high_value_first_order") * (0.5 + f))
         ts = d0 + _hour_times(rng, FRAUD_HOURS, n)
         age = np.exp(rng.uniform(np.log(5 * MINUTE), np.log(6 * HOUR), n)).astype(np.int64)
         bill = _draw(rng, HOME_P, n)
@@ -410,6 +487,83 @@ class _World:
         ipc = np.where(rng.random(n) < 0.65, bill, _draw(rng, RISKY_P, n))
         target = np.exp(rng.normal(np.log(15000), 0.8, n))
         return [self.block(5, target, ts=ts, acct=ts - age, bill=bill, ship=ship, ipc=ipc)]
+
+    def compromised_terminal(self, d0: int) -> list[Block]:
+        rng = self.rng
+        for _ in range(rng.poisson(0.25 * self.scale * self.config.rate("compromised_terminal"))):
+            term = int(rng.integers(0, self.terminals.size))
+            until = d0 + int(rng.uniform(14, 35) * DAY)
+            self.compromised.append((term, until, float(rng.uniform(2, 6) * self.scale)))
+        self.compromised = [c for c in self.compromised if c[1] > d0]
+        blocks = []
+        for term, until, per_day in self.compromised:
+            n = rng.poisson(per_day)
+            regulars = np.flatnonzero((self.home_terminal == term) & (self.acct < d0))
+            if not n or not regulars.size:
+                continue
+            cust = rng.choice(regulars, n)
+            ts = d0 + _hour_times(rng, LEGIT_HOURS, n)
+            keep = ts < until
+            cust, ts, n = cust[keep], ts[keep], int(keep.sum())
+            home = self.home[cust]
+            addr = self.pick(self.addrs, self.n_addrs, cust)
+            moved = rng.random(n) < 0.4
+            addr[moved] = self.new("addr", int(moved.sum()))
+            target = np.exp(rng.normal(self.mu[cust], 0.75)) * rng.uniform(1.0, 2.0, n)
+            blocks.append(
+                self.block(
+                    6,
+                    target,
+                    ts=ts,
+                    channel=self.channel[cust],
+                    card=self.cards[cust, 0],
+                    bill=self.bill[cust],
+                    ship=home,
+                    addr=addr,
+                    ip=_ip(rng, home),
+                    ipc=home,
+                    dev=self.terminals[term],
+                    **self.profile(cust),
+                )
+            )
+        return blocks
+
+    def spending_jump(self, d0: int) -> list[Block]:
+        rng = self.rng
+        k = rng.poisson(1.5 * self.scale * self.config.rate("spending_jump"))
+        for c in rng.choice(np.flatnonzero(self.acct < d0 - 30 * DAY), k):
+            until = d0 + 14 * DAY
+            self.jumped.append((int(c), until, float(rng.uniform(0.1, 0.4))))
+        self.jumped = [j for j in self.jumped if j[1] > d0]
+        if not self.jumped:
+            return []
+        who = np.array([j[0] for j in self.jumped])
+        n_each = rng.poisson([j[2] for j in self.jumped])
+        cust = np.repeat(who, n_each)
+        n = cust.size
+        if not n:
+            return []
+        ts = d0 + _hour_times(rng, FRAUD_HOURS, n)
+        home = self.home[cust]
+        dev = np.where(rng.random(n) < 0.6, self.devs[cust, 0], self.new("dev", n))
+        addr = np.where(rng.random(n) < 0.7, self.addrs[cust, 0], self.new("addr", n))
+        target = np.exp(rng.normal(self.mu[cust], 0.5)) * rng.uniform(3, 8, n)
+        return [
+            self.block(
+                7,
+                target,
+                ts=ts,
+                channel=self.channel[cust],
+                card=self.cards[cust, 0],
+                bill=self.bill[cust],
+                ship=home,
+                addr=addr,
+                ip=np.where(dev == self.devs[cust, 0], self.ip[cust], _ip(rng, home)),
+                ipc=home,
+                dev=dev,
+                **self.profile(cust),
+            )
+        ]
 
 
 def _token(prefix: str, ids: np.ndarray) -> pa.Array:
@@ -462,8 +616,12 @@ def _table(world: _World, blocks: list[Block]) -> pa.Table:
     items = pa.ListArray.from_arrays(offsets, lines, type=pa.list_(ITEM_TYPE)).take(order)
     c = {k: v[order] for k, v in col.items() if k not in LINE_KEYS}
     n = order.size
-    unknown = rng.random(n) < 0.005
-    delay = np.where(c["scen"] > 0, 3 + 42 * rng.beta(1.2, 4.0, n), rng.uniform(30, 60, n))
+    cfg = world.config
+    unknown = rng.random(n) < cfg.unlabelled_share
+    lo, span, a, b = cfg.fraud_delay_days
+    delay = np.where(
+        c["scen"] > 0, lo + span * rng.beta(a, b, n), rng.uniform(*cfg.legit_delay_days, n)
+    )
     card_bin = 100_000 * np.where(c["bill"] % 2, 5, 4) + 100 * ((c["bill"] * 137) % 1000)
     card_bin += _mix(np.maximum(c["card"], 0)).astype(np.int64) % 100
     order_ids = pc.utf8_lpad(pa.array(np.arange(1, n + 1)).cast(pa.string()), 9, "0")
@@ -503,6 +661,7 @@ def simulate(
     seed: int = 7,
     orders_per_day: int = 6000,
     start: datetime = datetime(2026, 1, 5, tzinfo=UTC),
+    config: SimConfig = DEFAULT,
     progress: bool = False,
 ) -> pa.Table:
     """Labelled order history over `days` days from `start`, sorted by `created_at`.
@@ -512,13 +671,17 @@ def simulate(
     """
     if days < 1 or orders_per_day < 1:
         raise ValueError("days and orders_per_day must be positive")
-    world = _World(days, seed, orders_per_day, start)
+    world = _World(days, seed, orders_per_day, start, config)
     days_bar = tqdm(range(days), desc="simulate", unit="day", disable=not progress)
     return _table(world, [b for day in days_bar for b in world.day(day)])
 
 
-def main_simulate(days: int, out: str, seed: int = 7, orders_per_day: int = 6000) -> int:
+def main_simulate(
+    days: int, out: str, seed: int = 7, orders_per_day: int = 6000, config: str = "default"
+) -> int:
     """Write a simulated history to `out` as zstd Parquet; return the number of rows."""
-    table = simulate(days, seed=seed, orders_per_day=orders_per_day, progress=True)
+    table = simulate(
+        days, seed=seed, orders_per_day=orders_per_day, config=CONFIGS[config], progress=True
+    )
     pq.write_table(table, out, compression="zstd")
     return table.num_rows

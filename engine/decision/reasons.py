@@ -81,10 +81,20 @@ def _describer(feature: str) -> Callable[[float], str]:
         return lambda v: (
             unknown if v != v else f"{who}: {v:.2f} spent in the last {window} (decayed sum)"
         )
-    if stat == "known_frauds":
-        return lambda v: unknown if v != v else f"{who}: {v:.1f} confirmed frauds linked (decayed)"
-    if stat == "fraud_rate":
-        return lambda v: unknown if v != v else f"{who}: {v:.0%} of its labelled orders were fraud"
+    if stat.startswith("known_frauds_"):
+        window = stat.rpartition("_")[2]
+        return lambda v: (
+            unknown
+            if v != v
+            else f"{who}: {v:.1f} confirmed frauds linked in the last {window} (decayed)"
+        )
+    if stat.startswith("fraud_rate_"):
+        window = stat.rpartition("_")[2]
+        return lambda v: (
+            unknown
+            if v != v
+            else f"{who}: {v:.0%} of its orders labelled in the last {window} were fraud"
+        )
     if stat == "customer_changes_30d":
         return lambda v: (
             unknown if v != v else f"{who}: passed between customers {v:.1f} times in 30 days"

@@ -9,9 +9,15 @@ every event. They are what the model is trained on, so serving needs nothing els
 An event older than its entity's last event is counted at that last time (its "effective
 time"), so late or future-stamped events can neither vanish nor age the entity.
 
-Known-fraud rates use only labels that the stream has delivered: a label is an event at
-the time it became known (`label_known_at`), applied to the entities of its order. Orders
-read their features *before* they are added, so an order never sees itself.
+Entity risk uses only labels that the stream has delivered: a label is an event at the time
+it became known (`label_known_at`, or the order's time plus the label delay), applied to the
+entities of its order. Per entity and per label window (1, 7 and 30 days) the kernel keeps
+decayed counts of matured labels and of the frauds among them, both decayed from the time
+each label became known, so `fraud_rate_w = frauds_w / (labelled_w + 1)` has numerator and
+denominator over the same population: the entity's orders whose labels are known now. A
+device compromised two weeks ago shows as soon as its first chargebacks arrive, and the
+orders whose labels are not known yet dilute nothing. Orders read their features *before*
+they are added, so an order never sees itself.
 
 Memory is bounded by the table's capacity: when the probe window of a new key is full, the
 entity in it with the fewest recent orders is evicted (it then counts as new if it comes
@@ -35,31 +41,34 @@ from engine.orders.schema import ENTITY_COLUMNS, ENTITY_KINDS
 WINDOWS_S = np.array([600.0, 3600.0, 86400.0, 7 * 86400.0, 30 * 86400.0])
 WINDOW_NAMES = ("10m", "1h", "24h", "7d", "30d")
 AMOUNT_WINDOWS = np.array([1, 2, 4], dtype=np.int64)  # indices into WINDOWS_S
-LABEL_TAU_S = 90 * 86400.0
+LABEL_WINDOWS_S = np.array([86400.0, 7 * 86400.0, 30 * 86400.0])
+LABEL_WINDOW_NAMES = ("1d", "7d", "30d")
 _SWITCH_WINDOW = 4  # customer changes decay like the 30-day count
 SWITCH_TAU_S = float(WINDOWS_S[_SWITCH_WINDOW])
 
-# A slot is one row of 16 eight-byte words (128 bytes, two cache lines): the key and the
-# entity's last customer as uint64, then the values as float64, so finding an entity and
-# updating it touch the same two lines. Value columns (in the float64 view):
+# A slot is one row of 24 eight-byte words (192 bytes, three whole cache lines): the key and
+# the entity's last customer as uint64, then the values as float64, so finding an entity and
+# updating it touch the same three lines. 20 words are used; the row is padded to 24 so that
+# no slot straddles a fourth line. Value columns (in the float64 view):
 _KEY, _CUST = 0, 1  # in the uint64 view
 _LAST_T, _FIRST_T, _CNT0 = 2, 3, 4
 _NW = len(WINDOWS_S)
 _AMT0 = _CNT0 + _NW
 _NA = len(AMOUNT_WINDOWS)
-_FRAUD = _AMT0 + _NA
-_LABELED = _FRAUD + 1
-_LAB_T = _FRAUD + 2
-_SWITCH = _FRAUD + 3
-SLOT_WORDS = _SWITCH + 1
-assert SLOT_WORDS == 16
+_LAB_T = _AMT0 + _NA
+_SWITCH = _LAB_T + 1
+_NL = len(LABEL_WINDOWS_S)
+_FRAUD0 = _SWITCH + 1  # frauds per label window
+_LABELED0 = _FRAUD0 + _NL  # matured labels per label window
+SLOT_WORDS = 24
+assert _LABELED0 + _NL <= SLOT_WORDS and SLOT_WORDS * 8 % 64 == 0
 _HUGE_PAGE = 2 << 20
 _PREFETCH = 8  # orders whose slots are fetched together ahead of their updates
 
 N_SINGLE = len(ENTITY_COLUMNS)
-# Features of a single entity: counts per window, amount sums, age, known frauds, fraud
-# rate, and (all but the customer) how often the customer using it changed.
-_SINGLE_FEATS = _NW + _NA + 3
+# Features of a single entity: counts per window, amount sums, age, known frauds and fraud
+# rate per label window, and (all but the customer) how often the customer using it changed.
+_SINGLE_FEATS = _NW + _NA + 1 + 2 * _NL
 PAIR_FEATS = 2  # count over 30 d, age in days
 
 
@@ -68,7 +77,9 @@ def feature_names() -> list[str]:
     for e, ent in enumerate(ENTITY_COLUMNS):
         names += [f"{ent}.cnt_{w}" for w in WINDOW_NAMES]
         names += [f"{ent}.amt_{WINDOW_NAMES[w]}" for w in AMOUNT_WINDOWS]
-        names += [f"{ent}.age_days", f"{ent}.known_frauds", f"{ent}.fraud_rate"]
+        names.append(f"{ent}.age_days")
+        names += [f"{ent}.known_frauds_{w}" for w in LABEL_WINDOW_NAMES]
+        names += [f"{ent}.fraud_rate_{w}" for w in LABEL_WINDOW_NAMES]
         if e > 0:
             names.append(f"{ent}.customer_changes_30d")
     for kind in ENTITY_KINDS[N_SINGLE:]:
@@ -117,7 +128,9 @@ def _slot(words, vals, key, t, probe):
 
 
 @njit
-def _order_event(row, t, amount, keys_mat, words, vals, probe, decay_tau, decay, out, col0):
+def _order_event(
+    row, t, amount, keys_mat, words, vals, probe, decay_tau, label_tau, decay, out, col0
+):
     cust = keys_mat[row, 0]
     col = col0
     n_kinds = keys_mat.shape[1]
@@ -151,14 +164,16 @@ def _order_event(row, t, amount, keys_mat, words, vals, probe, decay_tau, decay,
                 out[row, col + w] = vals[s, _CNT0 + w]
             for a in range(_NA):
                 out[row, col + _NW + a] = vals[s, _AMT0 + a]
-            fl = np.exp(-max(te - vals[s, _LAB_T], 0.0) / LABEL_TAU_S)
-            frauds = vals[s, _FRAUD] * fl
-            labeled = vals[s, _LABELED] * fl
             out[row, col + _NW + _NA] = age
-            out[row, col + _NW + _NA + 1] = frauds
-            out[row, col + _NW + _NA + 2] = frauds / (labeled + 1.0)
+            since = max(te - vals[s, _LAB_T], 0.0)
+            c = col + _NW + _NA + 1
+            for w in range(_NL):
+                fl = np.exp(-since / label_tau[w])
+                frauds = vals[s, _FRAUD0 + w] * fl
+                out[row, c + w] = frauds
+                out[row, c + _NL + w] = frauds / (vals[s, _LABELED0 + w] * fl + 1.0)
             if e > 0:
-                out[row, col + _NW + _NA + 3] = vals[s, _SWITCH]
+                out[row, c + 2 * _NL] = vals[s, _SWITCH]
         else:
             out[row, col] = vals[s, _CNT0 + _NW - 1]
             out[row, col + 1] = age
@@ -177,7 +192,7 @@ def _order_event(row, t, amount, keys_mat, words, vals, probe, decay_tau, decay,
 
 
 @njit
-def _label_event(row, t, is_fraud, keys_mat, words, vals, probe):
+def _label_event(row, t, is_fraud, keys_mat, words, vals, probe, label_tau):
     for e in range(N_SINGLE):
         key = keys_mat[row, e]
         if key == 0:
@@ -185,9 +200,10 @@ def _label_event(row, t, is_fraud, keys_mat, words, vals, probe):
         s = _slot(words, vals, key, t, probe)
         # As for orders, a label older than the entity's last label counts at that time.
         lt = max(t - vals[s, _LAB_T], 0.0)
-        f = np.exp(-lt / LABEL_TAU_S)
-        vals[s, _FRAUD] = vals[s, _FRAUD] * f + is_fraud
-        vals[s, _LABELED] = vals[s, _LABELED] * f + 1.0
+        for w in range(_NL):
+            f = np.exp(-lt / label_tau[w])
+            vals[s, _FRAUD0 + w] = vals[s, _FRAUD0 + w] * f + is_fraud
+            vals[s, _LABELED0 + w] = vals[s, _LABELED0 + w] * f + 1.0
         vals[s, _LAB_T] += lt
 
 
@@ -204,12 +220,14 @@ def _fetch_ahead(kinds, rows, keys_mat, words, lo, hi):
             key = keys_mat[r, e]
             if key != 0:
                 s = np.int64(key & np.uint64(mask))
-                acc ^= words[s, _KEY] ^ words[s, SLOT_WORDS - 1]
+                acc ^= words[s, _KEY] ^ words[s, 8] ^ words[s, 16]  # one word per line
     return acc
 
 
 @njit
-def _process(kinds, rows, times, amounts, labels, keys_mat, words, probe, tau, out, col0):
+def _process(
+    kinds, rows, times, amounts, labels, keys_mat, words, probe, tau, label_tau, out, col0
+):
     """Apply events in order: kind 0 = order (writes its features to `out[row]`), 1 = label."""
     vals = words.view(np.float64)
     decay = np.empty(tau.shape[0])
@@ -221,17 +239,28 @@ def _process(kinds, rows, times, amounts, labels, keys_mat, words, probe, tau, o
         r = rows[i]
         if kinds[i] == 0:
             _order_event(
-                r, times[i], amounts[r], keys_mat, words, vals, probe, tau, decay, out, col0
+                r,
+                times[i],
+                amounts[r],
+                keys_mat,
+                words,
+                vals,
+                probe,
+                tau,
+                label_tau,
+                decay,
+                out,
+                col0,
             )
         else:
-            _label_event(r, times[i], float(labels[r]), keys_mat, words, vals, probe)
+            _label_event(r, times[i], float(labels[r]), keys_mat, words, vals, probe, label_tau)
     return touched
 
 
 def _huge_zeros(shape: tuple[int, int]) -> np.ndarray:
     """A zeroed uint64 array on anonymous memory advised to use transparent huge pages.
 
-    Every order touches eight random slots of a table of 128 MB or more: with 4 KiB pages
+    Every order touches eight random slots of a table of 192 MB or more: with 4 KiB pages
     nearly every touch also misses the TLB; 2 MiB pages need 512 times fewer translations.
     Where the kernel has no THP (or it is off) the advice is ignored.
     """
@@ -300,6 +329,7 @@ class VelocityState:
             self.words,
             self.probe,
             WINDOWS_S,
+            LABEL_WINDOWS_S,
             out,
             col0,
         )

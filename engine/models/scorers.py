@@ -215,28 +215,35 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "KNOWN_FRAUD_CARD",
-        "card_fingerprint.known_frauds",
+        "card_fingerprint.known_frauds_30d",
         ">=",
         0.5,
         "Card linked to confirmed fraud",
     ),
     Rule(
         "KNOWN_FRAUD_DEVICE",
-        "device_id.known_frauds",
+        "device_id.known_frauds_30d",
         ">=",
         0.5,
         "Device linked to confirmed fraud",
     ),
     Rule(
         "KNOWN_FRAUD_ADDRESS",
-        "address_fingerprint.known_frauds",
+        "address_fingerprint.known_frauds_30d",
         ">=",
         0.5,
         "Shipping address linked to confirmed fraud",
     ),
     Rule(
+        "FRAUD_RATE_DEVICE",
+        "device_id.fraud_rate_7d",
+        ">=",
+        0.2,
+        "A fifth or more of the device's orders labelled in the last 7 days were fraud",
+    ),
+    Rule(
         "KNOWN_FRAUD_CUSTOMER",
-        "customer_id.known_frauds",
+        "customer_id.known_frauds_30d",
         ">=",
         0.5,
         "Customer linked to confirmed fraud",
@@ -256,6 +263,7 @@ DEFAULT_RULE_WEIGHTS: dict[str, float] = {
     "KNOWN_FRAUD_CARD": 3.0,
     "KNOWN_FRAUD_DEVICE": 2.5,
     "KNOWN_FRAUD_ADDRESS": 2.5,
+    "FRAUD_RATE_DEVICE": 2.5,
     "KNOWN_FRAUD_CUSTOMER": 3.0,
 }
 DEFAULT_RULE_BIAS = -5.0

@@ -10,7 +10,7 @@ import pytest
 from engine.features.matrix import replay_events
 from engine.features.velocity import (
     AMOUNT_WINDOWS,
-    LABEL_TAU_S,
+    LABEL_WINDOWS_S,
     N_FEATURES,
     N_SINGLE,
     SWITCH_TAU_S,
@@ -42,7 +42,11 @@ def reference(kinds, rows, times, amounts, labels, keys):
             continue
         col = 0
         for e in range(n_kinds):
-            width = (len(WINDOWS_S) + len(AMOUNT_WINDOWS) + 3 + (e > 0)) if e < N_SINGLE else 2
+            width = (
+                (len(WINDOWS_S) + len(AMOUNT_WINDOWS) + 1 + 2 * len(LABEL_WINDOWS_S) + (e > 0))
+                if e < N_SINGLE
+                else 2
+            )
             k = (e, keys[r, e])
             if keys[r, e]:
                 te = max(t, last.get(k, t))
@@ -58,9 +62,14 @@ def reference(kinds, rows, times, amounts, labels, keys):
                     ]
                     read = max(te, lab_t[k])
                     ls = labs.get(k, [])
-                    frauds = sum(y * math.exp(-(read - tl) / LABEL_TAU_S) for tl, y in ls)
-                    labeled = sum(math.exp(-(read - tl) / LABEL_TAU_S) for tl, _ in ls)
-                    vals = cnt + amt + [age, frauds, frauds / (labeled + 1)]
+                    frauds = [
+                        sum(y * math.exp(-(read - tl) / w) for tl, y in ls) for w in LABEL_WINDOWS_S
+                    ]
+                    labeled = [
+                        sum(math.exp(-(read - tl) / w) for tl, _ in ls) for w in LABEL_WINDOWS_S
+                    ]
+                    rates = [f / (n + 1) for f, n in zip(frauds, labeled, strict=True)]
+                    vals = cnt + amt + [age] + frauds + rates
                     if e > 0:
                         # A change of customer between consecutive orders with a known customer.
                         known = [(ti, c) for ti, _, c in past if c]
@@ -145,6 +154,55 @@ def test_serving_equals_replay_without_labels() -> None:
     for lo in range(0, len(t), 7):  # in micro-batches of 7
         s.score_orders(t[lo : lo + 7], amounts[lo : lo + 7], keys[lo : lo + 7], b[lo : lo + 7])
     np.testing.assert_array_equal(a, b)
+
+
+def _device_orders(t: np.ndarray) -> np.ndarray:
+    keys = np.zeros((t.size, len(ENTITY_KINDS)), dtype=np.uint64)
+    keys[:, ENTITY_KINDS.index("device_id")] = 99  # one shared device, new customers
+    keys[:, 0] = np.arange(1, t.size + 1, dtype=np.uint64)
+    return keys
+
+
+def _col(name: str) -> int:
+    return feature_names().index(name)
+
+
+def test_label_windows_count_frauds_by_when_their_labels_came() -> None:
+    """A chargeback that arrived two days ago: fully in the 30-day window, faded in the
+    1-day one; rates are over labelled orders only."""
+    day = 86400.0
+    s = VelocityState(1 << 10)
+    keys = _device_orders(np.zeros(3))
+    out = np.empty((3, N_FEATURES), dtype=np.float32)
+    s.score_orders(np.array([0.0, 1.0]), np.ones(2), keys[:2], out[:2])
+    s.report_labels(np.array([day, day]), np.array([1, 0], np.int8), keys[:2])
+    s.score_orders(np.array([3 * day]), np.ones(1), keys[2:], out[2:])
+    for w, tau in zip(("1d", "7d", "30d"), LABEL_WINDOWS_S, strict=True):
+        f = math.exp(-2 * day / tau)
+        assert out[2, _col(f"device_id.known_frauds_{w}")] == pytest.approx(f, rel=1e-6)
+        assert out[2, _col(f"device_id.fraud_rate_{w}")] == pytest.approx(f / (2 * f + 1), 1e-6)
+
+
+def test_orders_without_labels_do_not_dilute_the_fraud_rate() -> None:
+    """Numerator and denominator over the same matured population: a device's fraud rate
+    is the same whether or not many orders whose labels are not known yet came since."""
+    rates = []
+    for extra in (0, 200):
+        s = VelocityState(1 << 12)
+        t = np.arange(10.0)
+        keys = _device_orders(np.zeros(10 + extra + 1))
+        s.score_orders(t, np.ones(10), keys[:10], np.empty((10, N_FEATURES), np.float32))
+        labels = np.array([1, 1, 1, 0, 0, 0, 0, 0, 0, 0], np.int8)
+        s.report_labels(t + 3600.0, labels, keys[:10])
+        if extra:  # unlabelled orders, in the same hour
+            later = 3601.0 + np.arange(extra) * 0.1
+            out = np.empty((extra, N_FEATURES), np.float32)
+            s.score_orders(later, np.ones(extra), keys[10 : 10 + extra], out)
+        last = np.empty((1, N_FEATURES), np.float32)
+        s.score_orders(np.array([3700.0]), np.ones(1), keys[-1:], last)
+        rates.append(last[0, _col("device_id.fraud_rate_7d")])
+        assert last[0, _col("device_id.cnt_24h")] > 9 + extra * 0.99
+    assert rates[0] == rates[1] and rates[0] == pytest.approx(3 / 11, rel=1e-3)
 
 
 def test_memory_is_bounded() -> None:
