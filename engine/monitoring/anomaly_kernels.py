@@ -32,7 +32,16 @@ incident and raised false alarms a week later in the evaluation). An alert open 
 than `relearn` seconds is a lasting change, not an incident: learning resumes, clipped, so
 the baseline moves to the new level and the alert ends instead of staying open forever.
 
-Detection is a CUSUM per direction on `z = (x - mu) / sd` with slack `k`: a drop of half on a
+Noise is one of three models (`P_NOISE`). The live monitor's is the normal approximation
+above, `z = (x - mu) / sd`. Offline series (`series_detection`) use normal scores instead
+(`noise_models`): a count's negative binomial mid-p value, or, for a gauge, a Student t
+around the baseline whose scale is the median absolute residual and whose degrees of freedom
+follow how often residuals pass 2.5 times it; the baseline of a gauge learns from values
+winsorised at 3 sd of that scale (a Huber-type location). On data without anomalies these
+scores are standard normal for every kind and scale of series, so one CUSUM threshold is one
+false-alarm rate (`noise_models.cusum_tail`).
+
+Detection is a CUSUM per direction on `z` with slack `k`: a drop of half on a
 busy channel (z of -4 or less) crosses `h` in two or three buckets, while a single 3-sigma
 bucket does not. A bucket on the other side of the baseline at least halves the sum, so an
 incident that ends stops alerting within a few buckets however large it was (the sum is
@@ -47,13 +56,17 @@ from __future__ import annotations
 import numpy as np
 
 from engine.jit import njit, njit_inline
+from engine.monitoring import noise_models as nm
 
 # Columns of the scalar state `st[S, N_STATE]`.
 LEVEL, LEVEL_N, PHI, PHI_N, N_OBS, CUS_UP, CUS_DN = 0, 1, 2, 3, 4, 5, 6
 # A run is the stretch since a direction's CUSUM left zero: start, actual, expected, exposure.
 RUN_UP, RUN_DN = 7, 11
 EP_DIR, EP_SEV, EP_START, EP_ACT, EP_EXP, EP_EXPO = 15, 16, 17, 18, 19, 20
-N_STATE = 21
+# A gauge's median absolute residual, its share of residuals past `EXCEED` of those, the
+# buckets its scale has learnt from, and its tails' degrees of freedom; buckets in alert.
+MED, EXC, SC_N, NU, EP_N = 21, 22, 23, 24, 25
+N_STATE = 26
 
 # Parameters `P[N_PARAMS]`. Memories are in buckets (or visits of a knot, in its weights).
 (
@@ -78,13 +91,22 @@ N_STATE = 21
     P_RELEARN,
     P_DAILY,
     P_WEEKLY,
-) = range(21)
-N_PARAMS = 21
+    P_NOISE,
+    P_MEM_SCALE,
+    P_REBASE,
+) = range(24)
+N_PARAMS = 24
 
 # Outputs `out[B, R, N_OUT]`, per bucket and series, after the bucket was applied.
 O_EVENT, O_EXPECTED, O_SD, O_SCORE, O_WARM = 0, 1, 2, 3, 4
 O_EP_DIR, O_EP_SEV, O_EP_START, O_EP_ACT, O_EP_EXP, O_EP_EXPO = 5, 6, 7, 8, 9, 10
-N_OUT = 11
+O_STAT = 11  # the larger CUSUM, in sd
+N_OUT = 12
+
+# Noise models (`P_NOISE`): the normal approximation of a count's noise, with a variance
+# floor (the live monitor, its threshold chosen on the order stream); a count's negative
+# binomial and a gauge's Student t, both by normal scores (`noise_models`).
+NOISE_NORMAL, NOISE_COUNT, NOISE_GAUGE = 0, 1, 2
 
 EV_OPENED, EV_ESCALATED, EV_CLOSED = 1, 2, 3
 DROP, SPIKE = 1, 2  # bits of a series' allowed directions; EP_DIR is -1 (drop) or +1 (spike)
@@ -100,6 +122,8 @@ def params(
     counts: bool = True,
     threshold: float = 6.0,
     critical: float = 0.9,
+    noise: int = NOISE_NORMAL,
+    rebase: float = 0.0,
 ) -> tuple[np.ndarray, int]:
     """Kernel parameters for `per_day` buckets a day, and the number of daily knots.
 
@@ -115,6 +139,10 @@ def params(
     textbook choices; the threshold of 6 and the correction's prior were chosen on eight
     simulated streams (`python -m benchmarks.anomaly_eval --seed 1..8`): 5 doubles the
     false alarms, 7 adds most of a bucket of delay and missed one incident in 32.
+
+    `noise` is the noise model (`NOISE_*`); a gauge's scale learns over the dispersion's
+    memory. `rebase` > 0 (buckets) replaces that relearning: an alert that lasts `rebase`
+    buckets ends, and its level becomes the baseline's (`_rebase`).
     """
     knots = min(48, max(1, round(per_day))) if daily else 1
     per_knot = per_day / knots
@@ -135,31 +163,10 @@ def params(
     P[P_WARM_N] = warm_n
     P[P_RELEARN] = max(DAY, 7 * DAY / per_day)
     P[P_DAILY], P[P_WEEKLY] = float(daily), float(weekly)
+    P[P_NOISE], P[P_MEM_SCALE], P[P_REBASE] = noise, P[P_MEM_PHI], rebase
+    if rebase > 0.0:  # a lasting change ends the alert instead of being learnt through it
+        P[P_RELEARN] = np.inf
     return P, knots
-
-
-def offline_params(ts: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """Values in the kernel's terms, its parameters and daily knots, for a regular series.
-
-    The interval is the median step. A daily profile is learned when the interval is at most
-    6 h and the series spans at least 3 days (two to learn, one to score); weekly factors
-    when the interval is at most a day and it spans two weeks. Non-negative integers are
-    counts (Poisson noise); other values are scaled to a median of 1 (shifted to [1, 2]
-    first if any is <= 0): the noise floor and every threshold are then scale-free.
-    """
-    interval = float(np.median(np.diff(ts)))
-    span = ts[-1] - ts[0] + interval
-    counts = bool((v >= 0).all() and (v == np.round(v)).all())
-    if counts:
-        x = v
-    elif v.min() > 0:
-        x = v / np.median(v)
-    else:
-        x = (v - v.min()) / (np.ptp(v) or 1.0) + 1.0
-    daily = interval <= DAY / 4 and span >= 3 * DAY
-    weekly = interval <= 1.1 * DAY and span >= 14 * DAY
-    P, knots = params(DAY / interval, daily=daily, weekly=weekly, counts=counts)
-    return x.reshape(-1, 1), P, knots
 
 
 def time_features(
@@ -198,6 +205,7 @@ def reset_rows(
     st[rows] = 0.0
     st[rows, PHI] = P[P_PHI0]
     st[rows, PHI_N] = P[P_PHI_PRIOR]
+    st[rows, EXC], st[rows, NU] = nm.exceedance(nm.NU_MAX), nm.NU_MAX  # normal until shown
     for prof, cnt in ((dprof, dcnt), (wprof, wcnt), (cprof, ccnt)):
         prof[rows] = 1.0
         cnt[rows] = 0.0
@@ -260,6 +268,7 @@ def _detect(s, x, e, mu, z, t0, warm, allowed, P, st):
     event = 0
     d = st[s, EP_DIR]
     if d != 0.0:
+        st[s, EP_N] += 1.0
         st[s, EP_ACT] += x
         st[s, EP_EXP] += mu
         st[s, EP_EXPO] += e
@@ -279,6 +288,7 @@ def _detect(s, x, e, mu, z, t0, warm, allowed, P, st):
         st[s, EP_ACT] = st[s, col + 1]
         st[s, EP_EXP] = st[s, col + 2]
         st[s, EP_EXPO] = st[s, col + 3]
+        st[s, EP_N] = 1.0
         event = EV_OPENED
     return event
 
@@ -301,6 +311,7 @@ def _learn(s, x, e, mu, sd, warm, c0, c1, f, dow, P, st, dprof, dcnt, wprof, wcn
 
     Each component learns what the others, as just updated, leave unexplained.
     """
+    x_raw = x
     if warm:  # before warm-up the baseline is too rough to say what an outlier is
         x = min(max(x, mu - P[P_CLIP] * sd), mu + P[P_CLIP] * sd)
     x = max(x, 0.0)
@@ -324,7 +335,9 @@ def _learn(s, x, e, mu, sd, warm, c0, c1, f, dow, P, st, dprof, dcnt, wprof, wcn
         W = wprof[s, dow]
     if daily and weekly:
         _knots(cprof, ccnt, s, c0, c1, f, x, L * D * W * e, P[P_MEM_HOW], P[P_PRIOR_HOW])
-    if warm and mu > _TINY:
+    if P[P_NOISE] == NOISE_GAUGE:
+        _learn_scale(s, abs(x_raw - mu), warm, P, st)
+    elif warm and mu > _TINY:
         # Method of moments for the negative binomial: E[(x - mu)^2] = p * mu + phi * mu^2.
         # Low-count buckets say little about phi and are weighted down.
         w = mu / (1.0 + mu)
@@ -334,6 +347,64 @@ def _learn(s, x, e, mu, sd, warm, c0, c1, f, dow, P, st, dprof, dcnt, wprof, wcn
         phi = st[s, PHI] + w * (r2 - st[s, PHI]) / n
         st[s, PHI] = min(max(phi, P[P_PHI_MIN]), P[P_PHI_MAX])
     st[s, N_OBS] += 1.0
+
+
+_SCALE_PRIOR = 100.0  # buckets the scale remembers in warm-up and after a re-baseline
+_EXC_PRIOR = 100.0  # buckets of normal tails a gauge starts from
+
+
+@njit_inline
+def _learn_scale(s, r, warm, P, st):
+    """Learn a gauge's median absolute residual `r` and how often `r` passes EXCEED of it.
+
+    The median is tracked by its sign (Robbins-Monro in log space, steps 1/n for a
+    half-normal), so an outlier moves it no more than any other residual does. During
+    warm-up `n` stays below `_SCALE_PRIOR`, so the scale follows the residuals down as the
+    baseline learns; from then on `n` grows up to `P_MEM_SCALE`. The first bucket, which has
+    no baseline, only sets the starting point.
+    """
+    if st[s, N_OBS] < 1.0:
+        return
+    if st[s, SC_N] == 0.0:
+        st[s, MED] = max(r, _TINY)
+    n = min(st[s, SC_N], _SCALE_PRIOR if not warm else P[P_MEM_SCALE])
+    med = max(st[s, MED], _TINY)
+    above = 1.0 if r > med else 0.0
+    st[s, MED] = med * np.exp(2.3 * (above - 0.5) / (n + 1.0))
+    if warm:
+        past = 1.0 if r > nm.EXCEED * med else 0.0
+        st[s, EXC] += (past - st[s, EXC]) / (n + _EXC_PRIOR)
+        st[s, NU] = nm.nu_from_exceedance(st[s, EXC])
+    st[s, SC_N] += 1.0
+
+
+@njit_inline
+def _rebase(s, P, st):
+    """End an alert that lasted `P_REBASE` buckets: its level is the new normal.
+
+    The level is scaled by actual over expected since the deviation began, both CUSUMs
+    restart, and a gauge's scale learns again with fast steps (a variance change)."""
+    if st[s, EP_EXP] > _TINY:
+        st[s, LEVEL] *= st[s, EP_ACT] / st[s, EP_EXP]
+    else:
+        st[s, LEVEL] = st[s, EP_ACT] / max(st[s, EP_EXPO], 1.0)
+    st[s, CUS_UP] = 0.0
+    st[s, CUS_DN] = 0.0
+    st[s, EP_DIR] = 0.0
+    st[s, SC_N] = min(st[s, SC_N], _SCALE_PRIOR)
+
+
+@njit_inline
+def _noise(x, mu, s, P, st):
+    """The bucket's sd and normal score under the series' noise model (`NOISE_*`)."""
+    noise = P[P_NOISE]
+    if noise == NOISE_GAUGE:
+        med = max(st[s, MED], np.sqrt(P[P_FLOOR_VAR]) * nm.t_median(nm.NU_MAX))
+        return med / 0.6744897501960817, nm.gauge_z(x, mu, med, st[s, NU])
+    sd = np.sqrt(P[P_POISSON] * mu + st[s, PHI] * mu * mu + P[P_FLOOR_VAR])
+    if noise == NOISE_COUNT:
+        return sd, nm.count_z(x, mu, st[s, PHI])
+    return sd, (x - mu) / sd
 
 
 @njit
@@ -359,22 +430,25 @@ def run_block(
             W = wprof[s, dow[b]] if weekly else 1.0
             C = _interp(cprof, s, c0[b], c1[b], f[b]) if daily and weekly else 1.0
             mu = st[s, LEVEL] * D * W * C * eb
-            sd = np.sqrt(P[P_POISSON] * mu + st[s, PHI] * mu * mu + P[P_FLOOR_VAR])
+            sd, z = _noise(xb, mu, s, P, st)
             warm = st[s, N_OBS] >= P[P_WARM_N]
             event = 0
             if eb > 0.0:
-                z = (xb - mu) / sd
                 event = _detect(s, xb, eb, mu, z, t0[b], warm, allowed[s], P, st)
                 if st[s, EP_DIR] == 0.0 or t0[b] - st[s, EP_START] >= P[P_RELEARN]:
                     _learn(
                         s, xb, eb, mu, sd, warm, c0[b], c1[b], f[b], dow[b], P,
                         st, dprof, dcnt, wprof, wcnt, cprof, ccnt,
                     )  # fmt: skip
+                elif P[P_REBASE] > 0.0 and st[s, EP_N] >= P[P_REBASE]:
+                    _rebase(s, P, st)
+                    event = EV_CLOSED
             cs = max(st[s, CUS_UP], st[s, CUS_DN])
             o[O_EVENT] = event
             o[O_EXPECTED] = mu
             o[O_SD] = sd
             o[O_SCORE] = 1.0 - 2.0 ** (-cs / P[P_H])
+            o[O_STAT] = cs
             o[O_WARM] = 1.0 if warm else 0.0
             o[O_EP_DIR] = st[s, EP_DIR]
             o[O_EP_SEV] = st[s, EP_SEV]

@@ -24,6 +24,7 @@ import pyarrow.csv as pacsv
 
 from engine.errors import InvalidInput
 from engine.monitoring import anomaly_kernels as k
+from engine.monitoring import noise_models as nm
 from engine.monitoring.anomaly import MIN_POINTS
 
 
@@ -34,14 +35,101 @@ def _finite(ts: np.ndarray, v: np.ndarray) -> None:
             raise InvalidInput(f"{bad.size} non-finite value(s), first at row {bad[0]}", field)
 
 
-def detect_series(timestamps: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Offline: any regular interval, any scale, no tuning: returns (anomaly_score in [0,1],
-    alert 0/1) per point, using the SAME kernel as StreamMonitor.
+ALPHA = 1e-4
+"""False-alarm rate per point of `detect_series`' alerts on data without anomalies: an
+alert opens when `anomaly_score` reaches `1 - ALPHA`."""
+REBASE = 12
+"""Buckets an alert lasts before its level is taken as the new normal (a level shift)."""
+KINDS = ("auto", "count", "gauge")
 
-    Steps may vary by 10% (e.g. months). The seasonality and noise model follow from the data
-    (`engine.monitoring.anomaly_kernels.offline_params`). Points before the warm-up ends score 0.
-    Timestamps are epoch seconds of wall-clock time: the daily and weekly cycles are read
-    from them as UTC, so pass local time as if it were UTC (`detect_csv` does).
+
+def _is_count(v: np.ndarray) -> bool:
+    return bool(((v >= 0) & (v == np.round(v))).all())
+
+
+def _robust_sd(y: np.ndarray) -> float:
+    """Noise sd from successive differences (MAD), blind to level shifts and slow trends."""
+    d = np.diff(y)
+    return float(np.median(np.abs(d - np.median(d)))) / 0.6745 / np.sqrt(2.0) if d.size else 0.0
+
+
+def _cycle_supported(y: np.ndarray, slot: np.ndarray, sd: float) -> bool:
+    """Whether the medians of `y` by `slot` spread more than noise makes them (four times the
+    variance a median of normal noise has, pi/2 sd^2 / n) and by at least half the noise sd:
+    a smaller cycle costs the baseline more in estimation noise than it explains."""
+    slots = np.unique(slot)
+    if slots.size < 2:
+        return False
+    med = np.array([np.median(y[slot == i]) for i in slots])
+    n = np.array([np.count_nonzero(slot == i) for i in slots])
+    null = np.pi / 2 * sd**2 * np.mean(1.0 / n)
+    spread = float(np.var(med, ddof=1))
+    return bool(spread > 4 * null and np.sqrt(spread) >= 0.5 * sd)
+
+
+def offline_params(
+    ts: np.ndarray, v: np.ndarray, kind: str = "auto", alpha: float = ALPHA
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Values in the kernel's terms, its parameters and daily knots, for a regular series.
+
+    Noise: non-negative integers are counts (negative binomial), unless `kind` is gauge;
+    anything else is a gauge (Student t, `anomaly_kernels`), scaled to a median of 1 (shifted
+    to [1, 2] first if any value is <= 0) so the scale floor (1% of the level) is scale-free.
+    Seasonality only where the data supports it (`_cycle_supported`, on values on a
+    variance-stabilising scale: 2 sqrt(x + 3/8) for counts): a daily profile when the
+    interval is at most 6 h, the series spans at least 3 days and its time-of-day medians
+    differ; weekly factors when the interval is at most a day, it spans two weeks and its
+    days' means differ by weekday. The alert threshold is the CUSUM level of null tail `alpha`.
+    """
+    interval = float(np.median(np.diff(ts)))
+    span = ts[-1] - ts[0] + interval
+    counts = kind != "gauge" and _is_count(v)
+    if counts:
+        x = v
+    elif v.min() > 0:
+        x = v / np.median(v)
+    else:
+        x = (v - v.min()) / (np.ptp(v) or 1.0) + 1.0
+    y = 2.0 * np.sqrt(v + 0.375) if counts else x
+    sd = _robust_sd(y) or 1e-9
+    per_day = k.DAY / interval
+    knots = min(48, max(1, round(per_day)))
+    tod = np.floor((ts % k.DAY) / (k.DAY / knots)).astype(np.int64)
+    daily = interval <= k.DAY / 4 and span >= 3 * k.DAY and _cycle_supported(y, tod, sd)
+    weekly = False
+    if interval <= 1.1 * k.DAY and span >= 14 * k.DAY:
+        day = np.floor(ts / k.DAY).astype(np.int64)
+        days, inv = np.unique(day, return_inverse=True)
+        means = np.bincount(inv, weights=y) / np.bincount(inv)
+        weekly = _cycle_supported(means, (days + 3) % 7, _robust_sd(means) or 1e-9)
+    noise = k.NOISE_COUNT if counts else k.NOISE_GAUGE
+    P, knots = k.params(per_day, daily=daily, weekly=weekly, counts=counts, noise=noise)
+    P[k.P_REBASE], P[k.P_RELEARN] = REBASE, np.inf
+    P[k.P_MEM_SCALE] = max(P[k.P_MEM_SCALE], 1000.0)
+    P[k.P_H] = nm.threshold_for(alpha, P[k.P_K], P[k.P_CAP])
+    return x.reshape(-1, 1), P, knots
+
+
+def detect_series(
+    timestamps: np.ndarray,
+    values: np.ndarray,
+    kind: str = "auto",
+    observed: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Offline detection over one regular series of any interval and scale, with the live
+    monitor's kernel; returns (anomaly_score, in_alert 0/1) per point.
+
+    `anomaly_score` is a calibrated tail probability: `1 - P(a CUSUM at least this large)`
+    at one point of data without anomalies, under the noise model fitted to the series
+    (`offline_params`), in both directions. So on such data a share `a` of points scores
+    above `1 - a`, whatever the series' kind, scale or seasonality; an alert opens at
+    `1 - ALPHA`. It is 0 before the warm-up ends and on unobserved points (`observed` False:
+    a gauge's gaps), which are neither scored nor learnt from. `kind` is auto, count or
+    gauge (`offline_params`). An alert that lasts `REBASE` buckets ends and re-baselines.
+
+    Steps may vary by 10% (e.g. months). Timestamps are epoch seconds of wall-clock time:
+    the daily and weekly cycles are read from them as UTC, so pass local time as if it were
+    UTC (`detect_csv` does).
     """
     # Copies: writable C arrays, the one layout the kernel is compiled (and cached) for.
     ts = np.array(timestamps, dtype=np.float64)
@@ -67,16 +155,21 @@ def detect_series(timestamps: np.ndarray, values: np.ndarray) -> tuple[np.ndarra
             f"{step[i - 1]:g} s after row {i - 1}",
             "timestamp",
         )
-    x, P, knots = k.offline_params(ts, v)
+    if kind not in KINDS:
+        raise InvalidInput(f"kind must be one of {', '.join(KINDS)}, is {kind!r}", "kind")
+    seen = np.ones(n) if observed is None else np.asarray(observed, np.float64).reshape(n)
+    x, P, knots = offline_params(ts, v, kind)
     c0, c1, f, dow = k.time_features(ts, knots, 0.0)
     out = np.empty((n, 1, k.N_OUT))
     rows, allowed = np.zeros(1, np.int64), np.array([k.DROP | k.SPIKE], np.int8)
     state = k.new_state(1, knots, P)
-    k.run_block(rows, x, np.ones((n, 1)), ts, c0, c1, f, dow, P, allowed, *state, out)
-    return out[:, 0, k.O_SCORE].copy(), (out[:, 0, k.O_EP_DIR] != 0).astype(np.int8)
+    e = np.ascontiguousarray((seen > 0).astype(np.float64).reshape(n, 1))
+    k.run_block(rows, x, e, ts, c0, c1, f, dow, P, allowed, *state, out)
+    warm = (out[:, 0, k.O_WARM] > 0) & (seen > 0)
+    score = nm.calibrated_score(out[:, 0, k.O_STAT], P[k.P_K], P[k.P_CAP] * P[k.P_H])
+    return np.where(warm, score, 0.0), (out[:, 0, k.O_EP_DIR] != 0).astype(np.int8)
 
 
-KINDS = ("auto", "count", "gauge")
 MAX_BUCKETS = 5_000_000
 """Most buckets a grid may have: a stray timestamp years away must not fill memory."""
 
@@ -113,7 +206,7 @@ def regularize(
             f"interval must be a positive number of seconds, is {interval}", "interval"
         )
     if kind == "auto":
-        kind = "count" if ((v >= 0) & (v == np.round(v))).all() else "gauge"
+        kind = "count" if _is_count(v) else "gauge"
     origin = ts[0]
     b = np.floor((ts - origin) / interval + 1e-9).astype(np.int64)  # a point on a boundary
     n = int(b[-1]) + 1
@@ -194,12 +287,11 @@ def detect_csv(
         ) from exc
     try:
         grid = regularize(ts, values, kind, interval)
-        score, state = detect_series(grid.t, grid.value)
+        seen = ~grid.filled if grid.kind == "gauge" else None  # a count's empty bucket is 0
+        score, state = detect_series(grid.t, grid.value, grid.kind, seen)
     except InvalidInput as exc:
         name = timestamp_col if exc.field == "timestamp" else value_col
         raise InvalidInput(f"column '{name}': {exc}", name) from exc
-    if grid.kind == "gauge":  # a bridged gap is no observation: no score, no new incident
-        score = np.where(grid.filled, 0.0, score)
     in_alert = state.astype(np.int8)
     alert = in_alert & (np.diff(in_alert, prepend=np.int8(0)) > 0).astype(np.int8)
     numeric = pa.types.is_integer(ts_col.type) or pa.types.is_floating(ts_col.type)
