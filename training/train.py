@@ -204,33 +204,52 @@ def _logit(p: float) -> float:
     return float(np.log(p / (1 - p)))
 
 
-def _margin(p1: np.ndarray, must: np.ndarray, t: np.ndarray) -> dict[str, Any]:
-    """The drift of tier one's scores on tier-two-flagged frauds between the validation
-    period's two halves: a threshold set on the first half for THRESHOLD_RECALL, checked on
-    the second; the log-odds by which it must be lowered there to keep CASCADE_RECALL."""
-    late = t >= np.median(t)
-    a, b = must & ~late, must & late
-    if a.sum() < MIN_MARGIN_FRAUDS or b.sum() < MIN_MARGIN_FRAUDS:
-        return {"logit_shift": 0.0, "note": "too few tier-two-flagged frauds per half"}
-    thr_a = float(np.quantile(p1[a], 1 - THRESHOLD_RECALL, method="lower"))
-    needed_b = float(np.quantile(p1[b], 1 - CASCADE_RECALL, method="lower"))
+def _margin(
+    p1: np.ndarray, must: np.ndarray, t: np.ndarray, later: np.ndarray | None
+) -> dict[str, Any]:
+    """How far tier one's scores on tier-two-flagged frauds drift after the period its
+    threshold is set on: the log-odds by which a threshold keeping THRESHOLD_RECALL there
+    must be lowered to keep CASCADE_RECALL on a later period.
+
+    The later period is `later` (tier one's scores of flagged frauds after the validation
+    days whose labels were known at --as-of: frauds are labelled early) when it holds
+    enough of them; otherwise the validation period's second half, against a threshold set
+    on its first half."""
+    if later is not None and later.size >= MIN_MARGIN_FRAUDS:
+        source, ref, check = "after the validation period", p1[must], later
+    else:
+        late = t >= np.median(t)
+        source, ref, check = (
+            "second half of the validation period",
+            p1[must & ~late],
+            p1[must & late],
+        )
+    if ref.size < MIN_MARGIN_FRAUDS or check.size < MIN_MARGIN_FRAUDS:
+        return {"logit_shift": 0.0, "note": "too few tier-two-flagged frauds to measure drift"}
+    thr = float(np.quantile(ref, 1 - THRESHOLD_RECALL, method="lower"))
+    needed = float(np.quantile(check, 1 - CASCADE_RECALL, method="lower"))
     return {
-        "logit_shift": max(_logit(thr_a) - _logit(needed_b), 0.0),
-        "first_half_threshold": thr_a,
-        "second_half_recall_at_it": float((p1[b] >= thr_a).mean()),
-        "flagged_frauds": [int(a.sum()), int(b.sum())],
+        "logit_shift": max(_logit(thr) - _logit(needed), 0.0),
+        "checked_on": source,
+        "threshold_before": thr,
+        "recall_there_before": float((check >= thr).mean()),
+        "flagged_frauds": [int(ref.size), int(check.size)],
     }
 
 
 def _tier1_threshold(
-    p1: np.ndarray, must: np.ndarray, forced: np.ndarray, t: np.ndarray
+    p1: np.ndarray,
+    must: np.ndarray,
+    forced: np.ndarray,
+    t: np.ndarray,
+    later: np.ndarray | None = None,
 ) -> tuple[float, dict[str, Any]]:
     """Highest threshold that keeps THRESHOLD_RECALL of `must` escalated, lowered by the
     drift margin (`_margin`), capped at MAX_ESCALATION."""
     if must.sum() == 0:
         thr = float(np.quantile(p1, 1 - MAX_ESCALATION))
         return thr, {"note": "no tier-two-flagged frauds to keep", "margin": {"logit_shift": 0.0}}
-    margin = _margin(p1, must, t)
+    margin = _margin(p1, must, t, later)
     base = float(np.quantile(p1[must], 1 - THRESHOLD_RECALL, method="lower"))
     thr = 1.0 / (1.0 + np.exp(-(_logit(base) - margin["logit_shift"])))
     rate = float(((p1 >= thr) | forced).mean())
@@ -329,7 +348,15 @@ def train(
         forced = escalation_mask(
             np.zeros(va.sum()), 1.0, enc.amount[va], enc.key_account[va], policy
         )
-        thr1, thr1_record = _tier1_threshold(p1_valid, must, forced, t[va])
+        # With --as-of, the frauds known by then among the orders after the validation days
+        # (they feed only the features) check tier one on a later period.
+        later = None
+        gap = (t > t[va].max()) & (t < cut) & (y == 1) if cut is not None else None
+        if gap is not None and gap.any():
+            flagged_later = np.asarray(booster.predict(X[gap])) >= policy.review_threshold
+            screen = TierOne(trees, 0.0, identity, version)
+            later = screen.screen(X[gap][flagged_later])
+        thr1, thr1_record = _tier1_threshold(p1_valid, must, forced, t[va], later)
         # Fraud probability of what tier one screens out, for those orders' decisions.
         out_va = (p1_valid < thr1) & ~forced
         iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")

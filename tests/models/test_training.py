@@ -118,7 +118,7 @@ def test_tier_one_margin_lowers_the_threshold_after_drift() -> None:
     rng = np.random.default_rng(5)
     n = 20000
     t = np.sort(rng.uniform(0, 10 * DAY_S, n))
-    p1 = rng.beta(1, 20, n)
+    p1 = rng.beta(1, 60, n)  # the escalation cap does not bind
     must = rng.random(n) < 0.02
     late = t >= np.median(t)
     p1[must & ~late] = rng.uniform(0.4, 0.9, (must & ~late).sum())
@@ -126,9 +126,14 @@ def test_tier_one_margin_lowers_the_threshold_after_drift() -> None:
     forced = np.zeros(n, bool)
     thr, record = _tier1_threshold(p1, must, forced, t)
     margin = record["margin"]
-    assert margin["logit_shift"] > 0
-    assert margin["second_half_recall_at_it"] < CASCADE_RECALL
+    assert margin["logit_shift"] > 0 and margin["checked_on"].startswith("second half")
+    assert margin["recall_there_before"] < CASCADE_RECALL
     assert (p1[must & late] >= thr).mean() >= CASCADE_RECALL
+    # A later period (after the validation days) takes precedence over the halves.
+    later = rng.uniform(0.1, 0.9, 200)
+    thr_later, rec = _tier1_threshold(p1, must, forced, t, later)
+    assert rec["margin"]["checked_on"] == "after the validation period"
+    assert (later >= thr_later).mean() >= CASCADE_RECALL
     # Without drift there is no margin.
     p1[must] = rng.uniform(0.4, 0.9, must.sum())
     _, calm = _tier1_threshold(p1, must, forced, t)
