@@ -165,13 +165,17 @@ def _order_event(
             for a in range(_NA):
                 out[row, col + _NW + a] = vals[s, _AMT0 + a]
             out[row, col + _NW + _NA] = age
-            since = max(te - vals[s, _LAB_T], 0.0)
             c = col + _NW + _NA + 1
-            for w in range(_NL):
-                fl = np.exp(-since / label_tau[w])
-                frauds = vals[s, _FRAUD0 + w] * fl
-                out[row, c + w] = frauds
-                out[row, c + _NL + w] = frauds / (vals[s, _LABELED0 + w] * fl + 1.0)
+            if vals[s, _LABELED0 + _NL - 1] == 0.0:  # no label yet (most entities): no exp
+                for w in range(2 * _NL):
+                    out[row, c + w] = 0.0
+            else:
+                since = max(te - vals[s, _LAB_T], 0.0)
+                for w in range(_NL):
+                    fl = np.exp(-since / label_tau[w])
+                    frauds = vals[s, _FRAUD0 + w] * fl
+                    out[row, c + w] = frauds
+                    out[row, c + _NL + w] = frauds / (vals[s, _LABELED0 + w] * fl + 1.0)
             if e > 0:
                 out[row, c + 2 * _NL] = vals[s, _SWITCH]
         else:
