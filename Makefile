@@ -12,7 +12,7 @@ SIM_DAYS ?= 56
 PORT ?= 50051
 METRICS_PORT ?= 9464
 
-.PHONY: install services proto models run test lint format bench bench-micro bench-anomaly soak fuzz clean
+.PHONY: install services proto models run test lint format bench bench-micro bench-anomaly bench-series soak fuzz clean
 
 install: $(STAMP) $(PROTO_PY)
 
@@ -66,6 +66,12 @@ bench: install models services
 # Anomaly detection: the engine's detector against a static threshold and a 3-sigma band.
 bench-anomaly: install
 	$(PY) -m benchmarks.anomaly_eval
+
+# Offline detection (`ordersight detect`) on two generated corpora of labelled series against a
+# rolling z-score, seasonal ESD and adtk (about 6 minutes); benchmarks/results/series/.
+bench-series: install
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	$(PY) -m benchmarks.series_eval
 
 # Soak (SOAK_MINUTES of load, about 2 minutes more to start and measure): Score at 70% of the
 # measured capacity with new entities all along, outcomes and events mixed in, a hot swap and

@@ -205,7 +205,7 @@ def reset_rows(
     st[rows] = 0.0
     st[rows, PHI] = P[P_PHI0]
     st[rows, PHI_N] = P[P_PHI_PRIOR]
-    st[rows, EXC], st[rows, NU] = nm.exceedance(nm.NU_MAX), nm.NU_MAX  # normal until shown
+    st[rows, EXC], st[rows, NU] = nm.exceedance(nm.NU_PRIOR), nm.NU_PRIOR
     for prof, cnt in ((dprof, dcnt), (wprof, wcnt), (cprof, ccnt)):
         prof[rows] = 1.0
         cnt[rows] = 0.0
@@ -350,32 +350,39 @@ def _learn(s, x, e, mu, sd, warm, c0, c1, f, dow, P, st, dprof, dcnt, wprof, wcn
 
 
 _SCALE_PRIOR = 100.0  # buckets the scale remembers in warm-up and after a re-baseline
-_EXC_PRIOR = 100.0  # buckets of normal tails a gauge starts from
+_EXC_PRIOR = 50.0  # buckets of `nm.NU_PRIOR` tails a gauge starts from
 
 
 @njit_inline
 def _learn_scale(s, r, warm, P, st):
     """Learn a gauge's median absolute residual `r` and how often `r` passes EXCEED of it.
 
-    The median is tracked by its sign (Robbins-Monro in log space, steps 1/n for a
-    half-normal), so an outlier moves it no more than any other residual does. During
-    warm-up `n` stays below `_SCALE_PRIOR`, so the scale follows the residuals down as the
-    baseline learns; from then on `n` grows up to `P_MEM_SCALE`. The first bucket, which has
-    no baseline, only sets the starting point.
+    Over its first `_SCALE_PRIOR` residuals the scale is their mean times 0.845 (median over
+    mean of a normal's absolute value), winsorised at five times the estimate: efficient
+    while little is known. From then on the median is tracked by its sign (Robbins-Monro in
+    log space, steps 1/n for a half-normal), so an outlier moves it no more than any other
+    residual does; `n` stays at `_SCALE_PRIOR` during warm-up, so the scale follows the
+    residuals down as the baseline learns, and grows up to `P_MEM_SCALE` after. The share
+    of residuals past EXCEED medians (the tails) is averaged over the tracking phase. The
+    first bucket, which has no baseline, is skipped.
     """
     if st[s, N_OBS] < 1.0:
         return
-    if st[s, SC_N] == 0.0:
-        st[s, MED] = max(r, _TINY)
-    n = min(st[s, SC_N], _SCALE_PRIOR if not warm else P[P_MEM_SCALE])
-    med = max(st[s, MED], _TINY)
-    above = 1.0 if r > med else 0.0
-    st[s, MED] = med * np.exp(2.3 * (above - 0.5) / (n + 1.0))
-    if warm:
+    n_sc = st[s, SC_N]
+    if n_sc < _SCALE_PRIOR:
+        if n_sc >= 5.0:
+            r = min(r, 5.0 * st[s, MED] / 0.845)
+        st[s, MED] += (0.845 * r - st[s, MED]) / (n_sc + 1.0)
+    else:
+        n = min(n_sc, P[P_MEM_SCALE] if warm else _SCALE_PRIOR)
+        med = max(st[s, MED], _TINY)
+        above = 1.0 if r > med else 0.0
+        st[s, MED] = med * np.exp(2.3 * (above - 0.5) / (n + 1.0))
         past = 1.0 if r > nm.EXCEED * med else 0.0
-        st[s, EXC] += (past - st[s, EXC]) / (n + _EXC_PRIOR)
+        m = min(n_sc - _SCALE_PRIOR, P[P_MEM_SCALE])
+        st[s, EXC] += (past - st[s, EXC]) / (m + _EXC_PRIOR)
         st[s, NU] = nm.nu_from_exceedance(st[s, EXC])
-    st[s, SC_N] += 1.0
+    st[s, SC_N] = n_sc + 1.0
 
 
 @njit_inline
@@ -440,7 +447,7 @@ def run_block(
                         s, xb, eb, mu, sd, warm, c0[b], c1[b], f[b], dow[b], P,
                         st, dprof, dcnt, wprof, wcnt, cprof, ccnt,
                     )  # fmt: skip
-                elif P[P_REBASE] > 0.0 and st[s, EP_N] >= P[P_REBASE]:
+                elif P[P_REBASE] > 0.0 and st[s, EP_N] > P[P_REBASE]:
                     _rebase(s, P, st)
                     event = EV_CLOSED
             cs = max(st[s, CUS_UP], st[s, CUS_DN])

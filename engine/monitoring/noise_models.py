@@ -33,6 +33,9 @@ from engine.jit import njit
 
 Z_MAX = 8.0
 NU_MIN, NU_MAX = 3.0, 1000.0
+NU_PRIOR = 5.0
+"""Tails a gauge starts from: moderately heavy, so that a heavy-tailed series does not
+alarm while its tails are being learnt, at the cost of a little sensitivity on a normal one."""
 MU_MIN = 1e-3
 """Smallest mean a count is tested against: after a long run of zeros, one event is a
 3-sigma surprise, not an infinite one."""
