@@ -419,8 +419,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--value-col", default="value")
     s.add_argument(
         "--out", required=True,
-        help="CSV, a row per bucket: timestamp, value, points, filled, anomaly_score, alert "
-        "(an incident's first bucket), in_alert",
+        help="CSV, a row per bucket: timestamp, value, points, filled, anomaly_score (1 - the "
+        "share of points of anomaly-free data that score as high; alerts open at 0.9999), "
+        "alert (an incident's first bucket), in_alert",
     )  # fmt: skip
     s.add_argument(
         "--kind", choices=("auto", "count", "gauge"), default="auto",
