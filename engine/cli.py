@@ -475,6 +475,9 @@ def parser() -> argparse.ArgumentParser:
     from engine.decision_log.commands import add_parser as add_log_parser
 
     add_log_parser(sub)
+    from engine.forecast.cli import add_parser as add_forecast_parser
+
+    add_forecast_parser(sub)
     return p
 
 
