@@ -36,7 +36,7 @@ Noise is one of three models (`P_NOISE`). The live monitor's is the normal appro
 above, `z = (x - mu) / sd`. Offline series (`series_detection`) use normal scores instead
 (`noise_models`): a count's negative binomial mid-p value, or, for a gauge, a Student t
 around the baseline whose scale is the median absolute residual and whose degrees of freedom
-follow how often residuals pass 2.5 times it; the baseline of a gauge learns from values
+follow how often residuals pass 4 times it; the baseline of a gauge learns from values
 winsorised at 3 sd of that scale (a Huber-type location). On data without anomalies these
 scores are standard normal for every kind and scale of series, so one CUSUM threshold is one
 false-alarm rate (`noise_models.cusum_tail`).

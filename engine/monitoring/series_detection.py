@@ -41,6 +41,8 @@ alert opens when `anomaly_score` reaches `1 - ALPHA`."""
 REBASE = 12
 """Buckets an alert lasts before its level is taken as the new normal (a level shift)."""
 KINDS = ("auto", "count", "gauge")
+GAUGE_OFFSET = 1e6
+"""Where a gauge's median sits, in its noise sds (`offline_params`)."""
 
 
 def _is_count(v: np.ndarray) -> bool:
@@ -53,13 +55,25 @@ def _robust_sd(y: np.ndarray) -> float:
     return float(np.median(np.abs(d - np.median(d)))) / 0.6745 / np.sqrt(2.0) if d.size else 0.0
 
 
-def _cycle_supported(y: np.ndarray, slot: np.ndarray, sd: float) -> bool:
-    """Whether the medians of `y` by `slot` spread more than noise makes them (four times the
-    variance a median of normal noise has, pi/2 sd^2 / n) and by at least half the noise sd:
-    a smaller cycle costs the baseline more in estimation noise than it explains."""
+def _local_level(y: np.ndarray, period: int) -> np.ndarray:
+    """A centred rolling median over one period (the ends held): the level a cycle is
+    measured against, so that a level shift or a trend does not read as a cycle."""
+    w = min(period | 1, (y.size - 1) | 1 if y.size > 2 else 1)
+    if w < 3:
+        return np.full(y.size, np.median(y))
+    med = np.median(np.lib.stride_tricks.sliding_window_view(y, w), axis=1)
+    return np.concatenate([np.full(w // 2, med[0]), med, np.full(w // 2, med[-1])])
+
+
+def _cycle_supported(y: np.ndarray, slot: np.ndarray, sd: float, period: int) -> bool:
+    """Whether the medians of `y` (less its local level) by `slot` spread more than noise
+    makes them (four times the variance a median of normal noise has, pi/2 sd^2 / n) and by
+    at least half the noise sd: a smaller cycle costs the baseline more in estimation noise
+    than it explains."""
     slots = np.unique(slot)
     if slots.size < 2:
         return False
+    y = y - _local_level(y, period)
     med = np.array([np.median(y[slot == i]) for i in slots])
     n = np.array([np.count_nonzero(slot == i) for i in slots])
     null = np.pi / 2 * sd**2 * np.mean(1.0 / n)
@@ -73,8 +87,12 @@ def offline_params(
     """Values in the kernel's terms, its parameters and daily knots, for a regular series.
 
     Noise: non-negative integers are counts (negative binomial), unless `kind` is gauge;
-    anything else is a gauge (Student t, `anomaly_kernels`), scaled to a median of 1 (shifted
-    to [1, 2] first if any value is <= 0) so the scale floor (1% of the level) is scale-free.
+    anything else is a gauge (Student t, `anomaly_kernels`). A count's baseline is
+    multiplicative (traffic scales its cycles). A gauge is measured in its noise sds (MAD of
+    successive differences) and put `GAUGE_OFFSET` of them above zero, where the kernel's
+    multiplicative level and profiles act as additive ones: a level shift of a CPU % or a
+    temperature moves the whole daily curve, not its amplitude, and values around or below
+    zero need no special case. Its scale floor is then 1% of its noise sd.
     Seasonality only where the data supports it (`_cycle_supported`, on values on a
     variance-stabilising scale: 2 sqrt(x + 3/8) for counts): a daily profile when the
     interval is at most 6 h, the series spans at least 3 days and its time-of-day medians
@@ -86,22 +104,24 @@ def offline_params(
     counts = kind != "gauge" and _is_count(v)
     if counts:
         x = v
-    elif v.min() > 0:
-        x = v / np.median(v)
-    else:
-        x = (v - v.min()) / (np.ptp(v) or 1.0) + 1.0
+    else:  # in noise sds, far above zero: the kernel's multiplicative terms become additive
+        unit = _robust_sd(v) or float(np.std(v)) or 1.0
+        x = (v - np.median(v)) / unit
+        x += max(GAUGE_OFFSET, 10.0 * float(np.abs(x).max()))
     y = 2.0 * np.sqrt(v + 0.375) if counts else x
     sd = _robust_sd(y) or 1e-9
     per_day = k.DAY / interval
     knots = min(48, max(1, round(per_day)))
     tod = np.floor((ts % k.DAY) / (k.DAY / knots)).astype(np.int64)
-    daily = interval <= k.DAY / 4 and span >= 3 * k.DAY and _cycle_supported(y, tod, sd)
+    daily = (
+        interval <= k.DAY / 4 and span >= 3 * k.DAY and _cycle_supported(y, tod, sd, round(per_day))
+    )
     weekly = False
     if interval <= 1.1 * k.DAY and span >= 14 * k.DAY:
         day = np.floor(ts / k.DAY).astype(np.int64)
         days, inv = np.unique(day, return_inverse=True)
         means = np.bincount(inv, weights=y) / np.bincount(inv)
-        weekly = _cycle_supported(means, (days + 3) % 7, _robust_sd(means) or 1e-9)
+        weekly = _cycle_supported(means, (days + 3) % 7, _robust_sd(means) or 1e-9, 7)
     noise = k.NOISE_COUNT if counts else k.NOISE_GAUGE
     P, knots = k.params(per_day, daily=daily, weekly=weekly, counts=counts, noise=noise)
     P[k.P_REBASE], P[k.P_RELEARN] = REBASE, np.inf

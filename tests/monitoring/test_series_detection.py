@@ -116,7 +116,8 @@ def test_seasonality_only_where_the_data_has_it() -> None:
     daily = flat + 3 * np.sin(2 * np.pi * (HOURLY % DAY) / DAY)
     weekend = ((HOURLY // DAY) + 3) % 7 >= 5
     weekly = flat + np.where(weekend, 8.0, 0.0)
-    for v, want in ((flat, (0, 0)), (daily, (1, 0)), (weekly, (0, 1))):
+    shifted = flat + np.where(np.arange(flat.size) >= 3000, 15.0, 0.0)  # not a cycle
+    for v, want in ((flat, (0, 0)), (daily, (1, 0)), (weekly, (0, 1)), (shifted, (0, 0))):
         _, P, _ = offline_params(HOURLY, v)
         assert (P[k.P_DAILY], P[k.P_WEEKLY]) == want
 
@@ -136,8 +137,14 @@ def test_noise_model_follows_the_values_and_the_kind() -> None:
     [
         lambda rng, n: 40 + 2 * rng.standard_normal(n) + np.where(np.arange(n) >= 3000, 15, 0),
         lambda rng, n: rng.poisson(np.where(np.arange(n) >= 3000, 12.0, 30.0)).astype(float),
+        lambda rng, n: (
+            -50
+            + 10 * np.sin(2 * np.pi * (HOURLY % DAY) / DAY)
+            + 2 * rng.standard_normal(n)
+            - np.where(np.arange(n) >= 3000, 15, 0)
+        ),
     ],
-    ids=["gauge up", "count down"],
+    ids=["gauge up", "count down", "daily gauge below zero, down"],
 )
 def test_a_lasting_level_shift_is_alerted_once_then_learnt(make) -> None:
     v = make(np.random.default_rng(5), HOURLY.size)
