@@ -222,9 +222,7 @@ def _backtest(args: argparse.Namespace) -> int:
     if args.origins < 1 or args.horizon < 1:
         raise InvalidInput("--origins and --horizon must be >= 1", "origins")
     panel = _panel(args, args.horizon)
-    command = "ordersight forecast backtest " + shlex.join(
-        sys.argv[3:] if args.command_argv is None else args.command_argv
-    )
+    command = _command(args)
     r = backtest(
         panel,
         args.horizon,
@@ -244,6 +242,18 @@ def _backtest(args: argparse.Namespace) -> int:
         )
     print(f"report in {Path(args.out) / 'report.md'}")
     return 0
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The backtest's own command line, rebuilt from its options (for the report)."""
+    parts = ["ordersight", "forecast", "backtest"]
+    for opt in ("demand", "orders", "level", "measure", "covariates", "static", "freq",
+                "missing", "horizon", "origins", "strategy", "quantiles", "rounds",
+                "rows_per_series", "seed", "out"):  # fmt: skip
+        value = getattr(args, opt)
+        if value is not None and not (opt in ("level", "measure") and not args.orders):
+            parts += [f"--{opt.replace('_', '-')}", str(value)]
+    return shlex.join(parts)
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -313,7 +323,7 @@ def add_parser(sub: Any) -> None:
     _fit_options(s)
     s.add_argument("--progress", action="store_true", help="progress bar even when not a tty")
     s.add_argument("--out", required=True, help="report folder")
-    s.set_defaults(func=_backtest, command_argv=None)
+    s.set_defaults(func=_backtest)
 
     s = verbs.add_parser(
         "simulate", help="write simulated demand.parquet, covariates.parquet and static.parquet"

@@ -34,6 +34,7 @@ from engine.forecast.panel import LONG_SEASON, SEASON, DemandPanel
 WINDOWS = {"D": (7, 28, 91), "W": (4, 13, 52), "H": (24, 168, 672)}
 N_LAGS = {"D": 14, "W": 8, "H": 48}
 MANTISSA_BITS = 12
+PRIOR_SHRINK = 5.0
 HOLIDAY_CAP = 30  # periods: farther than this from a holiday reads as "none near"
 
 
@@ -119,28 +120,42 @@ def panel_stats(panel: DemandPanel) -> PanelStats:
     )
 
 
-def series_prior(panel: DemandPanel) -> tuple[dict[tuple[float, ...], float], float]:
-    """A scale for series without history: the median mean-absolute demand of the series
-    sharing its categorical static attributes, else of all series."""
+Effects = dict[str, dict[float, float]]
+
+
+def series_prior(panel: DemandPanel) -> tuple[Effects, float]:
+    """A scale for series without history, from their categorical static attributes: a
+    main-effects model of log mean demand (the overall mean of logs plus, per attribute, its
+    category's mean deviation, shrunk towards 0 by n / (n + PRIOR_SHRINK)). Additive in logs,
+    so a new product in a known store type and category gets both effects even when no
+    series has that exact combination. Returns (effects per attribute, exp(overall))."""
     known = ~np.isnan(panel.values)
     cnt = known.sum(axis=1)
-    mean = np.where(cnt > 0, np.nansum(np.abs(panel.values), axis=1) / np.maximum(cnt, 1), np.nan)
+    mean = np.nansum(np.abs(panel.values), axis=1) / np.maximum(cnt, 1)
     ok = (cnt > 0) & (mean > 0)
-    overall = float(np.median(mean[ok])) if ok.any() else 1.0
-    cat_cols = [k for k, c in enumerate(panel.static_names) if c in panel.encoding]
-    groups: dict[tuple[float, ...], list[float]] = {}
-    for i in np.flatnonzero(ok):
-        key = tuple(float(x) for x in panel.static[i, cat_cols])
-        groups.setdefault(key, []).append(float(mean[i]))
-    return {k: float(np.median(g)) for k, g in groups.items() if len(g) >= 3}, overall
+    if not ok.any():
+        return {}, 1.0
+    logm = np.log(mean[ok])
+    base = float(logm.mean())
+    effects: Effects = {}
+    for k, c in enumerate(panel.static_names):
+        if c not in panel.encoding:
+            continue
+        codes = panel.static[ok, k]
+        effects[c] = {}
+        for code in np.unique(codes[~np.isnan(codes)]):
+            dev = logm[codes == code] - base
+            effects[c][float(code)] = float(dev.sum() / (len(dev) + PRIOR_SHRINK))
+    return effects, float(np.exp(base))
 
 
-def prior_scales(
-    panel: DemandPanel, groups: dict[tuple[float, ...], float], overall: float
-) -> np.ndarray:
-    cat_cols = [k for k, c in enumerate(panel.static_names) if c in panel.encoding]
-    keys = [tuple(float(x) for x in row) for row in panel.static[:, cat_cols]]
-    return np.array([groups.get(k, overall) for k in keys])
+def prior_scales(panel: DemandPanel, effects: Effects, overall: float) -> np.ndarray:
+    logp = np.full(panel.n_series, np.log(overall))
+    for c, table in effects.items():
+        if c in panel.static_names:
+            col = panel.static[:, panel.static_names.index(c)]
+            logp += np.array([table.get(float(v), 0.0) for v in col])
+    return np.exp(logp)
 
 
 def _at(a: np.ndarray, i: np.ndarray, idx: np.ndarray) -> np.ndarray:

@@ -243,7 +243,10 @@ def train(
             "levels": list(LEAD_TIME_LEVELS) if opts.lead_time else [],
             "shifts": lt_shifts if opts.lead_time else [],
         },
-        "prior": {"groups": [[list(k), v] for k, v in groups.items()], "overall": overall},
+        "prior": {
+            "effects": {c: [[k, v] for k, v in t.items()] for c, t in groups.items()},
+            "overall": overall,
+        },
         "scale_floor": floor,
         "nonnegative": bool(np.nanmin(panel.values) >= 0)
         if np.isfinite(np.nanmin(panel.values, initial=np.inf))

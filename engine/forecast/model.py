@@ -99,7 +99,9 @@ class ForecastModel:
         self.shifts = {float(k): np.array(v) for k, v in manifest["shifts"].items()}
         self.lt_levels = tuple(float(q) for q in manifest["lead_time"]["levels"])
         self.lt_shifts = np.array(manifest["lead_time"]["shifts"], dtype=np.float64)
-        self.groups = {tuple(k): float(v) for k, v in manifest["prior"]["groups"]}
+        self.groups = {
+            c: {float(k): float(v) for k, v in t} for c, t in manifest["prior"]["effects"].items()
+        }
         self.overall = float(manifest["prior"]["overall"])
         self.floor = float(manifest["scale_floor"])
         self.nonnegative = bool(manifest["nonnegative"])
