@@ -130,3 +130,45 @@ def test_a_tampered_folder_is_refused(model_dir: Path, tmp_path: Path) -> None:
     (bad / "manifest.json").write_text(json.dumps({"kind": "risk"}))
     with pytest.raises(ModelLoadError, match="not a forecast model"):
         ForecastModel.load(bad)
+
+
+def _weekly_and_hourly() -> dict[str, tuple[pa.Table, int]]:
+    rng = np.random.default_rng(0)
+    weeks = np.datetime64("2022-01-03", "s") + np.arange(120) * np.timedelta64(7 * 86400, "s")
+    hours = np.datetime64("2024-01-01T00", "s") + np.arange(24 * 40) * np.timedelta64(3600, "s")
+    out = {}
+    for freq, dates, season, horizon in (("W", weeks, 52, 6), ("H", hours, 24, 24)):
+        ids = np.repeat(["a", "b", "c"], len(dates))
+        phase = np.arange(len(ids)) % len(dates) * 2 * np.pi / season
+        value = rng.poisson(np.repeat([3.0, 20.0, 0.3], len(dates)) * (1.3 + np.sin(phase)))
+        out[freq] = (
+            pa.table({"series_id": ids, "date": np.tile(dates, 3), "value": value.astype(float)}),
+            horizon,
+        )
+    return out
+
+
+@pytest.mark.parametrize("freq", ["W", "H"])
+def test_weekly_and_hourly_models(freq: str, tmp_path: Path) -> None:
+    from engine.forecast.fit import FitOptions, parse_quantiles, train
+    from engine.forecast.inputs import build_panel
+
+    table, horizon = _weekly_and_hourly()[freq]
+    panel = build_panel(table, freq=freq, horizon=horizon)
+    levels, labels = parse_quantiles("0.1,0.5,0.9")
+    m = train(
+        panel,
+        tmp_path / "m",
+        horizon,
+        levels,
+        labels,
+        FitOptions(rows_per_series=100, rounds=15, progress=False),
+    )
+    fc = m.forecast(["a", "b", "c"], horizon)
+    step = np.timedelta64(7, "D") if freq == "W" else np.timedelta64(1, "h")
+    assert (np.diff(fc.dates, axis=1) == step).all()
+    assert fc.dates[0, 0] == panel.dates(panel.last[:1])[0] + step
+    assert (np.diff(fc.values, axis=2) >= 0).all() and np.isfinite(fc.values).all()
+    assert fc.values[1, :, 1].mean() > fc.values[2, :, 1].mean()  # the scales are kept apart
+    days = 14 if freq == "W" else 0.5
+    assert np.isfinite(m.reorder_points(None, 0.9, m.lead_time_periods(days), ["a"])).all()
