@@ -47,8 +47,9 @@ bucket does not. A bucket on the other side of the baseline at least halves the 
 incident that ends stops alerting within a few buckets however large it was (the sum is
 also capped at `cap * h`); halving on every bucket short of `k` sd closed alerts sooner but
 split long, shallow incidents into several alerts in the evaluation. An alert opens at `h`
-and closes below `h / 2` (hysteresis), so one incident is one alert. The score is
-`1 - 2**(-sum / h)`: 0.5 at the alert threshold, 0.9 near the critical one.
+and closes below `h / 2` (hysteresis), so one incident is one alert. The live score is
+`1 - 2**(-sum / h)`: 0.5 at the alert threshold, 0.9 near the critical one; offline, the sum
+itself (`O_STAT`) becomes a calibrated tail probability (`noise_models.calibrated_score`).
 """
 
 from __future__ import annotations

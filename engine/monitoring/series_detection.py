@@ -10,8 +10,8 @@ point's time, so a regular series keeps its own timestamps. A **count** series (
 count`; what `auto` picks when every value is a non-negative integer) sums the points of a
 bucket, so duplicates add up, and a bucket with no point is zero. A **gauge** (`--kind
 gauge`, `auto`'s choice otherwise: CPU %, latencies, prices) averages them, so duplicates are
-averaged, and a bucket with no point is missing: the model sees it bridged by linear
-interpolation, it is marked `filled`, scored 0 and never raises an alert."""
+averaged, and a bucket with no point is missing: bridged by linear interpolation in the
+output, marked `filled`, neither scored nor learnt from, never an alert's onset."""
 
 from __future__ import annotations
 
