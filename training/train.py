@@ -12,8 +12,8 @@ Steps, each on a progress bar:
    and checked against the Booster.
 4. Thresholds on the validation period: review and decline from tier two's scores; tier
    one's escalation threshold so that 99.8% of the frauds tier two would flag are escalated,
-   lowered by the drift seen between the validation period's two halves, capped at an
-   escalation rate of 15%. Tier one is trained on tier two's flags.
+   lowered by the drift seen on a later period (`_margin`), capped at an escalation rate of
+   15%. Tier one is trained on tier two's flags, the flagged frauds weighted up.
 5. Rule fallback weights: logistic regression over the rules' firing.
 6. Artifact folder: manifest (versions, features, thresholds, selection, metrics,
    checksums), report (overall and, when the history has a `scenario` column, per scenario).
@@ -64,13 +64,14 @@ class Held:
 TIER1_PARAMS: dict[str, Any] = {
     "objective": "binary",
     "learning_rate": 0.3,
-    "num_leaves": 16,
-    "max_depth": 4,
+    "num_leaves": 32,
+    "max_depth": 5,
     "min_data_in_leaf": 100,
     "verbose": -1,
     "num_threads": 2,
 }
 TIER1_TREES = 30
+FLAGGED_FRAUD_WEIGHT = 20.0
 MAX_ESCALATION = 0.15
 CASCADE_RECALL = 0.99  # the goal, measured on the held-out period
 # The threshold keeps 99.8% on the validation period, and is lowered further by the drift
@@ -331,13 +332,16 @@ def train(
         steps.update()
 
         steps.set_postfix_str("tier one")
-        # Tier one learns what tier two would flag (and every known fraud): its job is to
-        # predict where tier two is needed, which a few shallow trees do far better than
-        # predicting fraud itself.
-        flagged = (np.asarray(booster.predict(X[tr])) >= policy.review_threshold) | (y[tr] == 1)
+        # Tier one learns what tier two would flag: its job is to predict where tier two is
+        # needed, which a few shallow trees do far better than predicting fraud itself. The
+        # flagged frauds, the orders it must not screen out, weigh FLAGGED_FRAUD_WEIGHT
+        # times more; frauds tier two would not flag are no target (chasing them spends the
+        # trees on what tier two would let through anyway).
+        flagged = np.asarray(booster.predict(X[tr])) >= policy.review_threshold
+        weight = np.where(flagged & (y[tr] == 1), FLAGGED_FRAUD_WEIGHT, 1.0)
         b1 = lgb.train(
             {**TIER1_PARAMS, "seed": seed},
-            lgb.Dataset(X[tr], flagged.astype(np.int8)),
+            lgb.Dataset(X[tr], flagged.astype(np.int8), weight=weight),
             TIER1_TREES,
         )
         trees = compile_booster(b1.dump_model())
