@@ -117,6 +117,7 @@ def _serve(args: argparse.Namespace) -> int:
         snapshot_dir=args.snapshot_dir,
         metrics_port=args.metrics_port,
         hash_secret_file=args.hash_secret_file,
+        forecast_models=args.forecast_models,
     )
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -356,6 +357,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--hash-secret-file", help="file holding the secret of the entity keys (setting "
         "hash_secret_file; see docs/SECURITY.md)",
+    )  # fmt: skip
+    s.add_argument(
+        "--forecast-models", help="forecast model folder Forecasting serves (setting "
+        "forecast_models; see ordersight forecast train)",
     )  # fmt: skip
     s.set_defaults(func=_serve)
 

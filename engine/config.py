@@ -31,6 +31,13 @@ class Settings:
     registry: str = ""
     """Model registry: the folder whose sub-folders are the versions ModelAdmin lists and
     loads by name ("" = the folder that holds `models`)."""
+    forecast_models: str = ""
+    """Forecast model folder (`ordersight forecast train --out`) that Forecasting serves
+    ("" = none until LoadForecastModel); one that does not load is logged and the
+    `ordersight.forecast` health component is NOT_SERVING, risk scoring is unaffected."""
+    forecast_registry: str = ""
+    """Folder whose sub-folders are forecast model versions LoadForecastModel loads by name
+    ("" = the folder that holds `forecast_models`)."""
     allow_rules_only: bool = False
     """Serve with the rule fallback alone when the model folder cannot be used; otherwise
     such a folder stops start-up (a broken tier two alone never does: its rows fall back)."""

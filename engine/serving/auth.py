@@ -3,8 +3,9 @@
 A token is a random secret that a client sends as `authorization: Bearer <token>` metadata;
 the config keeps only its SHA-256 (`[[tokens]]` tables of name, sha256 and roles), so a config
 file that leaks leaks no credential. Every RPC but health and reflection needs a token with
-the method's role: `score` (Score, ScoreBatch), `report` (ReportOutcomes, ReportEvent) or
-`admin` (ModelAdmin, and the operational alerts). A missing or unknown token gets
+the method's role: `score` (Score, ScoreBatch), `report` (ReportOutcomes, ReportEvent),
+`forecast` (Forecast, GetForecastModel) or `admin` (ModelAdmin, loading and rolling back
+forecast models, and the operational alerts). A missing or unknown token gets
 UNAUTHENTICATED, a token without the role PERMISSION_DENIED. A presented token is hashed and
 compared with every entry in constant time (`hmac.compare_digest`, no early exit), so timing
 tells nothing of how close a guess was. With no tokens configured every RPC is open, which
@@ -32,7 +33,7 @@ import grpc
 
 from engine.serving.tls import cert_name, cert_roles
 
-ROLES = ("score", "report", "admin")
+ROLES = ("score", "report", "admin", "forecast")
 METHOD_ROLE = {
     "/ordersight.v1.OrderRisk/Score": "score",
     "/ordersight.v1.OrderRisk/ScoreBatch": "score",
@@ -46,6 +47,10 @@ METHOD_ROLE = {
     "/ordersight.v1.ModelAdmin/Rollback": "admin",
     "/ordersight.v1.ModelAdmin/SetChallenger": "admin",
     "/ordersight.v1.ModelAdmin/ClearChallenger": "admin",
+    "/ordersight.v1.Forecasting/Forecast": "forecast",
+    "/ordersight.v1.Forecasting/GetForecastModel": "forecast",
+    "/ordersight.v1.Forecasting/LoadForecastModel": "admin",
+    "/ordersight.v1.Forecasting/RollbackForecastModel": "admin",
 }
 
 

@@ -33,6 +33,12 @@ SERVICES = {
         "SetChallenger",
         "ClearChallenger",
     ),  # fmt: skip
+    "ordersight.v1.Forecasting": (
+        "Forecast",
+        "GetForecastModel",
+        "LoadForecastModel",
+        "RollbackForecastModel",
+    ),
 }
 """The unary methods the engine serves, by service (OrderRisk's WatchAlerts is a stream)."""
 UNARY = tuple(f"{service}/{name}" for service, names in SERVICES.items() for name in names)

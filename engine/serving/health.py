@@ -2,14 +2,16 @@
 
 gRPC health (`grpc.health.v1.Health`) answers for:
 - `""` and each served API (`ordersight.v1.OrderRisk`, `ordersight.v1.ModelAdmin`): SERVING
-  while the engine can make decisions. The rule fallback always can, so only a decision log
+  while the engine can make decisions; `ordersight.v1.Forecasting` while a forecast model
+  serves. The rule fallback always can, so only a decision log
   that cannot be written under `log_on_failure = "fail_closed"` (every call refused) makes
   them NOT_SERVING.
 - one service per component, SERVING while that part works, NOT_SERVING while it is down:
   `ordersight.tier_one` and `ordersight.tier_two` (the served model set holds it),
   `ordersight.decision_log` (its last write succeeded), `ordersight.snapshots` (the last
   snapshot was written), `ordersight.replication` (connected to NATS, no message dropped
-  in the last `report_s`). A component that is not configured is not listed (NOT_FOUND).
+  in the last `report_s`), `ordersight.forecast` (a forecast model serves). A component
+  that is not configured is not listed (NOT_FOUND).
 
 `Health.run` re-evaluates every `check_s` and publishes changes at once (to the server's own
 health servicer, or to every front process over the link); while anything is down it logs
@@ -33,18 +35,21 @@ if TYPE_CHECKING:
     from engine.decision.cascade import Engine
     from engine.decision_log.writer import DecisionLog
     from engine.monitoring.alert_hub import AlertHub
+    from engine.serving.forecasting import ForecastService
     from engine.serving.replication import Replication
     from engine.serving.snapshots import Snapshots
 
 log = logging.getLogger(__name__)
 
 TIER_ONE, TIER_TWO = "ordersight.tier_one", "ordersight.tier_two"
-DECISION_LOG, SNAPSHOTS, REPLICATION = (
+DECISION_LOG, SNAPSHOTS, REPLICATION, FORECAST = (
     "ordersight.decision_log",
     "ordersight.snapshots",
     "ordersight.replication",
+    "ordersight.forecast",
 )
 OVERALL = ("", *SERVICES)
+FORECASTING = "ordersight.v1.Forecasting"
 
 Status = dict[str, bool]
 """Service name → SERVING (True) or NOT_SERVING."""
@@ -60,6 +65,7 @@ class Health:
         decision_log: DecisionLog | None = None,
         snapshots: Snapshots | None = None,
         replication: Replication | None = None,
+        forecasting: ForecastService | None = None,
         registry: CollectorRegistry | None = None,
         check_s: float = 1.0,
         report_s: float = 60.0,
@@ -69,6 +75,7 @@ class Health:
         self.decision_log = decision_log
         self.snapshots = snapshots
         self.replication = replication
+        self.forecasting = forecasting
         self.check_s, self.report_s = check_s, report_s
         self.current: Status = {}
         self.why: dict[str, str] = {}
@@ -98,6 +105,8 @@ class Health:
             out[SNAPSHOTS] = self.snapshots.error
         if self.replication is not None:
             out[REPLICATION] = self._replication_problem()
+        if self.forecasting is not None:
+            out[FORECAST] = self.forecasting.problem()
         return out
 
     def _replication_problem(self) -> str:
@@ -118,6 +127,8 @@ class Health:
         log_ = self.decision_log
         decide = not (log_ is not None and log_.refusing)
         status = {name: decide for name in OVERALL}
+        # Forecasting serves while a forecast model is loaded, whatever the risk engine does.
+        status[FORECASTING] = FORECAST in problems and not problems[FORECAST]
         status.update({k: not v for k, v in problems.items()})
         for k, v in problems.items():
             self.m_up.labels(k).set(0 if v else 1)

@@ -41,6 +41,7 @@ from engine.orders.rules import Limits
 from engine.serving import snapshots
 from engine.serving.auth import Authorizer, parse_tokens
 from engine.serving.data_plane import DataPlane
+from engine.serving.forecasting import ForecastService
 from engine.serving.frames import SERVICES
 from engine.serving.fronts import Fronts
 from engine.serving.health import Health
@@ -152,7 +153,13 @@ class Server:
             self.shadow,
             settings.policy or None,
         )
-        self.methods = Methods(self.plane, self.admin.unary)
+        forecast_root = settings.forecast_registry or (
+            str(Path(settings.forecast_models).resolve().parent) if settings.forecast_models else ""
+        )
+        self.forecasting = ForecastService(
+            settings.forecast_models, forecast_root, self.hub.registry
+        )
+        self.methods = Methods(self.plane, {**self.admin.unary, **self.forecasting.unary})
         self.replication: Replication | None = None
         if settings.replication_url:
             self.replication = Replication(
@@ -172,6 +179,7 @@ class Server:
             self.engine, hub=self.hub, decision_log=self.log, snapshots=self.snapshots,
             replication=self.replication, registry=self.hub.registry,
             report_s=settings.health_report_s,
+            forecasting=self.forecasting if self.forecasting.configured_any else None,
         )  # fmt: skip
         ProcessCollector(registry=self.hub.registry)  # the engine's RSS, CPU, open files
         self.workers = 0 if settings.single_process else settings.workers or os.cpu_count() or 1
@@ -330,6 +338,7 @@ class Server:
             self.link = None
         await self.plane.stop()
         self.admin.close()
+        self.forecasting.close()
         self.shadow.close()
         if self.replication is not None:
             await self.replication.stop()
