@@ -83,9 +83,13 @@ def backtests(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         if code:
             raise SystemExit(f"backtest on {config} failed")
         r = json.loads((report / "report.json").read_text())
+        simulate = (
+            f"ordersight forecast simulate --series {args.series} --days {args.days} "
+            f"--horizon {args.horizon} --seed {seed} --config {config} --out {data}"
+        )
+        note_data(report / "report.md", simulate)
         out[config] = {
-            "simulate": f"ordersight forecast simulate --series {args.series} --days "
-            f"{args.days} --horizon {args.horizon} --seed {seed} --config {config}",
+            "simulate": simulate,
             "overall": {k: v["established"] for k, v in r["overall"].items()},
             "verdict": r["verdict"],
             "new_and_short": {
@@ -95,6 +99,13 @@ def backtests(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         }
         shutil_rmtree(report / "models")
     return out
+
+
+def note_data(report_md: Path, simulate: str) -> None:
+    """Name the command that made the backtest's (temporary) data folder in its report."""
+    text = report_md.read_text()
+    head, sep, rest = text.partition("```\n\n")
+    report_md.write_text(f"{head}{sep}Data (a temporary folder): `{simulate}`.\n\n{rest}")
 
 
 def shutil_rmtree(path: Path) -> None:
@@ -200,7 +211,7 @@ def markdown(r: dict[str, Any]) -> str:
         f"- `forecast train` (defaults: 9 quantile + 6 lead-time boosters): "
         f"{t['train_seconds']:.0f} s",
         f"- `ForecastModel.load` (checksums, sessions, history sums): {t['load_seconds']:.2f} s",
-        f"- `forecast(all {t['series']} series, {t['horizon']})`: "
+        f"- `forecast(all {t['series']} series, {t['horizon']})` (onnxruntime, one thread): "
         f"{t['forecast_all_seconds_median'] * 1000:.0f} ms median = "
         f"{t['series_x_horizon_per_second']:,.0f} series x horizon per second",
         f"- `forecast(one series, {t['horizon']})`: {t['one_series_ms_median']:.2f} ms "
