@@ -96,6 +96,7 @@ def backtests(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 g: r["overall"]["model:horizon-feature"].get(g) for g in ("short", "new")
             },
             "seconds": r["seconds"],
+            "reorder_point_coverage": r.get("reorder_point_coverage", {}),
         }
         shutil_rmtree(report / "models")
     return out
@@ -196,6 +197,13 @@ def markdown(r: dict[str, Any]) -> str:
                     f"\nModel on `{g}` series ({s['series']} series x origins): MASE "
                     f"{s['mase']:.3f}, SQL {s['sql']:.3f}, coverage {s['coverage80']:.3f}."
                 )
+        rop = b.get("reorder_point_coverage", {})
+        for strat, levels in rop.get("levels", {}).items():
+            shares = ", ".join(f"{v:.3f} at {lv}" for lv, v in levels.items())
+            lines.append(
+                f"\nReorder points ({strat}, lead time {rop['lead_periods']} periods): demand "
+                f"stayed under them for {shares} (should equal the service level)."
+            )
         lines += [
             "",
             "Seconds (all origins): " + ", ".join(f"{k} {v:.0f}" for k, v in b["seconds"].items()),

@@ -74,6 +74,7 @@ def backtest(
     pooled: dict[str, dict[str, list[tuple[np.ndarray, ...]]]] = {}
     timings: dict[str, float] = {k: 0.0 for k in methods}
     fan: dict[str, Any] = {}
+    rop_hits: dict[str, list[np.ndarray]] = {s: [] for s in strategies}
     for k in range(origins):
         t0 = panel.n_periods - 1 - horizon * (origins - k)
         if t0 < 4 * m:
@@ -108,6 +109,8 @@ def backtest(
                 replace(opts, strategy=strat),
             )
             preds[f"model:{strat}"] = model.predict(cut, horizon).values
+            if model.lt_levels:
+                rop_hits[strat].append(_reorder_hits(model, cut, y, groups["established"], m))
             timings[f"model:{strat}"] += time.perf_counter() - t_start
         t_start = time.perf_counter()
         preds["seasonal_naive"] = seasonal_naive(cut, horizon, levels)
@@ -136,6 +139,11 @@ def backtest(
             qs = np.concatenate([p[1] for p in parts])
             ss = np.concatenate([p[2] for p in parts])
             overall[name][g] = _scores(ys, qs, levels, ss, np.arange(len(ys)))
+    rop = {
+        s: {str(lv): float(np.concatenate(h)[:, k].mean()) for k, lv in enumerate(ROP_LEVELS)}
+        for s, h in rop_hits.items()
+        if h
+    }
     report = _summary(
         overall,
         methods,
@@ -150,12 +158,28 @@ def backtest(
         command,
         have_ets,
     )
+    report["reorder_point_coverage"] = {"lead_periods": min(horizon, m), "levels": rop}
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
     from engine.forecast.report import fan_chart, markdown
 
     fan_chart(out / "fan_chart.png", fan, levels, panel, strategies[0], horizon)
     (out / "report.md").write_text(markdown(report))
     return report
+
+
+ROP_LEVELS = (0.8, 0.9, 0.95)
+
+
+def _reorder_hits(
+    model: Any, cut: DemandPanel, y: np.ndarray, rows: np.ndarray, m: int
+) -> np.ndarray:
+    """[series, ROP_LEVELS]: whether the demand over the next `min(H, m)` periods stayed at or
+    under the reorder point at each service level (their mean should be the level)."""
+    lead = min(y.shape[1], m)
+    actual = y[rows, :lead].sum(axis=1)
+    known = ~np.isnan(y[rows, :lead]).any(axis=1)
+    hits = [model.reorder_points(cut, lv, lead)[rows] >= actual for lv in ROP_LEVELS]
+    return np.stack(hits, axis=1)[known]
 
 
 def _summary(

@@ -23,6 +23,7 @@ Design (the reasons; the measured effect is in benchmarks/results/forecast/):
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -226,7 +227,9 @@ def train(
     files[STATE] = sha256(out / STATE)
     manifest = {
         "kind": KIND,
-        "version": dt.datetime.now(dt.UTC).strftime("forecast-%Y%m%dT%H%M%SZ"),
+        # the time and the files' digest: two models made in the same second still differ
+        "version": dt.datetime.now(dt.UTC).strftime("forecast-%Y%m%dT%H%M%SZ-")
+        + hashlib.sha256("".join(sorted(files.values())).encode()).hexdigest()[:8],
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "freq": panel.freq,
         "horizon": horizon,

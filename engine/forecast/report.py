@@ -72,6 +72,22 @@ def markdown(r: dict[str, Any]) -> str:
                     f"| {row['origin'][:10]} | {name} | {_fmt(s['mase'])} | "
                     f"{_fmt(s['sql'])} | {_fmt(s['coverage80'])} |"
                 )
+    rop = r.get("reorder_point_coverage", {})
+    if rop.get("levels"):
+        lines += [
+            "",
+            f"## Reorder points (demand over the next {rop['lead_periods']} periods)",
+            "",
+            "Share of established series whose demand over the lead time stayed at or "
+            "under the reorder point (it should be the service level):",
+            "",
+            "| strategy | "
+            + " | ".join(f"service level {lv}" for lv in next(iter(rop["levels"].values())))
+            + " |",
+            "| --- |" + " --- |" * len(next(iter(rop["levels"].values()))),
+        ]
+        for s, levels in rop["levels"].items():
+            lines.append(f"| {s} | " + " | ".join(f"{v:.3f}" for v in levels.values()) + " |")
     lines += ["", "## Time (seconds, all origins)", ""]
     lines += [
         f"- {k}: {v:.1f}" + (" (training included)" if k.startswith("model") else "")
