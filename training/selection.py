@@ -23,6 +23,7 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 from sklearn.metrics import average_precision_score
+from tqdm import tqdm
 
 BASE_PARAMS: dict[str, Any] = {
     "objective": "binary",
@@ -81,6 +82,7 @@ def select(
     max_rounds: int,
     seed: int,
     feature_names: list[str],
+    progress: bool = False,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(chosen parameters, the record for the manifest). With no budget, or no fold with
     enough frauds to score, the first candidate is taken and the record says why."""
@@ -108,6 +110,10 @@ def select(
         return cands[0] | {"seed": seed}, record
     t0 = time.perf_counter()
     best, best_ap = 0, -np.inf
+    bar = tqdm(
+        total=len(cands) * len(splits), desc="tier two selection", unit="fit",
+        disable=not progress, leave=False,
+    )  # fmt: skip
     for i, params in enumerate(cands):
         if i > 0 and time.perf_counter() - t0 > budget_s:
             record["note"] = f"budget spent after {i} of {len(cands)} candidates"
@@ -127,6 +133,7 @@ def select(
             p = b.predict(X[score], num_iteration=b.best_iteration)
             aps.append(float(average_precision_score(y[score], p)))
             rounds.append(int(b.best_iteration))
+            bar.update()
         mean_ap = float(np.mean(aps))
         record["candidates"].append(
             {
@@ -141,6 +148,7 @@ def select(
             best, best_ap = i, mean_ap
     else:
         record["note"] = f"all {len(cands)} candidates tried within the budget"
+    bar.close()
     record["chosen"] = best
     record["elapsed_s"] = round(time.perf_counter() - t0, 2)
     return cands[best] | {"seed": seed}, record

@@ -308,6 +308,7 @@ def train(
             max_rounds=max_rounds,
             seed=seed,
             feature_names=list(FEATURE_NAMES),
+            progress=progress,
         )
         dtrain = lgb.Dataset(X[tr], y[tr], feature_name=list(FEATURE_NAMES), free_raw_data=False)
         dvalid = lgb.Dataset(X[va], y[va], reference=dtrain)
