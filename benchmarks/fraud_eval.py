@@ -5,8 +5,8 @@
 
 For each simulator configuration (`training.simulate.DEFAULT`, which the engine is developed
 on, and `SHIFTED`, another fraud mix, population and label delays that training is not
-tuned on) one history is simulated with a seed the engine is not developed on, and its last
-two weeks are held out. Two trainings each:
+tuned on) one history is simulated with a seed the engine is not developed on (`--seed`,
+plus one for the second world), and its last two weeks are held out. Two trainings each:
 
 - **point in time** (`train --as-of` the first held-out day): only labels known by then, for
   the features and for the training examples' own labels; the examples end where a day's
@@ -87,8 +87,8 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"`{result['command']}` at {result['finished_at']} on {result['machine']}.",
         "",
-        f"{result['days']} days at {result['orders_per_day']} orders/day, seed "
-        f"{result['seed']}; the last {HELD_OUT_DAYS} days held out. Definitions in "
+        f"{result['days']} days at {result['orders_per_day']} orders/day, seeds from "
+        f"{result['seed']} (one per world); the last {HELD_OUT_DAYS} days held out. Definitions in "
         "`benchmarks/fraud_eval.py`'s docstring.",
         "",
         "## Overall, held-out period",
@@ -158,9 +158,10 @@ def main(argv: list[str] | None = None) -> int:
         "configs": {},
     }
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.configs.split(","):
+        for k, name in enumerate(args.configs.split(",")):
+            # One seed per world: the same seed would draw the worlds' rare events together.
             result["configs"][name] = run_config(
-                name, args.days, args.orders_per_day, args.seed, args.tune_budget, Path(tmp)
+                name, args.days, args.orders_per_day, args.seed + k, args.tune_budget, Path(tmp)
             )
     result["finished_at"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     (out / "report.json").write_text(json.dumps(result, indent=2))
