@@ -9,6 +9,8 @@ PROTO_PY := proto/ordersight/v1/risk_pb2.py
 MODELS ?= models/default
 HISTORY ?= models/default-history.parquet
 SIM_DAYS ?= 56
+FORECAST ?= models/forecast/default
+DEMAND ?= models/demand
 PORT ?= 50051
 METRICS_PORT ?= 9464
 
@@ -28,17 +30,23 @@ $(PROTO_PY): $(PROTO) $(STAMP)
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=proto --pyi_out=proto \
 		--grpc_python_out=proto $(PROTO)
 
-# Default models: trained from the built-in simulator when $(MODELS) has none.
-models: $(MODELS)/manifest.json
+# Default models: trained from the built-in simulators when $(MODELS) or $(FORECAST) has none
+# (the risk models, then a forecast model over 200 simulated series x 2 years).
+models: $(MODELS)/manifest.json $(FORECAST)/manifest.json
 $(MODELS)/manifest.json: | install
 	$(BIN)/ordersight simulate --days $(SIM_DAYS) --out $(HISTORY)
 	$(BIN)/ordersight train --orders $(HISTORY) --out $(MODELS)
+$(FORECAST)/manifest.json: | install
+	$(BIN)/ordersight forecast simulate --series 200 --days 730 --out $(DEMAND)
+	$(BIN)/ordersight forecast train --demand $(DEMAND)/demand.parquet \
+		--covariates $(DEMAND)/covariates.parquet --static $(DEMAND)/static.parquet \
+		--horizon 28 --out $(FORECAST)
 
-# A local bearer token (roles score, report, admin) on first run: its secret in
+# A local bearer token (roles score, report, admin, forecast) on first run: its secret in
 # .ordersight/token, which the CLI reads; its hash in .ordersight/config.toml, which serve reads.
 LOCAL := .ordersight
 $(LOCAL)/config.toml: | install
-	$(BIN)/ordersight token --name local --roles score,report,admin --write $(LOCAL)
+	$(BIN)/ordersight token --name local --roles score,report,admin,forecast --write $(LOCAL)
 
 # The entity keys' secret (docs/SECURITY.md) on first run: 32 random bytes, owner-only.
 $(LOCAL)/hash.secret:
@@ -49,7 +57,7 @@ run: install models $(LOCAL)/config.toml $(LOCAL)/hash.secret
 	@echo "token: $(LOCAL)/token (ordersight score|alerts|models read it; grpcurl: -H \"authorization: Bearer \$$(cat $(LOCAL)/token)\")"
 	$(BIN)/ordersight serve --config $(LOCAL)/config.toml --models $(MODELS) --port $(PORT) --warm-from $(HISTORY) \
 		--log-dir $(LOCAL)/log --snapshot-dir $(LOCAL)/state --metrics-port $(METRICS_PORT) \
-		--hash-secret-file $(LOCAL)/hash.secret
+		--hash-secret-file $(LOCAL)/hash.secret --forecast-models $(FORECAST)
 
 # Services the tests start themselves (nats-server), from Debian's packages.
 services:

@@ -1,4 +1,4 @@
-"""`ordersight forecast simulate | train | predict | backtest`.
+"""`ordersight forecast simulate | train | predict | backtest | query`.
 
 Bad input raises `InvalidInput` naming the column and row; `engine.cli.main` prints it as
 `ordersight forecast: error: ...` and exits with 2.
@@ -272,11 +272,51 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _query(args: argparse.Namespace) -> int:
+    """A running engine's forecasts (Forecasting/Forecast) as CSV on stdout."""
+    import csv
+
+    import grpc
+    from ordersight.v1 import risk_pb2 as pb
+    from ordersight.v1 import risk_pb2_grpc as pb_grpc
+
+    from engine.cli import _channel
+
+    ids = [x for x in args.series.split(",") if x]
+    with _channel(args) as channel:
+        stub = pb_grpc.ForecastingStub(channel)
+        try:
+            r = stub.Forecast(
+                pb.ForecastRequest(series_ids=ids, horizon=args.horizon), timeout=args.timeout
+            )
+        except grpc.RpcError as exc:
+            print(f"{exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+    out = csv.writer(sys.stdout)
+    out.writerow(["series_id", "date", *(f"q{q:g}" for q in r.quantiles)])
+    for s in r.series:
+        for p in s.periods:
+            day = p.period_start.ToDatetime().isoformat(sep=" ")
+            out.writerow([s.series_id, day, *(f"{v:.4g}" for v in p.values)])
+    print(f"model {r.model_version}", file=sys.stderr)
+    return 0
+
+
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "forecast", help="probabilistic demand forecasts: simulate, train, predict, backtest"
     )
     verbs = p.add_subparsers(dest="forecast_command", required=True)
+
+    from engine.cli import _client_options
+
+    s = verbs.add_parser("query", help="a running engine's forecasts (gRPC Forecasting), as CSV")
+    s.add_argument("--addr", default="127.0.0.1:50051")
+    s.add_argument("--series", required=True, help="series ids, comma-separated")
+    s.add_argument("--horizon", type=int, default=0, help="periods (default: the model's)")
+    s.add_argument("--timeout", type=float, default=10.0)
+    _client_options(s)
+    s.set_defaults(func=_query)
 
     s = verbs.add_parser("train", help="train a global quantile model folder")
     _data_options(s)

@@ -187,3 +187,24 @@ def test_roles(forecast_server, model_dir: Path, model: ForecastModel) -> None:
         )
     )
     assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_query_command_prints_the_served_quantiles(
+    forecast_server, model_dir: Path, model: ForecastModel, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from engine.cli import main
+
+    srv = forecast_server(forecast_models=str(model_dir), single_process=True)
+    ids = [str(s) for s in model.series_ids[:2]]
+    args = ["forecast", "query", "--addr", f"127.0.0.1:{srv.port}", "--series", ",".join(ids)]
+    assert main([*args, "--horizon", "3", "--token", ""]) == 0
+    out, err = capsys.readouterr()
+    rows = [line.split(",") for line in out.strip().splitlines()]
+    assert rows[0] == ["series_id", "date", *(f"q{q:g}" for q in model.quantiles)]
+    want = model.forecast(ids, 3).values.reshape(-1, len(model.quantiles))
+    got = np.array([[float(v) for v in r[2:]] for r in rows[1:]])
+    np.testing.assert_allclose(got, want, rtol=1e-3)
+    assert [r[0] for r in rows[1:]] == [i for i in ids for _ in range(3)]
+    assert f"model {model.version}" in err
+    assert main([*args[:-2], "--series", "nope", "--token", ""]) == 1
+    assert "NOT_FOUND" in capsys.readouterr().err
