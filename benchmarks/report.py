@@ -143,6 +143,10 @@ def markdown(results: dict[str, Any]) -> str:
     if results.get("explain_runtimes"):
         diff = results["explain_runtimes"][0]["max_abs_diff"]
         lines += ["", f"Largest difference between the two: {diff:.1e}"]
+    if results.get("forecast"):
+        from benchmarks.forecast_serving import markdown as forecast_markdown
+
+        lines += ["", forecast_markdown(results["forecast"]).rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from benchmarks import batch, mlserver, overload, replication, stages
+from benchmarks import batch, forecast_serving, mlserver, overload, replication, stages
 from benchmarks.loadgen import Load, run
 from benchmarks.paired import paired_point
 from benchmarks.paired_servers import durability_rounds, serving_rounds
@@ -212,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     results["stages"] = stages.stage_costs(models, history_path)
     results["tier2_runtimes"] = stages.tier2_runtimes(models, X_tail[:4096], logs / "tier2_tl2.so")
     results["explain_runtimes"] = stages.explain_runtimes(models, X_tail)
+    log("Demand forecasting (training on 1,000 series x 3 years; Forecast in-process, gRPC):")
+    results["forecast"] = forecast_serving.measure(1000, 1095, args.seconds * 2, logs, log)
     results["targets"] = targets(results)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "results.md").write_text(markdown(results))
