@@ -24,7 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -34,31 +34,20 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from tqdm import tqdm
 
-from engine.codec.history import DAY_S, History, history_from_table, read_table
-from engine.decision.cascade import Engine, escalation_mask
-from engine.decision.policy import MODEL, PolicyConfig
-from engine.errors import InvalidInput
+from engine.codec.history import History, history_from_table, read_table
+from engine.decision.cascade import escalation_mask
+from engine.decision.policy import PolicyConfig
 from engine.features.matrix import FEATURE_NAMES, replay
 from engine.features.velocity import VelocityState
-from engine.models.artifacts import FORMAT, MANIFEST, load, sha256
+from engine.models.artifacts import FORMAT, MANIFEST, sha256
 from engine.models.scorers import RULES, TierOne, TierTwo, rule_matrix
 from engine.models.trees import compile_booster
-from engine.orders.arrays import OrderArrays
+from training.evaluate import CASCADE_RECALL, MAX_ESCALATION, REVIEW_RATE, Held, evaluate
 from training.export import to_onnx
-from training.report import binary_metrics, plot, scenario_metrics
+from training.periods import parse_moment, point_in_time, split
 from training.selection import select
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Held:
-    """The held-out period: features, final labels, orders and (simulated) scenarios."""
-
-    X: np.ndarray
-    y: np.ndarray
-    orders: OrderArrays
-    scenario: np.ndarray | None
 
 
 TIER1_PARAMS: dict[str, Any] = {
@@ -72,108 +61,12 @@ TIER1_PARAMS: dict[str, Any] = {
 }
 TIER1_TREES = 30
 FLAGGED_FRAUD_WEIGHT = 20.0
-MAX_ESCALATION = 0.15
-CASCADE_RECALL = 0.99  # the goal, measured on the held-out period
 # The threshold keeps 99.8% on the validation period, and is lowered further by the drift
 # measured between the validation period's halves: a margin for the goal to hold later.
 THRESHOLD_RECALL = 0.998
 MIN_MARGIN_FRAUDS = 10  # tier-two-flagged frauds per half needed to measure the drift
-REVIEW_RATE = 0.03  # share of orders the review queue can take
 DECLINE_PRECISION = 0.9
-MATURE_SHARE = 0.9  # with --as-of: a day trains once this share of its orders is labelled
 TUNE_BUDGET_S = 120.0
-
-
-def _parse_moment(s: str | None, end: bool, field: str) -> float | None:
-    """Epoch seconds of YYYY-MM-DD (its start, or its end with `end`) or of an ISO
-    datetime (UTC unless it names its offset)."""
-    if s is None:
-        return None
-    try:
-        if len(s) == 10:
-            d = dt.date.fromisoformat(s)
-            start = dt.datetime(d.year, d.month, d.day, tzinfo=dt.UTC).timestamp()
-            return start + DAY_S if end else start
-        moment = dt.datetime.fromisoformat(s)
-    except ValueError as exc:
-        raise InvalidInput(
-            f"--{field.replace('_', '-')} must be YYYY-MM-DD or an ISO datetime, is {s!r}", field
-        ) from exc
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
-    return moment.timestamp()
-
-
-def point_in_time(labels: np.ndarray, known_at: np.ndarray, as_of: float | None) -> np.ndarray:
-    """The labels as they stood at `as_of`: a label known later is unknown (-1)."""
-    if as_of is None:
-        return labels
-    with np.errstate(invalid="ignore"):
-        return np.where(known_at <= as_of, labels, np.int8(-1)).astype(np.int8)
-
-
-def mature_until(t: np.ndarray, labels_then: np.ndarray, lo: float, as_of: float) -> float:
-    """End of the last whole day before `as_of` (from `lo`) of which at least MATURE_SHARE
-    of the orders had a known label at `as_of`: later orders' legitimate labels are mostly
-    still to come, and training on them would over-represent the early-labelled frauds."""
-    day = np.floor((t - lo) / DAY_S).astype(np.int64)
-    inside = (t >= lo) & (t < as_of)
-    if not inside.any():
-        raise InvalidInput("no order lies between --train-from and --as-of", "as_of")
-    n = np.bincount(day[inside])
-    known = np.bincount(day[inside], weights=(labels_then[inside] >= 0).astype(float))
-    share = np.divide(known, n, out=np.zeros_like(known), where=n > 0)
-    ok = np.flatnonzero((share >= MATURE_SHARE) & (lo + (np.arange(n.size) + 1) * DAY_S <= as_of))
-    if not ok.size:
-        raise InvalidInput(
-            f"no day before --as-of has {MATURE_SHARE:.0%} of its orders labelled by then "
-            "(labels mature later): give an earlier --train-to or a later --as-of",
-            "as_of",
-        )
-    return lo + (int(ok[-1]) + 1) * DAY_S
-
-
-def split(
-    t: np.ndarray,
-    labels: np.ndarray,
-    train_from: float | None,
-    train_to: float | None,
-    *,
-    labels_then: np.ndarray | None = None,
-    as_of: float | None = None,
-):
-    """Masks (train, valid, test) over the history's rows. Training and validation take the
-    labels known at `as_of` (`labels_then`); the held-out period starts at `as_of` when
-    given (else at train_to) and is scored with the final `labels`."""
-    labels_then = labels if labels_then is None else labels_then
-    lo = t.min() if train_from is None else train_from
-    if as_of is not None and train_to is not None and train_to > as_of:
-        raise InvalidInput("--train-to must not be after --as-of", "train_to")
-    if train_to is not None:
-        hi = train_to
-    elif as_of is not None:
-        hi = mature_until(t, labels_then, lo, as_of)
-    else:  # without train_to, the last fifth of the history is held out
-        hi = t.min() + 0.8 * (t.max() - t.min())
-    known = labels_then >= 0
-    in_range = (t >= lo) & (t < hi) & known
-    cut = lo + 0.8 * (hi - lo)
-    train = in_range & (t < cut)
-    valid = in_range & (t >= cut)
-    test = (t >= (hi if as_of is None else as_of)) & (labels >= 0)
-    for name, m, y in (
-        ("training", train, labels_then),
-        ("validation", valid, labels_then),
-        ("held-out", test, labels),
-    ):
-        if y[m].sum() < 5 or (y[m] == 0).sum() < 5:
-            raise InvalidInput(
-                f"the {name} period has too few labelled orders of each class "
-                f"({int(y[m].sum())} fraud, {int((y[m] == 0).sum())} legitimate); "
-                "widen --train-from/--train-to, move --as-of or supply a longer history",
-                "train_to",
-            )
-    return train, valid, test
 
 
 class _Progress:
@@ -291,9 +184,9 @@ def train(
         enc = hist.arrays
         X = replay(enc, hist.labels, hist.known_at, VelocityState(capacity=capacity))
         t = enc.t
-        lo = _parse_moment(train_from, end=False, field="train_from")
-        hi = _parse_moment(train_to, end=True, field="train_to")
-        cut = _parse_moment(as_of, end=False, field="as_of")
+        lo = parse_moment(train_from, end=False, field="train_from")
+        hi = parse_moment(train_to, end=True, field="train_to")
+        cut = parse_moment(as_of, end=False, field="as_of")
         y_then = point_in_time(hist.labels, hist.known_at, cut)
         tr, va, te = split(t, hist.labels, lo, hi, labels_then=y_then, as_of=cut)
         y = y_then  # training and validation labels (held-out ones come from hist.labels)
@@ -442,71 +335,4 @@ def train(
         (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
         (out / "report.json").write_text(json.dumps(report, indent=2))
         steps.update()
-    return report
-
-
-def evaluate(out: Path, held: Held, thr1_note: str, onnx_err: float) -> dict[str, Any]:
-    """Held-out metrics of tier two alone, the rules alone and the engine's cascade, overall
-    and per scenario when the history names them."""
-    models = load(out)
-    if models.problems:
-        raise RuntimeError(f"freshly trained models fail to load: {models.problems}")
-    policy = models.policy
-    X, y = held.X, held.y
-    p2 = models.tier2.score(X)  # type: ignore[union-attr]
-    p1 = models.tier1.screen(X)  # type: ignore[union-attr]
-    p_rules = models.fallback.score(X)
-    amount, key = held.orders.amount, held.orders.key_account
-    escalated = escalation_mask(p1, models.tier1.threshold, amount, key, policy)  # type: ignore[union-attr]
-    flagged2 = (p2 >= policy.review_threshold) & (y == 1)
-    # The engine's own decisions on the held-out rows (features already computed).
-    engine = Engine(models, VelocityState(capacity=64, probe=4))
-    d = engine.decide([""] * y.size, held.orders, X)
-    cascade_score = d.score
-    review_rate = float((p2 >= policy.review_threshold).mean())
-    report = {
-        "held_out_orders": int(y.size),
-        "held_out_frauds": int(y.sum()),
-        "tier2": binary_metrics(y, p2, REVIEW_RATE),
-        "cascade": binary_metrics(y, cascade_score, REVIEW_RATE),
-        "tier1_alone": binary_metrics(y, models.tier1.calibrate(p1), REVIEW_RATE),  # type: ignore[union-attr]
-        "rules_alone": binary_metrics(y, p_rules, REVIEW_RATE),
-        "review_rate_target": REVIEW_RATE,
-        "tier2_flag_rate": review_rate,
-        "tier1_escalation_rate": float(escalated.mean()),
-        "tier1_escalation_rate_screener_only": float((p1 >= models.tier1.threshold).mean()),  # type: ignore[union-attr]
-        "cascade_recall_of_tier2_flagged_frauds": (
-            float(escalated[flagged2].mean()) if flagged2.any() else float("nan")
-        ),
-        "tier2_flagged_frauds": int(flagged2.sum()),
-        "tier1_goals": {
-            "max_escalation_rate": MAX_ESCALATION,
-            "min_cascade_recall": CASCADE_RECALL,
-            "escalation_met": bool(escalated.mean() <= MAX_ESCALATION),
-            "recall_met": bool(flagged2.any() and escalated[flagged2].mean() >= CASCADE_RECALL),
-        },
-        "tier1_threshold_note": thr1_note,
-        "engine_paths": {
-            "screened_out": float((d.path == 1).mean()),
-            "model": float((d.path == MODEL).mean()),
-            "fallback": float((d.path == 3).mean()),
-        },
-        "engine_actions": {
-            "approve": float((d.action == 1).mean()),
-            "review": float((d.action == 2).mean()),
-            "decline": float((d.action == 3).mean()),
-        },
-        "onnx_vs_lightgbm_max_abs_error": onnx_err,
-        "policy": asdict(policy),
-    }
-    if held.scenario is not None:
-        report["scenarios"] = scenario_metrics(
-            y, held.scenario, p2, cascade_score, escalated, policy.review_threshold, REVIEW_RATE
-        )
-    plot(
-        out / "report.png",
-        y,
-        {"tier two": p2, "cascade": cascade_score, "rules": p_rules},
-        f"Held-out period: {y.size} orders, {int(y.sum())} frauds",
-    )
     return report

@@ -12,17 +12,11 @@ import pytest
 from engine.codec.history import history_from_table
 from engine.errors import InvalidInput
 from training import selection
+from training.evaluate import CASCADE_RECALL
+from training.periods import DAY_S, MATURE_SHARE, mature_until, point_in_time, split
 from training.report import scenario_metrics
 from training.simulate import CONFIGS, SCENARIOS, simulate
-from training.train import (
-    CASCADE_RECALL,
-    DAY_S,
-    MATURE_SHARE,
-    _tier1_threshold,
-    mature_until,
-    point_in_time,
-    split,
-)
+from training.train import _tier1_threshold
 
 
 def test_point_in_time_hides_labels_known_later() -> None:
