@@ -12,12 +12,15 @@ import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
 from ordersight.v1 import risk_pb2 as pb
 from ordersight.v1 import risk_pb2_grpc as pb_grpc
 
 from engine.forecast import ForecastModel
 from tests.forecast.conftest import HORIZON
-from tests.grpc_harness import RunningServer, rpc_error
+from tests.grpc_harness import RunningServer, rpc_error, simple_order
 
 
 @pytest.fixture
@@ -64,6 +67,8 @@ def test_forecast_answers_the_models_quantiles(
     assert len(full.series[0].periods) == model.horizon == HORIZON
     assert _health(srv, "ordersight.forecast") == health_pb2.HealthCheckResponse.SERVING
     assert _health(srv, "ordersight.v1.Forecasting") == health_pb2.HealthCheckResponse.SERVING
+    db = ProtoReflectionDescriptorDatabase(srv.channel)  # grpcurl sees it
+    assert "ordersight.v1.Forecasting" in set(db.get_services())
 
 
 def test_bad_requests_are_named(forecast_server, model_dir: Path, model: ForecastModel) -> None:
@@ -136,7 +141,18 @@ def test_load_and_rollback_under_concurrent_forecasts(
                 failures.append(exc)
                 return
 
+    def score() -> None:  # risk scoring goes on beside the forecasts and the swaps
+        i = 0
+        while not stop.is_set():
+            try:
+                srv.stub.Score(simple_order(f"o-{i}"), timeout=30)
+            except BaseException as exc:
+                failures.append(exc)
+                return
+            i += 1
+
     threads = [threading.Thread(target=hammer) for _ in range(4)]
+    threads.append(threading.Thread(target=score))
     for t in threads:
         t.start()
     try:

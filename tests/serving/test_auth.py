@@ -66,14 +66,14 @@ def test_each_method_needs_a_token_with_its_role(guarded: RunningServer) -> None
 
 
 def test_every_method_without_a_token_is_unauthenticated(guarded: RunningServer) -> None:
-    """Every method of both services, read from their descriptors, before its request is
+    """Every method of every service, read from their descriptors, before its request is
     even parsed."""
     names = [
         (f"/{s.full_name}/{m.name}", m.server_streaming)
         for s in pb.DESCRIPTOR.services_by_name.values()
         for m in s.methods
     ]
-    assert len(names) == 12  # six OrderRisk, six ModelAdmin
+    assert len(names) == 16  # six OrderRisk, six ModelAdmin, four Forecasting
     for method, streaming in names:
         if streaming:
             call = guarded.channel.unary_stream(method)
