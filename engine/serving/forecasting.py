@@ -78,8 +78,7 @@ class ForecastService:
         )  # fmt: skip
         if self.configured is not None:
             try:
-                self._install(_load(self.configured))
-                self.swaps = 0
+                self._install(_load(self.configured), swap=False)
             except ModelLoadError as exc:
                 self.error = str(exc)
                 log.error("forecast model not loaded: %s", exc)
@@ -102,14 +101,17 @@ class ForecastService:
         self._loader.shutdown(wait=False, cancel_futures=True)
         self._runner.shutdown(wait=False, cancel_futures=True)
 
-    def _install(self, model: ForecastModel) -> None:
+    def _install(self, model: ForecastModel, swap: bool = True) -> None:
+        """Serve `model`; the one serving is kept for rollback. `swap`: counted as a swap
+        (the model configured at start-up is not)."""
         if self.model is not None:
             self.info.labels(self.model.version).set(0)
         self.previous, self.model = self.model, model
         self.info.labels(model.version).set(1)
         self.since = self.wall()
-        self.swaps += 1
-        self.m_swaps.inc()
+        if swap:
+            self.swaps += 1
+            self.m_swaps.inc()
         self.error = ""
 
     def _locked(self) -> asyncio.Lock:
