@@ -2,10 +2,9 @@
 
 gRPC health (`grpc.health.v1.Health`) answers for:
 - `""` and each served API (`ordersight.v1.OrderRisk`, `ordersight.v1.ModelAdmin`): SERVING
-  while the engine can make decisions; `ordersight.v1.Forecasting` while a forecast model
-  serves. The rule fallback always can, so only a decision log
+  while the engine can make decisions. The rule fallback always can, so only a decision log
   that cannot be written under `log_on_failure = "fail_closed"` (every call refused) makes
-  them NOT_SERVING.
+  them NOT_SERVING. `ordersight.v1.Forecasting`: SERVING while a forecast model serves.
 - one service per component, SERVING while that part works, NOT_SERVING while it is down:
   `ordersight.tier_one` and `ordersight.tier_two` (the served model set holds it),
   `ordersight.decision_log` (its last write succeeded), `ordersight.snapshots` (the last
