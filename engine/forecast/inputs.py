@@ -70,16 +70,29 @@ def _numbers(col: pa.ChunkedArray, name: str, where: str) -> np.ndarray:
             pc.cast(pc.utf8_trim_whitespace(col), pa.float64()).to_numpy(zero_copy_only=False),
             np.float64,
         )
-    except pa.ArrowInvalid:
-        for row, v in enumerate(col.to_pylist(), start=1):
+    except pa.ArrowInvalid as exc:
+        row, v = _first_refused(col, pa.float64())
+        raise InvalidInput(
+            f"{where}: column '{name}', row {row}: {v!r} is not a number", name
+        ) from exc
+
+
+def _first_refused(col: pa.ChunkedArray, *types: pa.DataType) -> tuple[int, object]:
+    """(1-based row, value) of the first string that Arrow casts to none of `types`: the
+    rule is Arrow's own, so the row named is the one the cast refused."""
+    for row, v in enumerate(col.to_pylist(), start=1):
+        if v is None:
+            continue
+        one = pc.utf8_trim_whitespace(pa.array([v], pa.string()))
+        for t in types:
             try:
-                if v is not None:
-                    float(v)
-            except ValueError:
-                raise InvalidInput(
-                    f"{where}: column '{name}', row {row}: {v!r} is not a number", name
-                ) from None
-        raise
+                pc.cast(one, t)
+                break
+            except pa.ArrowInvalid:
+                continue
+        else:
+            return row, v
+    return 0, None  # unreachable when the whole column failed to cast
 
 
 def _is_numeric(col: pa.ChunkedArray) -> bool:
@@ -105,17 +118,23 @@ def _strings(col: pa.ChunkedArray, name: str, where: str) -> np.ndarray:
 def _dates(col: pa.ChunkedArray, freq: str, where: str) -> np.ndarray:
     """datetime64[s] on the `freq` grid; a value that is not a date names its row."""
     if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        trimmed = pc.utf8_trim_whitespace(col)
         try:
-            col = pc.cast(pc.utf8_trim_whitespace(col), pa.timestamp("s"))
+            col = pc.cast(trimmed, pa.timestamp("s"))
         except pa.ArrowInvalid:
-            for row, v in enumerate(col.to_pylist(), start=1):
-                try:
-                    np.datetime64(v, "s")
-                except (ValueError, TypeError):
+            try:  # times with a zone ("...Z", "+02:00") are read as UTC
+                col = pc.cast(trimmed, pa.timestamp("s", tz="UTC")).cast(pa.timestamp("s"))
+            except pa.ArrowInvalid as exc:
+                row, v = _first_refused(col, pa.timestamp("s"), pa.timestamp("s", tz="UTC"))
+                if not row:  # each value reads, but not all in one form
                     raise InvalidInput(
-                        f"{where}: column 'date', row {row}: {v!r} is not a date", "date"
-                    ) from None
-            raise
+                        f"{where}: column 'date' mixes times with a zone and without: give "
+                        "every date in one form",
+                        "date",
+                    ) from exc
+                raise InvalidInput(
+                    f"{where}: column 'date', row {row}: {v!r} is not a date", "date"
+                ) from exc
     elif pa.types.is_timestamp(col.type) and col.type.tz is not None:
         col = col.cast(pa.timestamp("s", tz="UTC")).cast(pa.timestamp("s"))
     elif not (pa.types.is_date(col.type) or pa.types.is_timestamp(col.type)):

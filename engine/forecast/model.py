@@ -119,9 +119,12 @@ class ForecastModel:
             manifest = json.loads((path / MANIFEST).read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise ModelLoadError(f"{path}: no readable {MANIFEST}: {exc}") from exc
-        if manifest.get("kind") != KIND:
+        if not isinstance(manifest, dict) or manifest.get("kind") != KIND:
             raise ModelLoadError(f"{path}: {MANIFEST} is not a forecast model's ({KIND})")
-        for name, digest in manifest["files"].items():
+        files = manifest.get("files")
+        if not isinstance(files, dict) or not files:
+            raise ModelLoadError(f"{path}: {MANIFEST} names no files with their checksums")
+        for name, digest in files.items():
             f = path / name
             if not f.is_file():
                 raise ModelLoadError(f"{path}: {name} is missing")
@@ -151,9 +154,10 @@ class ForecastModel:
                     tuple(manifest["static_names"]),
                     {k: tuple(v) for k, v in manifest["encoding"].items()},
                 )
-        except Exception as exc:  # onnxruntime and numpy raise their own kinds
-            raise ModelLoadError(f"{path}: cannot open the model: {exc}") from exc
-        return cls(path, manifest, boosters, state)
+            return cls(path, manifest, boosters, state)
+        except Exception as exc:  # onnxruntime, numpy and a manifest lacking a key
+            why = f"manifest lacks {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise ModelLoadError(f"{path}: cannot open the model: {why}") from exc
 
     @property
     def series_ids(self) -> np.ndarray:

@@ -42,7 +42,10 @@ def _load(path: Path) -> ForecastModel:
 
     model = ForecastModel.load(path)
     if len(model.series_ids):
-        model.forecast([str(model.series_ids[0])], 1)  # sessions and kernels warm
+        try:
+            model.forecast([str(model.series_ids[0])], 1)  # sessions and kernels warm
+        except Exception as exc:  # a model that cannot forecast is refused, not served
+            raise ModelLoadError(f"{path}: the model fails its first forecast: {exc}") from exc
     return model
 
 
@@ -169,6 +172,8 @@ class ForecastService:
             raise InvalidInput("give a version or a path", "target")
         if self.registry is None:
             raise ModelLoadError("no forecast registry: load by path")
+        if not self.registry.is_dir():
+            raise ModelLoadError(f"forecast registry {self.registry} is not a directory")
         folder = self.registry / req.version
         if req.version not in (".", "..") and "/" not in req.version and folder.is_dir():
             return folder

@@ -160,6 +160,8 @@ class Health:
     def _reason(self, name: str) -> str:
         if name in self.why:
             return self.why[name]
+        if name == FORECASTING:
+            return self.why.get(FORECAST, "no forecast model configured")
         return f"the decision log refuses every call ({self.why.get(DECISION_LOG, '')})"
 
     def report(self) -> None:

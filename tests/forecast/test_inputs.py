@@ -151,3 +151,31 @@ def test_demand_from_an_order_history(tmp_path: Path) -> None:
     assert set(p.series_ids) == {c or "unknown" for c in set(items.field("category").to_pylist())}
     with pytest.raises(InvalidInput, match="--level must be one of"):
         demand_from_orders(path, "store", "units", "D")
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "match"),
+    [
+        ("a,2024-01-02,2", "a,2024-01-02,1_000", "column 'value', row 2: '1_000' is not a number"),
+        ("a,2024-01-02,2", "a,2024,2", "column 'date', row 2: '2024' is not a date"),
+    ],
+)
+def test_values_python_would_take_and_arrow_does_not_are_named(
+    tmp_path: Path, old: str, new: str, match: str
+) -> None:
+    """The rule is Arrow's cast: a value it refuses is named by its row, never a traceback."""
+    with pytest.raises(InvalidInput, match=match):
+        build_panel(_csv(tmp_path, GOOD.replace(old, new)))
+
+
+def test_dates_with_a_zone_read_as_utc(tmp_path: Path) -> None:
+    import re
+
+    zoned = re.sub(r",(2024-01-0\d),", r",\1T00:00:00Z,", GOOD)
+    zoned = zoned.replace("a,2024-01-02T00:00:00Z,", "a,2024-01-02T01:00:00+01:00,")
+    np.testing.assert_array_equal(
+        build_panel(_csv(tmp_path, zoned)).values, build_panel(_csv(tmp_path, GOOD)).values
+    )
+    mixed = GOOD.replace("a,2024-01-02,", "a,2024-01-02T00:00:00Z,")
+    with pytest.raises(InvalidInput, match="mixes times with a zone and without"):
+        build_panel(_csv(tmp_path, mixed))

@@ -172,3 +172,21 @@ def test_weekly_and_hourly_models(freq: str, tmp_path: Path) -> None:
     assert fc.values[1, :, 1].mean() > fc.values[2, :, 1].mean()  # the scales are kept apart
     days = 14 if freq == "W" else 0.5
     assert np.isfinite(m.reorder_points(None, 0.9, m.lead_time_periods(days), ["a"])).all()
+
+
+def test_a_manifest_lacking_a_key_is_refused_by_name(model_dir: Path, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    from engine.errors import ModelLoadError
+
+    bad = tmp_path / "m"
+    shutil.copytree(model_dir, bad)
+    manifest = json.loads((bad / "manifest.json").read_text())
+    del manifest["horizon"]
+    (bad / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelLoadError, match="manifest lacks 'horizon'"):
+        ForecastModel.load(bad)
+    (bad / "manifest.json").write_text("[1, 2]")
+    with pytest.raises(ModelLoadError, match="is not a forecast model"):
+        ForecastModel.load(bad)
