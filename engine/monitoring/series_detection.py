@@ -82,9 +82,15 @@ def _cycle_supported(y: np.ndarray, slot: np.ndarray, sd: float, period: int) ->
 
 
 def offline_params(
-    ts: np.ndarray, v: np.ndarray, kind: str = "auto", alpha: float = ALPHA
+    ts: np.ndarray,
+    v: np.ndarray,
+    kind: str = "auto",
+    alpha: float = ALPHA,
+    observed: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Values in the kernel's terms, its parameters and daily knots, for a regular series.
+    The noise model, scale and cycles are read from the `observed` points only (all when
+    None): a bridged gap is no evidence of a level, a spread or a cycle.
 
     Noise: non-negative integers are counts (negative binomial), unless `kind` is gauge;
     anything else is a gauge (Student t, `anomaly_kernels`). A count's baseline is
@@ -101,14 +107,19 @@ def offline_params(
     """
     interval = float(np.median(np.diff(ts)))
     span = ts[-1] - ts[0] + interval
-    counts = kind != "gauge" and _is_count(v)
+    seen = np.ones(v.shape, bool) if observed is None else np.asarray(observed) > 0
+    if not seen.any():
+        seen = np.ones(v.shape, bool)
+    vs = v[seen]
+    counts = kind != "gauge" and _is_count(vs)
     if counts:
         x = v
     else:  # in noise sds, far above zero: the kernel's multiplicative terms become additive
-        unit = _robust_sd(v) or float(np.std(v)) or 1.0
-        x = (v - np.median(v)) / unit
-        x += max(GAUGE_OFFSET, 10.0 * float(np.abs(x).max()))
-    y = 2.0 * np.sqrt(v + 0.375) if counts else x
+        unit = _robust_sd(vs) or float(np.std(vs)) or 1.0
+        x = (v - np.median(vs)) / unit
+        x += max(GAUGE_OFFSET, 10.0 * float(np.abs(x[seen]).max()))
+    y = (2.0 * np.sqrt(v + 0.375) if counts else x)[seen]
+    ts = ts[seen]
     sd = _robust_sd(y) or 1e-9
     per_day = k.DAY / interval
     knots = min(48, max(1, round(per_day)))
@@ -178,7 +189,7 @@ def detect_series(
     if kind not in KINDS:
         raise InvalidInput(f"kind must be one of {', '.join(KINDS)}, is {kind!r}", "kind")
     seen = np.ones(n) if observed is None else np.asarray(observed, np.float64).reshape(n)
-    x, P, knots = offline_params(ts, v, kind)
+    x, P, knots = offline_params(ts, v, kind, observed=observed)
     c0, c1, f, dow = k.time_features(ts, knots, 0.0)
     out = np.empty((n, 1, k.N_OUT))
     rows, allowed = np.zeros(1, np.int64), np.array([k.DROP | k.SPIKE], np.int8)

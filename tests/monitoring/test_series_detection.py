@@ -167,3 +167,21 @@ def test_unobserved_points_are_neither_scored_nor_learnt() -> None:
     score, in_alert = detect_series(HOURLY, v, observed=seen)
     assert (score[2000:2100] == 0).all()
     assert not in_alert[1990:].any()
+
+
+def test_unobserved_points_set_no_scale_or_cycle() -> None:
+    """What fills a gap (bridged, or anything else) changes neither the scale nor the noise
+    model nor the cycles read from the observed points."""
+    rng = np.random.default_rng(3)
+    v = 50.0 + rng.normal(0, 2.0, HOURLY.size)
+    observed = np.ones(HOURLY.size)
+    observed[100:400] = 0
+    bridged, wild = v.copy(), v.copy()
+    bridged[100:400] = np.linspace(v[99], v[400], 300)
+    wild[100:400] = 1e4 * np.sin(np.arange(300))
+    xa, Pa, ka = offline_params(HOURLY, bridged, "gauge", observed=observed)
+    xb, Pb, kb = offline_params(HOURLY, wild, "gauge", observed=observed)
+    seen = observed > 0
+    np.testing.assert_array_equal(xa[seen], xb[seen])
+    assert ka == kb
+    np.testing.assert_array_equal(Pa[[k.P_NOISE]], Pb[[k.P_NOISE]])
