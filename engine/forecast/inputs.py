@@ -241,7 +241,7 @@ def build_panel(
     if missing not in MISSING:
         raise InvalidInput(f"--missing must be zero or nan, is {missing!r}", "missing")
     if horizon < 0:
-        raise InvalidInput(f"--horizon must be >= 1, is {horizon}", "horizon")
+        raise InvalidInput(f"--horizon must be >= 0, is {horizon}", "horizon")
     _require(demand, ("series_id", "date", "value"), where[0])
     sid = _strings(demand.column("series_id"), "series_id", where[0])
     dates = _dates(demand.column("date"), freq, where[0])

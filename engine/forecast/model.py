@@ -274,7 +274,9 @@ class ForecastModel:
             )
         if panel is None:
             panel, stats, prior = self.state, self._stats, self._prior
-            rows = self.state.row_of(list(series_ids or self.state.series_ids))
+            rows = self.state.row_of(
+                list(self.state.series_ids if series_ids is None else series_ids)
+            )
             if (rows < 0).any():
                 raise NotFound("a series_id is not in the model's history")
         else:
