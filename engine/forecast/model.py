@@ -13,7 +13,6 @@ at zero when the training demand had no negative value.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import numpy as np
 from engine.errors import InvalidInput, ModelLoadError, NotFound
 from engine.forecast.features import FeatureSpec, PanelStats, build_rows, panel_stats, scales
 from engine.forecast.panel import FREQ_STEP, DemandPanel
+from engine.models.artifacts import sha256
 
 MANIFEST = "manifest.json"
 STATE = "state.npz"
@@ -45,14 +45,6 @@ class Booster:
     level: float
     bucket: int  # -1: all horizons
     session: Any
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def save_state(panel: DemandPanel, path: Path) -> None:
