@@ -488,6 +488,34 @@ class _World:
         target = np.exp(rng.normal(np.log(15000), 0.8, n))
         return [self.block(5, target, ts=ts, acct=ts - age, bill=bill, ship=ship, ipc=ipc)]
 
+    def on_account(
+        self,
+        scen: int,
+        target: np.ndarray,
+        cust: np.ndarray,
+        ts: np.ndarray,
+        addr: np.ndarray,
+        ip: np.ndarray,
+        dev: np.ndarray,
+    ) -> Block:
+        """Fraud rows on existing customers' own accounts: their channel, saved card,
+        billing country, shipping and IP country at home."""
+        home = self.home[cust]
+        return self.block(
+            scen,
+            target,
+            ts=ts,
+            channel=self.channel[cust],
+            card=self.cards[cust, 0],
+            bill=self.bill[cust],
+            ship=home,
+            addr=addr,
+            ip=ip,
+            ipc=home,
+            dev=dev,
+            **self.profile(cust),
+        )
+
     def compromised_terminal(self, d0: int) -> list[Block]:
         rng = self.rng
         for _ in range(rng.poisson(0.25 * self.scale * self.config.rate("compromised_terminal"))):
@@ -510,22 +538,8 @@ class _World:
             moved = rng.random(n) < 0.4
             addr[moved] = self.new("addr", int(moved.sum()))
             target = np.exp(rng.normal(self.mu[cust], 0.75)) * rng.uniform(1.0, 2.0, n)
-            blocks.append(
-                self.block(
-                    6,
-                    target,
-                    ts=ts,
-                    channel=self.channel[cust],
-                    card=self.cards[cust, 0],
-                    bill=self.bill[cust],
-                    ship=home,
-                    addr=addr,
-                    ip=_ip(rng, home),
-                    ipc=home,
-                    dev=self.terminals[term],
-                    **self.profile(cust),
-                )
-            )
+            dev = np.full(n, self.terminals[term])
+            blocks.append(self.on_account(6, target, cust, ts, addr, _ip(rng, home), dev))
         return blocks
 
     def spending_jump(self, d0: int) -> list[Block]:
@@ -548,22 +562,8 @@ class _World:
         dev = np.where(rng.random(n) < 0.6, self.devs[cust, 0], self.new("dev", n))
         addr = np.where(rng.random(n) < 0.7, self.addrs[cust, 0], self.new("addr", n))
         target = np.exp(rng.normal(self.mu[cust], 0.5)) * rng.uniform(3, 8, n)
-        return [
-            self.block(
-                7,
-                target,
-                ts=ts,
-                channel=self.channel[cust],
-                card=self.cards[cust, 0],
-                bill=self.bill[cust],
-                ship=home,
-                addr=addr,
-                ip=np.where(dev == self.devs[cust, 0], self.ip[cust], _ip(rng, home)),
-                ipc=home,
-                dev=dev,
-                **self.profile(cust),
-            )
-        ]
+        ip = np.where(dev == self.devs[cust, 0], self.ip[cust], _ip(rng, home))
+        return [self.on_account(7, target, cust, ts, addr, ip, dev)]
 
 
 def _token(prefix: str, ids: np.ndarray) -> pa.Array:
