@@ -54,6 +54,12 @@ def code_of(feature: str) -> str:
     return feature.replace("+", "_").replace(".", "_").upper()
 
 
+_LABEL_STATS = (  # label-window statistics: prefix, wording ({w}: the window)
+    ("known_frauds_", "{v:.1f} confirmed frauds linked in the last {w} (decayed)"),
+    ("fraud_rate_", "{v:.0%} of its orders labelled in the last {w} were fraud"),
+)
+
+
 def _describer(feature: str) -> Callable[[float], str]:
     """One line about a feature's value, for a reviewer, its wording chosen once per
     feature; the returned function takes NaN for an unknown value."""
@@ -81,20 +87,10 @@ def _describer(feature: str) -> Callable[[float], str]:
         return lambda v: (
             unknown if v != v else f"{who}: {v:.2f} spent in the last {window} (decayed sum)"
         )
-    if stat.startswith("known_frauds_"):
-        window = stat.rpartition("_")[2]
-        return lambda v: (
-            unknown
-            if v != v
-            else f"{who}: {v:.1f} confirmed frauds linked in the last {window} (decayed)"
-        )
-    if stat.startswith("fraud_rate_"):
-        window = stat.rpartition("_")[2]
-        return lambda v: (
-            unknown
-            if v != v
-            else f"{who}: {v:.0%} of its orders labelled in the last {window} were fraud"
-        )
+    for prefix, text in _LABEL_STATS:
+        if stat.startswith(prefix):
+            template = f"{who}: {text.replace('{w}', stat.rpartition('_')[2])}"
+            return lambda v, t=template: unknown if v != v else t.format(v=v)
     if stat == "customer_changes_30d":
         return lambda v: (
             unknown if v != v else f"{who}: passed between customers {v:.1f} times in 30 days"
