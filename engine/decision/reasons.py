@@ -90,7 +90,11 @@ def _describer(feature: str) -> Callable[[float], str]:
     for prefix, text in _LABEL_STATS:
         if stat.startswith(prefix):
             template = f"{who}: {text.replace('{w}', stat.rpartition('_')[2])}"
-            return lambda v, t=template: unknown if v != v else t.format(v=v)
+
+            def label_stat(v: float, t: str = template) -> str:
+                return unknown if v != v else t.format(v=v)
+
+            return label_stat
     if stat == "customer_changes_30d":
         return lambda v: (
             unknown if v != v else f"{who}: passed between customers {v:.1f} times in 30 days"
