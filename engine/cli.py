@@ -483,6 +483,9 @@ def parser() -> argparse.ArgumentParser:
     from engine.forecast.cli import add_parser as add_forecast_parser
 
     add_forecast_parser(sub)
+    from engine.reports.cli import add_parsers as add_report_parsers
+
+    add_report_parsers(sub)
     return p
 
 
