@@ -118,6 +118,7 @@ def _serve(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         hash_secret_file=args.hash_secret_file,
         forecast_models=args.forecast_models,
+        control_fraction=args.control_fraction,
     )
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -361,6 +362,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--forecast-models", help="forecast model folder Forecasting serves (setting "
         "forecast_models; see ordersight forecast train)",
+    )  # fmt: skip
+    s.add_argument(
+        "--control-fraction", type=float, help="share of customers the rules alone decide, "
+        "the pilot's control group (setting control_fraction; 0 to 0.5)",
     )  # fmt: skip
     s.set_defaults(func=_serve)
 

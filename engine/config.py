@@ -38,6 +38,11 @@ class Settings:
     forecast_registry: str = ""
     """Folder whose sub-folders are forecast model versions LoadForecastModel loads by name
     ("" = the folder that holds `forecast_models`)."""
+    control_fraction: float = 0.0
+    """The pilot's control group: this share of customers (0 to 0.5; a keyed hash of
+    customer_id picks them, the same on every replica and restart) is decided by the rules
+    alone, the old method, and logged with fallback cause CONTROL_GROUP; the models decide
+    the rest. `ordersight report pilot` compares the two arms (0 = no control group)."""
     allow_rules_only: bool = False
     """Serve with the rule fallback alone when the model folder cannot be used; otherwise
     such a folder stops start-up (a broken tier two alone never does: its rows fall back)."""

@@ -14,6 +14,8 @@ from collections.abc import Callable
 import numpy as np
 import pyarrow as pa
 
+from engine.decision.control import CAUSE as CONTROL_CAUSE
+from engine.decision.control import in_control
 from engine.decision.decisions import Decisions
 from engine.decision.policy import APPROVE, FALLBACK, MODEL, SCREENED_OUT, PolicyConfig, decide
 from engine.decision.reasons import Reason, model_reasons, rule_reasons, trigger_reason
@@ -102,6 +104,7 @@ class Engine:
         self.state = state
         self.clock = clock
         self.cost = _CostModel()
+        self.control_fraction = 0.0  # the pilot's control group (engine.decision.control)
         self.orders_seen = 0  # orders added to the state
         self.latest_order_time = -np.inf  # event time of the newest order scored
 
@@ -217,8 +220,15 @@ class Engine:
             )
         else:
             escalated = np.arange(n)
+        control = in_control(enc.keys, self.control_fraction) if self.control_fraction else None
+        if control is not None:
+            escalated = escalated[~control[escalated]]
 
         to_model, to_rules, cause = self._split_by_deadline(escalated, deadlines, m)
+        if control is not None and control.any():
+            controlled = np.flatnonzero(control)
+            to_rules = np.concatenate([to_rules, controlled])
+            cause = [*cause, *([CONTROL_CAUSE] * controlled.size)]
         if to_model.size:
             t0 = time.perf_counter()
             try:
@@ -245,7 +255,7 @@ class Engine:
             for i, c in zip(to_rules, cause, strict=True):
                 causes[i] = c
 
-        action, triggers = decide(m.policy, score, path, enc.amount, enc.key_account)
+        action, triggers = decide(m.policy, score, path, enc.amount, enc.key_account, control)
         # Approved orders share one empty list (never mutated): building a list per order
         # would cost more than scoring it on a large replay.
         reasons: list[list[Reason]] = [_NO_REASONS] * n

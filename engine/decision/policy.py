@@ -69,8 +69,8 @@ _HIGH_VALUE, _KEY_ACCOUNT, _LOW_CONFIDENCE, _MODEL_UNAVAILABLE = (1 << k for k i
 
 @njit
 def _decide(
-    score, path, amount, key_account, review, decline, low, high_value, key_decline, fb_decline,
-    action, fired,
+    score, path, amount, key_account, control, review, decline, low, high_value, key_decline,
+    fb_decline, action, fired,
 ):  # fmt: skip
     for i in range(score.shape[0]):
         judged = path[i] != SCREENED_OUT
@@ -84,9 +84,9 @@ def _decide(
             f |= _HIGH_VALUE
         if key_account[i] and a == DECLINE and not key_decline:
             f |= _KEY_ACCOUNT
-        if judged and low <= score[i] < review:
+        if judged and low <= score[i] < review and not control[i]:
             f |= _LOW_CONFIDENCE
-        if path[i] == FALLBACK and a == DECLINE and not fb_decline:
+        if path[i] == FALLBACK and a == DECLINE and not fb_decline and not control[i]:
             f |= _MODEL_UNAVAILABLE
         action[i] = REVIEW if f else a
         fired[i] = f
@@ -98,6 +98,7 @@ def decide(
     path: np.ndarray,
     amount: np.ndarray,
     key_account: np.ndarray,
+    control: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[list[str]]]:
     """Action per row and the triggers that forced a human review.
 
@@ -105,6 +106,10 @@ def decide(
     and high-value or key-account orders are never screened out (`escalation_mask`).
     A trigger turns any action into REVIEW: HIGH_VALUE and LOW_CONFIDENCE for every judged
     order, KEY_ACCOUNT and MODEL_UNAVAILABLE for declines the config does not let through.
+    Rows of the pilot's `control` group (decided by the rules by design,
+    `engine.decision.control`) get neither LOW_CONFIDENCE (a model's doubt) nor
+    MODEL_UNAVAILABLE: their rules decline as the old method did; HIGH_VALUE and KEY_ACCOUNT
+    apply to both arms alike.
     """
     n = score.shape[0]
     action = np.empty(n, dtype=np.int8)
@@ -114,6 +119,7 @@ def decide(
         np.ascontiguousarray(path, dtype=np.int8),
         np.ascontiguousarray(amount, dtype=np.float64),
         np.ascontiguousarray(key_account, dtype=np.bool_),
+        np.zeros(n, np.bool_) if control is None else np.ascontiguousarray(control, np.bool_),
         float(cfg.review_threshold),
         float(cfg.decline_threshold),
         float(cfg.low_confidence_low),

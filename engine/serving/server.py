@@ -27,6 +27,7 @@ from prometheus_client import ProcessCollector, start_http_server
 from engine.codec import decision_encoder, order_decoder
 from engine.config import Settings
 from engine.decision.cascade import Engine
+from engine.decision.control import check_fraction
 from engine.decision_log import segments
 from engine.decision_log.replay import Applied, Replayed, recover
 from engine.decision_log.writer import DecisionLog
@@ -105,6 +106,7 @@ class Server:
         rules = OrderRules(Limits.from_dict(settings.limits))
         state = VelocityState(settings.state_capacity, settings.state_probe)
         self.engine = Engine(models, state)
+        self.engine.control_fraction = check_fraction(settings.control_fraction)
         self.engine.warm()
         _warm_codec(rules)
         self.hub = AlertHub(StreamMonitor(settings.alert_bucket_s))
