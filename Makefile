@@ -59,7 +59,7 @@ run: install models $(LOCAL)/config.toml $(LOCAL)/hash.secret
 		--log-dir $(LOCAL)/log --snapshot-dir $(LOCAL)/state --metrics-port $(METRICS_PORT) \
 		--hash-secret-file $(LOCAL)/hash.secret --forecast-models $(FORECAST)
 
-# Services the tests start themselves (nats-server), from Debian's packages.
+# What the tests start or drive themselves (nats-server, PostgreSQL, Chromium), from Debian's packages.
 services:
 	bash scripts/install-services.sh
 

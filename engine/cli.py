@@ -119,6 +119,7 @@ def _serve(args: argparse.Namespace) -> int:
         hash_secret_file=args.hash_secret_file,
         forecast_models=args.forecast_models,
         control_fraction=args.control_fraction,
+        store=args.store,
     )
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -364,6 +365,10 @@ def parser() -> argparse.ArgumentParser:
         "forecast_models; see ordersight forecast train)",
     )  # fmt: skip
     s.add_argument(
+        "--store", help="review cases and outcomes: a SQLite file or a postgresql:// DSN "
+        "(setting store)",
+    )  # fmt: skip
+    s.add_argument(
         "--control-fraction", type=float, help="share of customers the rules alone decide, "
         "the pilot's control group (setting control_fraction; 0 to 0.5)",
     )  # fmt: skip
@@ -488,6 +493,9 @@ def parser() -> argparse.ArgumentParser:
     from engine.forecast.cli import add_parser as add_forecast_parser
 
     add_forecast_parser(sub)
+    from engine.serving.review_cli import add_parser as add_review_parser
+
+    add_review_parser(sub)
     from engine.reports.cli import add_parsers as add_report_parsers
 
     add_report_parsers(sub)

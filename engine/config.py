@@ -81,6 +81,17 @@ class Settings:
     """Accepted messages waiting to be published while the stream is slow or unreachable;
     past this, new ones are dropped and counted in `ordersight_replication_dropped` (Score
     calls are still answered: the other replicas then miss those orders)."""
+    store: str = ""
+    """The store of review cases, outcomes and the decisions index: a SQLite file (a path,
+    created with its folder if missing; WAL mode, no server) or a PostgreSQL DSN
+    (`postgresql://user:password@host/db`, for several replicas sharing one queue). "" = no
+    store: REVIEW decisions open no case, outcomes are not deduplicated or kept."""
+    store_queue_max: int = 4096
+    """Decision entries waiting for the store's writer; past this they are dropped and
+    counted (`ordersight_store_dropped`), and caught up from the decision log if there is one."""
+    store_decisions_days: float = 180.0
+    """How long the store's decisions index (what outcomes are matched against) keeps a
+    decision, in days of wall time."""
     snapshot_dir: str = ""
     """Folder of the velocity state's snapshot ("" = none): loaded at start-up instead of
     `warm_history` when it exists, written every `snapshot_every_s` and at a graceful stop."""

@@ -62,3 +62,9 @@ class Overloaded(OrderSightError):
     """The engine's queue is full: the call is refused at once rather than left to wait."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class Unconfigured(OrderSightError):
+    """The call needs a part the engine was started without (the store, say)."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION

@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# Installs the services the tests start themselves (Debian packages): nats-server, for the
-# replicas' shared order stream (JetStream). Does nothing when they are already there.
+# Installs what the tests start or drive themselves, from Debian's packages: nats-server (the
+# replicas' shared order stream, JetStream), PostgreSQL (the store's server backend; the tests
+# run their own server with initdb), Chromium and its driver (the review page's browser
+# tests). Does nothing for what is already there.
 set -euo pipefail
 need=()
 command -v nats-server >/dev/null 2>&1 || need+=(nats-server)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 if [ ${#need[@]} -eq 0 ]; then
     exit 0
 fi

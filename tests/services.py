@@ -1,4 +1,4 @@
-"""Real services the tests start on 127.0.0.1: a NATS server with JetStream.
+"""Real services the tests start on 127.0.0.1: a NATS server with JetStream, PostgreSQL.
 
 `scripts/install-services.sh` installs them (Debian packages); `make test` runs it first.
 """
@@ -61,3 +61,68 @@ def nats_process(store: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def _pg_bin(name: str) -> str:
+    found = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
+    if found:
+        return str(found[-1])  # the newest major version installed
+    binary = shutil.which(name)
+    if binary is None:
+        raise RuntimeError(f"PostgreSQL's {name} is not installed: run scripts/install-services.sh")
+    return binary
+
+
+@contextmanager
+def postgres_server(folder: Path) -> Iterator[str]:
+    """A PostgreSQL server of its own (initdb into `folder`, trust authentication, loopback
+    only, a free port); yields the DSN of its `postgres` database. PostgreSQL refuses to run
+    as root: as root, it runs as the `postgres` user that Debian's package creates."""
+    import os
+    import tempfile
+
+    as_user: list[str] = []
+    own = None
+    if os.geteuid() == 0:  # in a folder of its own: pytest's are root's alone (0700)
+        import pwd
+
+        pw = pwd.getpwnam("postgres")
+        own = folder = Path(tempfile.mkdtemp(prefix="ordersight-pg-"))
+        os.chown(folder, pw.pw_uid, pw.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    data, sockets = folder / "data", folder / "sock"
+    subprocess.run([*as_user, "mkdir", "-p", str(sockets)], check=True)
+    subprocess.run(
+        [*as_user, _pg_bin("initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
+         "-E", "UTF8", "--no-sync"],
+        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    port = free_port()
+    proc = subprocess.Popen(
+        [*as_user, _pg_bin("postgres"), "-D", str(data), "-p", str(port), "-h", "127.0.0.1",
+         "-k", str(sockets), "-c", "fsync=off", "-c", "max_connections=200"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        end = time.monotonic() + START_S
+        while True:
+            ready = subprocess.run(
+                [_pg_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(port)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            if ready.returncode == 0:
+                break
+            if proc.poll() is not None or time.monotonic() > end:
+                err = proc.stderr.read().decode() if proc.stderr else ""
+                raise RuntimeError(f"postgres did not start: {err[-2000:]}")
+            time.sleep(0.05)
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if own is not None:
+            shutil.rmtree(own, ignore_errors=True)

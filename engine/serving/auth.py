@@ -33,7 +33,7 @@ import grpc
 
 from engine.serving.tls import cert_name, cert_roles
 
-ROLES = ("score", "report", "admin", "forecast")
+ROLES = ("score", "report", "admin", "forecast", "review")
 METHOD_ROLE = {
     "/ordersight.v1.OrderRisk/Score": "score",
     "/ordersight.v1.OrderRisk/ScoreBatch": "score",
@@ -51,6 +51,9 @@ METHOD_ROLE = {
     "/ordersight.v1.Forecasting/GetForecastModel": "forecast",
     "/ordersight.v1.Forecasting/LoadForecastModel": "admin",
     "/ordersight.v1.Forecasting/RollbackForecastModel": "admin",
+    "/ordersight.v1.Reviews/ListReviews": "review",
+    "/ordersight.v1.Reviews/GetReview": "review",
+    "/ordersight.v1.Reviews/ResolveReview": "review",
 }
 
 

@@ -157,11 +157,16 @@ class BulkScoring:
         hi = lo + enc.n
         ids = orders.ids[lo:hi]
         d = None
+        reviews = self.plane.reviews
         try:
             d = self.plane.engine.decide(ids, enc, X, deadlines, models=models)
         finally:
+            entry = None
             if seq and self.plane.log is not None:  # every reserved seq is appended
-                self.plane.log.append(self._entry(orders, lo, enc, X, d, models, seq, t0))
+                entry = self._entry(orders, lo, enc, X, d, models, seq, t0)
+                self.plane.log.append(entry)
+        if reviews is not None and enc.n:
+            reviews.on_entry(entry or self._entry(orders, lo, enc, X, d, models, seq, t0))
         if self.plane.shadow is not None:
             self.plane.shadow.submit(ids, enc, X, d.action, seq)
         return d, decisions_table(d) if as_table else None

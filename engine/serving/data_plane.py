@@ -23,7 +23,7 @@ import functools
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 from prometheus_client import Counter
@@ -44,6 +44,9 @@ from engine.serving.feedback import Feedback
 from engine.serving.replication import Replication
 from engine.serving.retries import RecentDecisions, digest
 from engine.serving.shadow import Shadow
+
+if TYPE_CHECKING:
+    from engine.serving.reviews import Reviews
 
 LONE_GAP_S = 500e-6
 """A lone Score call is scored on the event loop while micro-batches come further apart than
@@ -103,6 +106,7 @@ class DataPlane:
         self.replicated_orders = 0  # other replicas' orders applied to the state
         self.shadow: Shadow | None = None  # the challenger, when one is set
         self.log: DecisionLog | None = None  # the decision log, when there is one
+        self.reviews: Reviews | None = None  # the store's review queue, when there is one
         self.max_queue, self.max_queue_s = max_queue, max_queue_ms / 1e3
         self._per_call_s = 100e-6  # recent engine seconds per Score call (EWMA)
         self.rejected = Counter(
@@ -342,16 +346,18 @@ class DataPlane:
         waited = [now - p.arrival for p in live]
         latency = [int(w * 1e6) for w in waited]
         seq = 0
-        if self.log is not None and arrays.n:
+        if (self.log is not None or self.reviews is not None) and arrays.n:
             sel, cols = None if clean else rows, orders.columns
-            seq = self.log.append_next(
-                Entry(
-                    DECISION, 0, ids, arrays.t, channels, arrays,
-                    texts(cols, "customer_id", sel), texts(cols, "currency", sel), X,
-                    decisions, np.array(latency, np.int64), decisions.model_version,
-                    self.challenger_version(),
-                )
+            entry = Entry(
+                DECISION, 0, ids, arrays.t, channels, arrays,
+                texts(cols, "customer_id", sel), texts(cols, "currency", sel), X,
+                decisions, np.array(latency, np.int64), decisions.model_version,
+                self.challenger_version(),
             )  # fmt: skip
+            if self.log is not None:
+                seq = self.log.append_next(entry)
+            if self.reviews is not None:
+                self.reviews.on_entry(entry)
         if self.shadow is not None:
             self.shadow.submit(ids, arrays, X, decisions.action, seq)
         answers = iter(decision_encoder.decision_bytes(decisions, latency))

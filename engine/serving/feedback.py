@@ -8,7 +8,7 @@ other replicas' orders are not (a replica rebuilds its state from the stream).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 from ordersight.v1 import risk_pb2 as pb
@@ -16,17 +16,42 @@ from ordersight.v1 import risk_pb2 as pb
 from engine.codec import order_decoder
 from engine.codec.arrow_orders import conform, read_ipc, to_columns
 from engine.codec.score_batch import split_score_batch
-from engine.decision_log.records import EVENT, OUTCOME, Entry, texts
-from engine.errors import InvalidInput
-from engine.orders.batch import OrderBatch
+from engine.decision_log.records import EVENT, OUTCOME, Entry, Texts, texts
+from engine.errors import InvalidInput, Unconfigured
+from engine.orders.arrays import OrderArrays
 from engine.orders.rules import check_text, check_time
 from engine.serving.replication import ARROW, OUTCOMES
 from engine.serving.replication import ORDERS as REPLICATED_ORDERS
+from engine.store.base import Case, Outcome
+from engine.store.cases import case_order
 
 if TYPE_CHECKING:
     from engine.serving.data_plane import DataPlane
 
 Timestamp = tuple[int, int]  # (seconds, nanos)
+
+
+class OutcomeDetails(NamedTuple):
+    """What an outcome says besides fraud or not (engine.store.tables.KINDS)."""
+
+    kind: str
+    reviewer: str = ""
+    note: str = ""
+
+
+class Reported(NamedTuple):
+    accepted: int
+    duplicates: int
+    unmatched: list[str]
+
+
+def _text(value: str) -> Texts:
+    data = np.frombuffer(value.encode(), np.uint8).copy()
+    return np.array([0, data.size], np.int32), data
+
+
+def _plain_kind(is_fraud: int) -> str:
+    return "CONFIRMED_FRAUD" if is_fraud else "CONFIRMED_LEGITIMATE"
 
 
 class Feedback:
@@ -39,11 +64,16 @@ class Feedback:
         is_fraud: np.ndarray,
         known_at: Sequence[Timestamp | None],
         replicate: bool = True,
-    ) -> int:
+        details: Sequence[OutcomeDetails] | None = None,
+    ) -> Reported:
         """Known outcomes of orders (serialized Orders with at least their entity fields);
-        an unset `known_at` means now, the latest order time the engine has scored."""
+        an unset `known_at` means now, the latest order time the engine has scored.
+
+        With a store, the outcomes this engine was told of (`replicate`: not another
+        replica's) are stored first, idempotent per (order_id, kind), and only those that
+        teach the state something (an order's first label, or its first fraud) are applied."""
         if not orders:
-            return 0
+            return Reported(0, 0, [])
         latest = self.plane.latest()
         batch = self.plane.rules.check(order_decoder.decode_orders(orders), latest)
         self.plane.count_refused(batch)
@@ -57,23 +87,80 @@ class Feedback:
             known[i] = now if k is None else check_time(*k, name, self.plane.rules.limits, latest)
         is_fraud = np.asarray(is_fraud, np.int8)
         known = np.maximum(known, batch.arrays.t)
-        seq = await self.plane.engine_job(self._apply_outcomes, batch, is_fraud, known)
-        if seq:
-            self.plane.hub_applied.add(seq)
-        if replicate and self.plane.replication is not None:
-            self.plane.replication.publish_outcomes(_outcomes_request(orders, is_fraud, known))
-        await self.plane.durable(seq)
-        return len(orders)
+        duplicates, unmatched = 0, []
+        reviews = self.plane.reviews
+        if reviews is not None and replicate:
+            kinds = details or [OutcomeDetails(_plain_kind(f)) for f in is_fraud.tolist()]
+            stored = await reviews.add_outcomes(
+                [
+                    Outcome(oid, d.kind, bool(f), float(k), d.reviewer or None, d.note or None,
+                            self.plane.wall())
+                    for oid, d, f, k in zip(batch.ids, kinds, is_fraud.tolist(), known.tolist(),
+                                            strict=True)
+                ]
+            )  # fmt: skip
+            duplicates = sum(not s.new for s in stored)
+            unmatched = [
+                oid for oid, s in zip(batch.ids, stored, strict=True) if s.decision is None
+            ]
+            rows = np.flatnonzero([s.apply for s in stored])
+        else:
+            rows = np.arange(len(orders))
+        if rows.size:
+            sel = None if rows.size == len(orders) else rows
+            orders = [orders[i] for i in rows.tolist()]
+            ids = [batch.ids[i] for i in rows.tolist()]
+            arrays = batch.arrays if sel is None else batch.arrays.take(rows)
+            is_fraud, known = is_fraud[rows], known[rows]
+            seq = await self.plane.engine_job(
+                self._apply_outcomes, ids, arrays, [batch.channels[i] for i in rows.tolist()],
+                texts(batch.columns, "customer_id", sel), texts(batch.columns, "currency", sel),
+                is_fraud, known,
+            )  # fmt: skip
+            if seq:
+                self.plane.hub_applied.add(seq)
+            if replicate and self.plane.replication is not None:
+                self.plane.replication.publish_outcomes(_outcomes_request(orders, is_fraud, known))
+            await self.plane.durable(seq)
+        return Reported(len(known_at), duplicates, unmatched)
 
-    def _apply_outcomes(self, batch: OrderBatch, is_fraud: np.ndarray, known: np.ndarray) -> int:
+    async def resolve_review(self, order_id: str, verdict: str, reviewer: str, note: str) -> Case:
+        """Resolve a review case (`engine.serving.reviews`); its verdict, stored as the
+        order's REVIEW_VERDICT outcome known now (order time), is applied to the state and
+        logged like a reported outcome when it teaches the state something. Answered once
+        durable. Not published to other replicas: the stream carries whole orders, a case
+        keeps only their entity keys (they see the verdict in a shared store)."""
+        reviews = self.plane.reviews
+        if reviews is None:
+            raise Unconfigured("no store: the engine was started without `store`")
+        now = self.plane.engine.latest_order_time
+        case, stored = await reviews.resolve(
+            order_id, verdict, reviewer, note, now if np.isfinite(now) else self.plane.wall()
+        )
+        if stored.apply:
+            arrays = case_order(case)
+            flag = np.array([int(verdict == "FRAUD")], np.int8)
+            known = np.array([max(now, case.created_at)])
+            seq = await self.plane.engine_job(
+                self._apply_outcomes, [order_id], arrays, [case.channel or None],
+                _text(case.customer_id), _text(case.currency), flag, known,
+            )  # fmt: skip
+            if seq:
+                self.plane.hub_applied.add(seq)
+            await self.plane.durable(seq)
+        return case
+
+    def _apply_outcomes(
+        self, ids: list[str], arrays: OrderArrays, channels: list[str | None],
+        customer: Texts, currency: Texts, is_fraud: np.ndarray, known: np.ndarray,
+    ) -> int:  # fmt: skip
         """Apply outcomes to the state and log them; their entry's seq (0: no log)."""
-        self.plane.engine.report_outcomes(batch.arrays, is_fraud, known)
+        self.plane.engine.report_outcomes(arrays, is_fraud, known)
         if self.plane.log is None:
             return 0
         return self.plane.log.append_next(
             Entry(
-                OUTCOME, 0, batch.ids, batch.arrays.t, batch.channels, batch.arrays,
-                texts(batch.columns, "customer_id", None), texts(batch.columns, "currency", None),
+                OUTCOME, 0, ids, arrays.t, channels, arrays, customer, currency,
                 is_fraud=is_fraud, known_at=known, champion=self.plane.engine.models.version,
             )
         )  # fmt: skip

@@ -39,6 +39,7 @@ SERVICES = {
         "LoadForecastModel",
         "RollbackForecastModel",
     ),
+    "ordersight.v1.Reviews": ("ListReviews", "GetReview", "ResolveReview"),
 }
 """The unary methods the engine serves, by service (OrderRisk's WatchAlerts is a stream)."""
 UNARY = tuple(f"{service}/{name}" for service, names in SERVICES.items() for name in names)

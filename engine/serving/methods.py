@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 import numpy as np
@@ -22,6 +22,7 @@ from ordersight.v1 import risk_pb2 as pb
 from engine.codec.alert_messages import alert_to_pb
 from engine.errors import InvalidInput, OrderSightError
 from engine.serving.data_plane import DataPlane
+from engine.serving.feedback import OutcomeDetails
 from engine.serving.frames import UNARY, Body
 
 SERVICE = pb.DESCRIPTOR.services_by_name["OrderRisk"].full_name
@@ -46,6 +47,62 @@ def parse_request(message: Any, request: Body) -> Any:
         return message.FromString(request)
     except DecodeError as exc:
         raise InvalidInput(f"request: not a {message.DESCRIPTOR.name} ({exc})", "request") from exc
+
+
+FRAUD_KINDS = ("CHARGEBACK", "CONFIRMED_FRAUD")
+MAX_UNMATCHED_IDS = 100  # unmatched order ids named in one ReportOutcomes answer
+MAX_NOTE = 2000
+
+
+class _Details(NamedTuple):
+    kind: str
+    verdict_fraud: bool
+    reviewer: str
+    note: str
+
+
+def outcome_details(i: int, oc: Any) -> _Details:
+    """An outcome's kind and the fields that go with it, checked (INVALID_ARGUMENT naming
+    `outcomes[i].<field>` and the rule otherwise)."""
+    at = f"outcomes[{i}]."
+    kind = pb.OutcomeKind.Name(oc.kind) if oc.kind in pb.OutcomeKind.values() else ""
+    has_flag = oc.HasField("is_fraud")
+    if not kind:
+        raise InvalidInput(f"{at}kind: {oc.kind} is not an outcome kind", at + "kind")
+    if kind == "OUTCOME_KIND_UNSPECIFIED":
+        if not has_flag:
+            raise InvalidInput(
+                f"{at}kind: required (CHARGEBACK, CONFIRMED_FRAUD, CONFIRMED_LEGITIMATE or "
+                "REVIEW_VERDICT), or is_fraud for a plain confirmed outcome",
+                at + "kind",
+            )
+        kind = "CONFIRMED_FRAUD" if oc.is_fraud else "CONFIRMED_LEGITIMATE"
+    verdict = pb.Verdict.Name(oc.verdict) if oc.verdict in pb.Verdict.values() else "?"
+    if kind == "REVIEW_VERDICT":
+        if verdict not in ("FRAUD", "LEGITIMATE"):
+            raise InvalidInput(
+                f"{at}verdict: FRAUD or LEGITIMATE for a REVIEW_VERDICT", at + "verdict"
+            )
+        if not oc.reviewer.strip():
+            raise InvalidInput(f"{at}reviewer: required for a REVIEW_VERDICT", at + "reviewer")
+        fraud = verdict == "FRAUD"
+    else:
+        if oc.verdict or oc.reviewer:
+            raise InvalidInput(
+                f"{at}verdict: only a REVIEW_VERDICT has a verdict and a reviewer", at + "verdict"
+            )
+        fraud = kind in FRAUD_KINDS
+    if has_flag and oc.is_fraud != fraud:
+        raise InvalidInput(
+            f"{at}is_fraud: {str(oc.is_fraud).lower()} contradicts {kind}"
+            + (f" {verdict}" if kind == "REVIEW_VERDICT" else ""),
+            at + "is_fraud",
+        )
+    if len(oc.reviewer) > 200:
+        raise InvalidInput(f"{at}reviewer: at most 200 characters", at + "reviewer")
+    if len(oc.note) > MAX_NOTE:
+        raise InvalidInput(f"{at}note: at most {MAX_NOTE} characters", at + "note")
+    return _Details(kind, fraud and kind == "REVIEW_VERDICT", oc.reviewer.strip(), oc.note)
 
 
 def _time(ts: Any, present: bool) -> tuple[int, int] | None:
@@ -83,12 +140,17 @@ class Methods:
     async def report_outcomes(self, request: Body, deadline: float | None) -> bytes:
         self._writable()
         outcomes = parse_request(pb.ReportOutcomesRequest, request).outcomes
-        accepted = await self.plane.feedback.report_outcomes(
+        details = [outcome_details(i, oc) for i, oc in enumerate(outcomes)]
+        got = await self.plane.feedback.report_outcomes(
             [oc.order.SerializeToString() for oc in outcomes],
-            np.array([oc.is_fraud for oc in outcomes], np.int8),
+            np.array([d.kind in FRAUD_KINDS or d.verdict_fraud for d in details], np.int8),
             [_time(oc.known_at, oc.HasField("known_at")) for oc in outcomes],
+            details=[OutcomeDetails(d.kind, d.reviewer, d.note) for d in details],
         )
-        return pb.ReportOutcomesResponse(accepted=accepted).SerializeToString()
+        return pb.ReportOutcomesResponse(
+            accepted=got.accepted, duplicates=got.duplicates, unmatched=len(got.unmatched),
+            unmatched_order_ids=got.unmatched[:MAX_UNMATCHED_IDS],
+        ).SerializeToString()  # fmt: skip
 
     async def report_event(self, request: Body, deadline: float | None) -> bytes:
         self._writable()

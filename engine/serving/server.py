@@ -31,7 +31,7 @@ from engine.decision.control import check_fraction
 from engine.decision_log import segments
 from engine.decision_log.replay import Applied, Replayed, recover
 from engine.decision_log.writer import DecisionLog
-from engine.errors import ModelLoadError
+from engine.errors import ModelLoadError, Unconfigured
 from engine.features.velocity import VelocityState
 from engine.models import artifacts
 from engine.monitoring.alert_hub import AlertHub
@@ -50,6 +50,7 @@ from engine.serving.link import Link
 from engine.serving.methods import SERVICE, Methods
 from engine.serving.model_admin import ModelAdmin
 from engine.serving.replication import Replication
+from engine.serving.reviews import Reviews
 from engine.serving.servicer import method_handlers
 from engine.serving.shadow import Shadow
 from engine.serving.tls import TlsFiles, add_port
@@ -161,7 +162,17 @@ class Server:
         self.forecasting = ForecastService(
             settings.forecast_models, forecast_root, self.hub.registry
         )
-        self.methods = Methods(self.plane, {**self.admin.unary, **self.forecasting.unary})
+        self.reviews: Reviews | None = None
+        if settings.store:
+            self.reviews = self.plane.reviews = Reviews(
+                settings.store, self.hub.registry, settings.log_dir, settings.replica_id,
+                settings.store_queue_max, settings.store_decisions_days,
+            )  # fmt: skip
+            self.reviews.resolver = self.plane.feedback.resolve_review
+        review_methods = self.reviews.unary if self.reviews is not None else _no_store()
+        self.methods = Methods(
+            self.plane, {**self.admin.unary, **self.forecasting.unary, **review_methods}
+        )
         self.replication: Replication | None = None
         if settings.replication_url:
             self.replication = Replication(
@@ -231,6 +242,8 @@ class Server:
     async def start(self) -> int:
         if self.log is not None:
             self.log.start(asyncio.get_running_loop())
+        if self.reviews is not None:  # caught up from the log before taking calls
+            await asyncio.get_running_loop().run_in_executor(None, self.reviews.start)
         if self.replication is not None:  # caught up on the stream before taking calls
             await self.replication.start()
         if self.workers:
@@ -344,6 +357,8 @@ class Server:
         self.shadow.close()
         if self.replication is not None:
             await self.replication.stop()
+        if self.reviews is not None:  # every decision taken is in the store
+            self.reviews.close()
         if self.log is not None:  # after the shadow and the replicas, which append to it
             self.log.close()
         if self.snapshots is not None:  # nothing changes the state any more
@@ -384,6 +399,15 @@ class Server:
 
 _SERVING = {True: health_pb2.HealthCheckResponse.SERVING,
             False: health_pb2.HealthCheckResponse.NOT_SERVING}  # fmt: skip
+
+
+def _no_store() -> dict[str, Any]:
+    """The Reviews methods of an engine without a store: FAILED_PRECONDITION, saying so."""
+
+    async def refuse(request: bytes | bytearray, deadline: float | None) -> bytes:
+        raise Unconfigured("no store: start the engine with `store` (a SQLite file or a DSN)")
+
+    return {f"ordersight.v1.Reviews/{name}": refuse for name in SERVICES["ordersight.v1.Reviews"]}
 
 
 def _warm_codec(rules: OrderRules) -> None:
