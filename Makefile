@@ -42,11 +42,11 @@ $(FORECAST)/manifest.json: | install
 		--covariates $(DEMAND)/covariates.parquet --static $(DEMAND)/static.parquet \
 		--horizon 28 --out $(FORECAST)
 
-# A local bearer token (roles score, report, admin, forecast) on first run: its secret in
+# A local bearer token (roles score, report, admin, forecast, review) on first run: its secret in
 # .ordersight/token, which the CLI reads; its hash in .ordersight/config.toml, which serve reads.
 LOCAL := .ordersight
 $(LOCAL)/config.toml: | install
-	$(BIN)/ordersight token --name local --roles score,report,admin,forecast --write $(LOCAL)
+	$(BIN)/ordersight token --name local --roles score,report,admin,forecast,review --write $(LOCAL)
 
 # The entity keys' secret (docs/SECURITY.md) on first run: 32 random bytes, owner-only.
 $(LOCAL)/hash.secret:
@@ -57,7 +57,7 @@ run: install models $(LOCAL)/config.toml $(LOCAL)/hash.secret
 	@echo "token: $(LOCAL)/token (ordersight score|alerts|models read it; grpcurl: -H \"authorization: Bearer \$$(cat $(LOCAL)/token)\")"
 	$(BIN)/ordersight serve --config $(LOCAL)/config.toml --models $(MODELS) --port $(PORT) --warm-from $(HISTORY) \
 		--log-dir $(LOCAL)/log --snapshot-dir $(LOCAL)/state --metrics-port $(METRICS_PORT) \
-		--hash-secret-file $(LOCAL)/hash.secret --forecast-models $(FORECAST)
+		--hash-secret-file $(LOCAL)/hash.secret --forecast-models $(FORECAST) --store $(LOCAL)/store.db
 
 # What the tests start or drive themselves (nats-server, PostgreSQL, Chromium), from Debian's packages.
 services:

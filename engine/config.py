@@ -55,6 +55,12 @@ class Settings:
     40 MB); larger requests are refused by gRPC with RESOURCE_EXHAUSTED."""
     alert_bucket_s: float = 300.0
     """Bucket of the operational anomaly detector (orders, declines, errors per channel)."""
+    drift_bound: float = 0.2
+    """PSI of the served score or a top feature over one hour of orders, against the
+    distribution the manifest recorded at training, past which a drift alert opens (it
+    resolves after an hour back under the bound)."""
+    drift_min_orders: int = 200
+    """Orders an hour needs before its PSI may raise a drift alert."""
     metrics_port: int = 0
     """Port of the Prometheus /metrics endpoint on `host` (0 = off)."""
     workers: int = 0

@@ -42,6 +42,7 @@ from engine.features.velocity import VelocityState
 from engine.models.artifacts import FORMAT, MANIFEST, sha256
 from engine.models.scorers import RULES, TierOne, TierTwo, rule_matrix
 from engine.models.trees import compile_booster
+from engine.monitoring import drift
 from training.evaluate import CASCADE_RECALL, MAX_ESCALATION, REVIEW_RATE, Held, evaluate
 from training.export import to_onnx
 from training.periods import parse_moment, point_in_time, split
@@ -154,6 +155,21 @@ def _tier1_threshold(
     budget = max(int(MAX_ESCALATION * p1.size) - int(forced.sum()), 1)
     note = "escalation capped at 15%: recall target missed"
     return float(free[min(budget, free.size) - 1]), {"note": note, "margin": margin}
+
+
+def _drift_reference(out: Path, held: Held, booster: lgb.Booster) -> dict[str, Any]:
+    """Reference distributions of the served score and of tier two's top features (by
+    gain) on the held-out period, the latest the models were judged on: what serving's
+    drift monitor compares every hour with (`engine.monitoring.drift`)."""
+    from engine.decision.cascade import Engine
+    from engine.models.artifacts import load
+
+    d = Engine(load(out), VelocityState(capacity=64, probe=4)).decide(
+        [""] * held.y.size, held.orders, held.X, explain=False
+    )
+    gain = booster.feature_importance("gain")
+    top = [FEATURE_NAMES[i] for i in np.argsort(-gain)[: drift.TOP_FEATURES] if gain[i] > 0]
+    return drift.build(d.score, held.X, FEATURE_NAMES, top)
 
 
 def train(
@@ -332,6 +348,7 @@ def train(
         )
         report = evaluate(out, held, thr1_record["note"], lgb_err)
         manifest["metrics"] = report
+        manifest["drift"] = _drift_reference(out, held, booster)
         (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
         (out / "report.json").write_text(json.dumps(report, indent=2))
         steps.update()

@@ -219,8 +219,29 @@ class AlertHub:
                 q.get_nowait()
             q.put_nowait(a)
 
+    def drift(self, series: str, psi: float, bound: float, start: float, end: float) -> None:
+        """Open (PSI over `bound`) or resolve the warning that a distribution drifted from
+        training (series `drift{series=...}`, kind `drift`), for the hour [start, end)."""
+        key = f"drift{{series={series}}}"
+        open_ = self.components.get(key)
+        if psi > bound and open_ is None:
+            why = f"{series}: PSI {psi:.3f} against training's distribution, over {bound:g}"
+            score = min(psi / (2 * bound), 1.0)  # 0.5 at the bound, like the detector's
+            a = Alert(key, "drift", "warning", start, end, bound, psi, score, why)
+            self.components[key] = a
+        elif psi <= bound and open_ is not None:
+            del self.components[key]
+            a = replace(open_, at=end, actual=psi, score=0.0, end=end,
+                        explanation=f"{series}: PSI {psi:.3f}, back within {bound:g}")  # fmt: skip
+        else:
+            return
+        for q in self._watchers:
+            if q.full():
+                q.get_nowait()
+            q.put_nowait(a)
+
     def active_alerts(self) -> list[Alert]:
-        """The detector's open alerts, then the components' that are down."""
+        """The detector's open alerts, then the components' that are down and drifts."""
         return [*self.monitor.active_alerts(), *self.components.values()]
 
     def subscribe(self) -> asyncio.Queue[Alert]:

@@ -165,6 +165,9 @@ class BulkScoring:
             if seq and self.plane.log is not None:  # every reserved seq is appended
                 entry = self._entry(orders, lo, enc, X, d, models, seq, t0)
                 self.plane.log.append(entry)
+        drift = self.plane.drift
+        if drift is not None and d is not None:
+            drift.observe(models.version, models.manifest, enc.t, d.score, X)
         if reviews is not None and enc.n:
             reviews.on_entry(entry or self._entry(orders, lo, enc, X, d, models, seq, t0))
         if self.plane.shadow is not None:

@@ -46,6 +46,7 @@ from engine.serving.retries import RecentDecisions, digest
 from engine.serving.shadow import Shadow
 
 if TYPE_CHECKING:
+    from engine.monitoring.drift import DriftMonitor
     from engine.serving.reviews import Reviews
 
 LONE_GAP_S = 500e-6
@@ -107,6 +108,7 @@ class DataPlane:
         self.shadow: Shadow | None = None  # the challenger, when one is set
         self.log: DecisionLog | None = None  # the decision log, when there is one
         self.reviews: Reviews | None = None  # the store's review queue, when there is one
+        self.drift: DriftMonitor | None = None  # the score's and features' PSI per hour
         self.max_queue, self.max_queue_s = max_queue, max_queue_ms / 1e3
         self._per_call_s = 100e-6  # recent engine seconds per Score call (EWMA)
         self.rejected = Counter(
@@ -341,7 +343,10 @@ class DataPlane:
             [np.inf if p.deadline is None else p.deadline for p in live], dtype=np.float64
         )
         X = self.engine.featurize(arrays)
-        decisions = self.engine.decide(ids, arrays, X, deadlines)
+        models = self.engine.models
+        decisions = self.engine.decide(ids, arrays, X, deadlines, models=models)
+        if self.drift is not None:
+            self.drift.observe(models.version, models.manifest, arrays.t, decisions.score, X)
         now = self.clock()
         waited = [now - p.arrival for p in live]
         latency = [int(w * 1e6) for w in waited]

@@ -98,6 +98,16 @@ class Reviews:
             "ordersight_store_dropped", "Decision entries the store's writer could not keep up "
             "with (caught up from the decision log when there is one)", registry=metrics,
         )  # fmt: skip
+        self.m_labelled = Counter(
+            "ordersight_labelled_decisions", "Decisions whose label became known (an order's "
+            "first label, and again if a later outcome says fraud), by the decision and the "
+            "label: catch rate, decline precision and false declines over time in PromQL",
+            ["action", "label", "channel", "model_version", "arm"], registry=metrics,
+        )  # fmt: skip
+        self.m_unmatched = Counter(
+            "ordersight_outcomes_unmatched", "Outcomes of orders the decisions index does not "
+            "hold (kept all the same)", registry=metrics,
+        )  # fmt: skip
         self.unary: dict[str, Unary] = {
             f"{SERVICE}/ListReviews": self._list,
             f"{SERVICE}/GetReview": self._get,
@@ -237,7 +247,23 @@ class Reviews:
         return await loop.run_in_executor(self._requests, lambda: fn(self.request_store, *args))
 
     async def add_outcomes(self, outcomes: Sequence[Outcome]) -> list[Stored]:
-        return await self.call(lambda s: s.add_outcomes(outcomes))
+        stored: list[Stored] = await self.call(lambda s: s.add_outcomes(outcomes))
+        for o, st in zip(outcomes, stored, strict=True):
+            self.count(st, o.is_fraud)
+        return stored
+
+    def count(self, stored: Stored, is_fraud: bool) -> None:
+        """The accuracy metrics of one stored outcome."""
+        if not stored.new:
+            return
+        d = stored.decision
+        if d is None:
+            self.m_unmatched.inc()
+        elif stored.apply:
+            label = "fraud" if is_fraud else "legitimate"
+            self.m_labelled.labels(
+                d["action"], label, d["channel"], d["model_version"], d["arm"]
+            ).inc()
 
     async def list_cases(
         self, f: CaseFilter, limit: int, after: tuple[float, str] | None
@@ -264,6 +290,7 @@ class Reviews:
             lambda s: s.resolve_case(order_id, verdict, reviewer, note, at, known_at)
         )
         self.m_resolved.labels(verdict).inc()
+        self.count(stored, verdict == "FRAUD")
         self.m_resolve_s.observe(max(at - case.opened_at, 0.0))
         return case, stored
 

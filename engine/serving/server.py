@@ -22,7 +22,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import ProcessCollector, start_http_server
+from prometheus_client import Gauge, ProcessCollector
 
 from engine.codec import decision_encoder, order_decoder
 from engine.config import Settings
@@ -32,10 +32,12 @@ from engine.decision_log import segments
 from engine.decision_log.replay import Applied, Replayed, recover
 from engine.decision_log.writer import DecisionLog
 from engine.errors import ModelLoadError, Unconfigured
+from engine.features.matrix import FEATURE_NAMES
 from engine.features.velocity import VelocityState
 from engine.models import artifacts
 from engine.monitoring.alert_hub import AlertHub
 from engine.monitoring.anomaly import StreamMonitor
+from engine.monitoring.drift import HOUR_S, DriftMonitor
 from engine.orders import hashing
 from engine.orders.batch import OrderRules
 from engine.orders.rules import Limits
@@ -46,6 +48,7 @@ from engine.serving.forecasting import ForecastService
 from engine.serving.frames import SERVICES
 from engine.serving.fronts import Fronts
 from engine.serving.health import Health
+from engine.serving.http import HttpServer
 from engine.serving.link import Link
 from engine.serving.methods import SERVICE, Methods
 from engine.serving.model_admin import ModelAdmin
@@ -146,6 +149,13 @@ class Server:
             else None
         )  # fmt: skip
         self.shadow = self.plane.shadow = Shadow(self.engine, self.hub.registry)
+        self.drift = self.plane.drift = DriftMonitor(
+            FEATURE_NAMES, settings.drift_bound, settings.drift_min_orders
+        )
+        self.m_psi = Gauge(
+            "ordersight_drift_psi", "PSI of the last closed hour against training, by series",
+            ["series"], registry=self.hub.registry,
+        )  # fmt: skip
         self.replayed: Replayed | None = None  # what the start-up replayed from the log
         self.log = self.plane.log = self.shadow.log = self._open_log(restored)
         self.admin = ModelAdmin(
@@ -255,13 +265,11 @@ class Server:
         self._health_task = loop.create_task(self.status.run(), name="health")
         if self.snapshots is not None:
             self.snapshots.start()
-        if self.settings.metrics_port:
-            tls = self.tls
-            self._metrics, _ = start_http_server(
-                self.settings.metrics_port, self.settings.host, registry=self.hub.registry,
-                certfile=tls.cert or None, keyfile=tls.key or None,
-                client_cafile=tls.client_ca or None, client_auth_required=tls.mutual,
-            )  # fmt: skip
+        if self.settings.metrics_port:  # /metrics and the review page
+            self._metrics = HttpServer(self.hub.registry, self.reviews, self.tokens, self.tls)
+            await self._metrics.start(
+                self.settings.host, self.settings.metrics_port, self.settings.grace_s
+            )
         # Everything built so far (models, warmed state, the history's leftovers) lives as
         # long as the server: moved out of the collector's sight, it is not traversed by
         # every full collection, which otherwise stalls bulk scoring.
@@ -345,6 +353,8 @@ class Server:
         if self._stopping or (self.server is None and self.link is None):
             return
         self._stopping = True
+        if self._metrics is not None:  # first: the page's verdicts need the engine and store
+            await self._metrics.stop()
         if self.server is not None and self.health is not None:
             await self.health.enter_graceful_shutdown()
             await self.server.stop(self.settings.grace_s)
@@ -367,8 +377,6 @@ class Server:
             self._ticker.cancel()
         if self._health_task is not None:
             self._health_task.cancel()
-        if self._metrics is not None:
-            self._metrics.shutdown()
         self.server = None
 
     async def _tick(self) -> None:
@@ -377,6 +385,17 @@ class Server:
         while True:
             await asyncio.sleep(period)
             self.hub.tick()
+            self.publish_drift()
+
+    def publish_drift(self) -> None:
+        """The drift monitor's closed hours: gauges, and alerts past the bound."""
+        for hour in self.drift.take_closed():
+            over = hour.over(self.drift.bound, self.drift.min_orders)
+            for series, value in hour.psi.items():
+                self.m_psi.labels(series).set(value)
+                if hour.orders >= self.drift.min_orders:
+                    psi = over.get(series, value)
+                    self.hub.drift(series, psi, self.drift.bound, hour.start, hour.start + HOUR_S)
 
     async def serve_forever(self) -> None:
         stop = asyncio.Event()

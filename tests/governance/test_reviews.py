@@ -199,6 +199,17 @@ def test_outcomes_of_every_kind_are_kept_once_and_unknown_orders_reported(
         ("never-scored", "CONFIRMED_FRAUD"), (b.order_id, "REVIEW_VERDICT"),
     }  # fmt: skip
     assert rows[(b.order_id, "REVIEW_VERDICT")]["is_fraud"] is True
+    # The accuracy metrics: a's chargeback and b's legitimate label, then b's later fraud
+    # verdict; the stranger is counted as unmatched.
+    reg = srv.server.hub.registry
+    labelled = {
+        (s.labels["action"], s.labels["label"]): s.value
+        for m in reg.collect() if m.name == "ordersight_labelled_decisions"
+        for s in m.samples if s.name.endswith("_total")
+    }  # fmt: skip
+    assert sum(labelled.values()) == 3
+    assert sum(v for (_, label), v in labelled.items() if label == "fraud") == 2
+    assert reg.get_sample_value("ordersight_outcomes_unmatched_total") == 1
 
 
 @pytest.mark.parametrize(
