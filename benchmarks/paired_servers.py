@@ -109,3 +109,21 @@ def durability_rounds(
     for folder in folders.values():
         shutil.rmtree(folder, ignore_errors=True)
     return {"rows": rows, "bytes_per_row": size / max(rows_logged, 1), "rows_logged": rows_logged}
+
+
+def store_rounds(
+    models: Path, head: Path, requests: list[bytes], logs: Path, log: Any, port: int, method: str
+) -> list[dict[str, Any]]:
+    """OrderSight with one front, then with the review store (SQLite: every REVIEW opens a
+    case, every decision is indexed, on the store's thread), beside the echo."""
+    db = logs / "paired-store.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    cmds = {
+        "echo": [sys.executable, "-m", "benchmarks.echo_server", "--port", str(port)],
+        "ordersight-1w": _serve(models, head, port + 1),
+        "ordersight-1w+store": _serve(models, head, port + 2, "--store", str(db)),
+    }
+    with contextlib.ExitStack() as stack:
+        servers = _start(cmds, port, logs, stack)
+        return paired_rounds(servers, method, requests, SECONDS, log, CONCURRENCY, rounds=3)

@@ -26,10 +26,18 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from benchmarks import batch, forecast_serving, mlserver, overload, replication, stages
+from benchmarks import (
+    batch,
+    forecast_serving,
+    governance,
+    mlserver,
+    overload,
+    replication,
+    stages,
+)
 from benchmarks.loadgen import Load, run
 from benchmarks.paired import paired_point
-from benchmarks.paired_servers import durability_rounds, serving_rounds
+from benchmarks.paired_servers import durability_rounds, serving_rounds, store_rounds
 from benchmarks.report import markdown, plot
 from benchmarks.servers import batch_stats, cpu_by_process, server_process, wait_port, wait_serving
 from engine.codec.history import read_history
@@ -198,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     results["paired"] = serving_rounds(models, head_path, requests, logs, log, port, SCORE)
     log("Decision log durability, paired rounds:")
     results["durability"] = durability_rounds(models, head_path, requests, logs, log, port, SCORE)
+    log("The review store, paired rounds (governance.md):")
+    results["store"] = store_rounds(models, head_path, requests, logs, log, port, SCORE)
+    (out / "governance.md").write_text(governance.markdown(results["store"], results["machine"]))
     log("Open-loop overload (overload.md, overload.json):")
     ov = overload.measure(models, head_path, requests, logs, log, PORTS["ordersight"] + 300)
     overload.write({"machine": results["machine"], **ov}, out)

@@ -84,7 +84,9 @@ def run(args: argparse.Namespace) -> int:
         "0.1-0.2 some shift)."
     )
     worst = sorted(
-        ((h.psi[s], s, h) for h in judged for s in series if np.isfinite(h.psi[s])), reverse=True
+        ((h.psi[s], s, h) for h in judged for s in series if np.isfinite(h.psi[s])),
+        key=lambda x: x[0],
+        reverse=True,
     )
     rep.heading("Series")
     rows = []

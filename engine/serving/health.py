@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from engine.monitoring.alert_hub import AlertHub
     from engine.serving.forecasting import ForecastService
     from engine.serving.replication import Replication
+    from engine.serving.reviews import Reviews
     from engine.serving.snapshots import Snapshots
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ DECISION_LOG, SNAPSHOTS, REPLICATION, FORECAST = (
 )
 OVERALL = ("", *SERVICES)
 FORECASTING = "ordersight.v1.Forecasting"
+STORE, REVIEWS = "ordersight.store", "ordersight.v1.Reviews"
 
 Status = dict[str, bool]
 """Service name → SERVING (True) or NOT_SERVING."""
@@ -65,6 +67,7 @@ class Health:
         snapshots: Snapshots | None = None,
         replication: Replication | None = None,
         forecasting: ForecastService | None = None,
+        reviews: Reviews | None = None,
         registry: CollectorRegistry | None = None,
         check_s: float = 1.0,
         report_s: float = 60.0,
@@ -75,6 +78,7 @@ class Health:
         self.snapshots = snapshots
         self.replication = replication
         self.forecasting = forecasting
+        self.reviews = reviews
         self.check_s, self.report_s = check_s, report_s
         self.current: Status = {}
         self.why: dict[str, str] = {}
@@ -106,6 +110,8 @@ class Health:
             out[REPLICATION] = self._replication_problem()
         if self.forecasting is not None:
             out[FORECAST] = self.forecasting.problem()
+        if self.reviews is not None:
+            out[STORE] = self.reviews.problem
         return out
 
     def _replication_problem(self) -> str:
@@ -128,6 +134,7 @@ class Health:
         status = {name: decide for name in OVERALL}
         # Forecasting serves while a forecast model is loaded, whatever the risk engine does.
         status[FORECASTING] = FORECAST in problems and not problems[FORECAST]
+        status[REVIEWS] = STORE in problems and not problems[STORE]  # no store: no queue
         status.update({k: not v for k, v in problems.items()})
         for k, v in problems.items():
             self.m_up.labels(k).set(0 if v else 1)
@@ -160,6 +167,8 @@ class Health:
     def _reason(self, name: str) -> str:
         if name in self.why:
             return self.why[name]
+        if name == REVIEWS:
+            return self.why.get(STORE, "no store configured")
         if name == FORECASTING:
             return self.why.get(FORECAST, "no forecast model configured")
         return f"the decision log refuses every call ({self.why.get(DECISION_LOG, '')})"

@@ -203,6 +203,7 @@ class Server:
             replication=self.replication, registry=self.hub.registry,
             report_s=settings.health_report_s,
             forecasting=self.forecasting if self.forecasting.configured_any else None,
+            reviews=self.reviews,
         )  # fmt: skip
         ProcessCollector(registry=self.hub.registry)  # the engine's RSS, CPU, open files
         self.workers = 0 if settings.single_process else settings.workers or os.cpu_count() or 1
