@@ -74,7 +74,9 @@ def _from_file(path: Path) -> pa.Table:
         col = table.column(field.name)
         try:
             if pa.types.is_timestamp(field.type) and pa.types.is_timestamp(col.type):
-                col = col.cast(_TS) if col.type.tz else pc.assume_timezone(col, "UTC").cast(_TS)
+                # to microseconds, truncating (pandas writes nanoseconds)
+                utc = col if col.type.tz else pc.assume_timezone(col, "UTC")
+                col = utc.cast(_TS, safe=False)
             elif pa.types.is_timestamp(field.type):
                 col = pc.assume_timezone(
                     pc.strptime(col.cast(pa.string()), "%Y-%m-%dT%H:%M:%S", "us"), "UTC"
