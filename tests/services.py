@@ -55,12 +55,17 @@ def nats_process(store: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
             time.sleep(0.02)
         yield f"nats://127.0.0.1:{port}", proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc, 10)
+
+
+def _stop(proc: subprocess.Popen[bytes], grace_s: float) -> None:
+    """SIGTERM, then SIGKILL after `grace_s`."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _pg_bin(name: str) -> str:
@@ -118,11 +123,6 @@ def postgres_server(folder: Path) -> Iterator[str]:
             time.sleep(0.05)
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc, 20)
         if own is not None:
             shutil.rmtree(own, ignore_errors=True)

@@ -214,10 +214,7 @@ class AlertHub:
                         explanation=f"{name} works again")  # fmt: skip
         else:
             return
-        for q in self._watchers:
-            if q.full():
-                q.get_nowait()
-            q.put_nowait(a)
+        self._push(a)
 
     def drift(self, series: str, psi: float, bound: float, start: float, end: float) -> None:
         """Open (PSI over `bound`) or resolve the warning that a distribution drifted from
@@ -235,6 +232,10 @@ class AlertHub:
                         explanation=f"{series}: PSI {psi:.3f}, back within {bound:g}")  # fmt: skip
         else:
             return
+        self._push(a)
+
+    def _push(self, a: Alert) -> None:
+        """To every watcher; a watcher that fell behind loses its oldest alert."""
         for q in self._watchers:
             if q.full():
                 q.get_nowait()
@@ -297,10 +298,7 @@ class AlertHub:
         self._bucket = bucket
         for a in alerts:
             log.warning("alert %s %s %s: %s", a.severity, a.kind, a.series, a.explanation)
-            for q in self._watchers:
-                if q.full():
-                    q.get_nowait()
-                q.put_nowait(a)
+            self._push(a)
         active = self.monitor.active_alerts()
         for sev in ("warning", "critical"):
             self.alerts_open.labels(sev).set(sum(a.severity == sev for a in active))
