@@ -280,7 +280,7 @@ def _query(args: argparse.Namespace) -> int:
     from ordersight.v1 import risk_pb2 as pb
     from ordersight.v1 import risk_pb2_grpc as pb_grpc
 
-    from engine.cli import _channel
+    from engine.client import channel as _channel
 
     ids = [x for x in args.series.split(",") if x]
     with _channel(args) as channel:
@@ -308,7 +308,7 @@ def add_parser(sub: Any) -> None:
     )
     verbs = p.add_subparsers(dest="forecast_command", required=True)
 
-    from engine.cli import _client_options
+    from engine.client import client_options as _client_options
 
     s = verbs.add_parser("query", help="a running engine's forecasts (gRPC Forecasting), as CSV")
     s.add_argument("--addr", default="127.0.0.1:50051")

@@ -9,7 +9,7 @@ from typing import Any
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from engine.cli import _client_options
+    from engine.client import client_options as _client_options
 
     s = sub.add_parser("reviews", help="list, show or resolve a running engine's review cases")
     inner = s.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from ordersight.v1 import risk_pb2 as pb
     from ordersight.v1 import risk_pb2_grpc as pb_grpc
 
-    from engine.cli import _channel
+    from engine.client import channel as _channel
 
     with _channel(args) as channel:
         stub = pb_grpc.ReviewsStub(channel)
