@@ -32,10 +32,7 @@ import asyncio
 import gzip
 import hmac
 import math
-import secrets
-import ssl
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -53,13 +50,12 @@ from engine.decision.policy import TRIGGERS
 from engine.errors import Conflict, InvalidInput, NotFound, OrderSightError, Unconfigured
 from engine.serving.auth import Authorizer, Token, hash_token
 from engine.serving.reviews import MAX_NOTE, Reviews, check_resolution, list_args, page_token
-from engine.serving.tls import TlsFiles
+from engine.serving.tls import TlsFiles, http_ssl_context
+from engine.serving.web_sessions import SESSION_S, Session, Sessions
 from engine.store.base import Case
 from engine.store.cases import FACTS
 
 MAX_BODY = 64 << 10  # bytes of a request body: a verdict's form is a few KiB at most
-MAX_SESSIONS = 1024
-SESSION_S = 12 * 3600.0  # a working day, then sign in again
 REVIEW_METHOD = "/ordersight.v1.Reviews/ResolveReview"  # the page needs what this RPC needs
 FILTERS = ("trigger", "channel", "min_amount", "max_amount", "min_age", "page_size")
 _HTTP_STATUS = {
@@ -83,53 +79,6 @@ _FILTERS: dict[str, Callable[[Any], str]] = {
     "q": lambda s: quote(str(s), safe=""),  # a path segment: '/' and '?' too
     "utc": lambda t: datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
 }
-
-
-@dataclass
-class Session:
-    sid: str
-    csrf: str
-    expires: float  # on the sessions' clock
-    name: str = ""  # the signed-in token's name ("" = not signed in)
-    reviewer: str = ""  # on the open page: the name typed last, offered again
-    flash: str = ""  # a confirmation shown once, on the next queue page
-
-
-class Sessions:
-    """Sessions by id in two pools, each bounded (past `limit`, its least recently used is
-    dropped): signed-in ones, which only a valid token makes, and anonymous ones (the open
-    page, a login form), which anyone can make, so that a flood of them signs no analyst out."""
-
-    def __init__(self, clock: Callable[[], float], limit: int = MAX_SESSIONS) -> None:
-        self.clock = clock
-        self.limit = limit
-        self._pools: tuple[OrderedDict[str, Session], ...] = (OrderedDict(), OrderedDict())
-
-    def get(self, sid: str | None) -> Session | None:
-        for pool in self._pools:
-            s = pool.get(sid or "")
-            if s is not None and self.clock() >= s.expires:
-                del pool[s.sid]
-            elif s is not None:
-                pool.move_to_end(s.sid)
-                return s
-        return None
-
-    def new(self, name: str = "") -> Session:
-        pool = self._pools[bool(name)]
-        while len(pool) >= self.limit:
-            pool.popitem(last=False)
-        token = secrets.token_urlsafe
-        s = Session(token(32), token(32), self.clock() + SESSION_S, name)
-        pool[s.sid] = s
-        return s
-
-    def drop(self, sid: str) -> None:
-        for pool in self._pools:
-            pool.pop(sid, None)
-
-    def __len__(self) -> int:
-        return sum(len(pool) for pool in self._pools)
 
 
 class _Reply(Exception):
@@ -204,7 +153,7 @@ class HttpServer:
         self.cookie = f"ordersight_session_{port}"
         self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=grace_s)
         await self._runner.setup()
-        await web.TCPSite(self._runner, host, port, ssl_context=ssl_context(self.tls)).start()
+        await web.TCPSite(self._runner, host, port, ssl_context=http_ssl_context(self.tls)).start()
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -477,16 +426,3 @@ def _number(query: Mapping[str, str], name: str) -> float:
     if not math.isfinite(value) or value < 0:
         raise InvalidInput(f"{name}: a number of at least 0, not {raw!r}", name)
     return value
-
-
-def ssl_context(tls: TlsFiles) -> ssl.SSLContext | None:
-    """The HTTP port's TLS, from the gRPC port's files (None: plaintext); under mutual TLS a
-    client must present a certificate that chains to `tls_client_ca`."""
-    if not tls.on:
-        return None
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(tls.cert, tls.key)
-    if tls.mutual:
-        ctx.load_verify_locations(tls.client_ca)
-        ctx.verify_mode = ssl.CERT_REQUIRED
-    return ctx

@@ -118,3 +118,16 @@ def cert_roles(context: grpc.aio.ServicerContext) -> frozenset[str]:
 def cert_name(context: grpc.aio.ServicerContext) -> str:
     cn = context.auth_context().get("x509_common_name")
     return cn[0].decode("utf-8", "replace") if cn else "?"
+
+
+def http_ssl_context(tls: TlsFiles) -> ssl.SSLContext | None:
+    """The HTTP port's TLS, from the gRPC port's files (None: plaintext); under mutual TLS a
+    client must present a certificate that chains to `tls_client_ca`."""
+    if not tls.on:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(tls.cert, tls.key)
+    if tls.mutual:
+        ctx.load_verify_locations(tls.client_ca)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx

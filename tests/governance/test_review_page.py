@@ -32,7 +32,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from engine.decision.policy import TRIGGERS
 from engine.serving.auth import hash_token, new_token
-from engine.serving.http import SESSION_S, Sessions
+from engine.serving.web_sessions import SESSION_S, Sessions
 from engine.store import open_store
 from tests.certs import Authority
 from tests.grpc_harness import TIMEOUT_S, RunningServer, orders_of
