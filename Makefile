@@ -14,7 +14,7 @@ DEMAND ?= models/demand
 PORT ?= 50051
 METRICS_PORT ?= 9464
 
-.PHONY: install services proto models run test lint format bench bench-micro bench-anomaly bench-series bench-forecast soak fuzz clean
+.PHONY: install services proto models run test lint format bench bench-micro bench-anomaly bench-series bench-forecast pilot-example soak fuzz clean
 
 install: $(STAMP) $(PROTO_PY)
 
@@ -87,6 +87,12 @@ bench-series: install
 bench-forecast: install
 	$(PY) -m pip install -q -e '.[dev,bench]'
 	$(PY) -m benchmarks.forecast_eval
+
+# A simulated pilot of 35 days against a 10% control group, with a challenger in shadow, the
+# outcomes fed as they would arrive, and the reports checked against the simulator's truth
+# (5-10 minutes): docs/examples/{pilot,accuracy,bias,drift}/ and docs/examples/truth.md.
+pilot-example: install services
+	$(PY) -m benchmarks.pilot_sim --out docs/examples
 
 # Soak (SOAK_MINUTES of load, about 2 minutes more to start and measure): Score at 70% of the
 # measured capacity with new entities all along, outcomes and events mixed in, a hot swap and
