@@ -14,7 +14,7 @@ DEMAND ?= models/demand
 PORT ?= 50051
 METRICS_PORT ?= 9464
 
-.PHONY: install services proto models run test lint format bench bench-micro bench-anomaly bench-series bench-forecast pilot-example soak fuzz clean
+.PHONY: install services proto models run test lint format bench bench-micro bench-anomaly bench-series bench-forecast bench-routing pilot-example soak fuzz clean
 
 install: $(STAMP) $(PROTO_PY)
 
@@ -70,6 +70,7 @@ test: install services
 bench: install models services
 	$(PY) -m pip install -q -e '.[dev,bench]'
 	$(PY) -m benchmarks.run
+	$(PY) -m benchmarks.routing_text
 
 # Anomaly detection: the engine's detector against a static threshold and a 3-sigma band.
 bench-anomaly: install
@@ -87,6 +88,12 @@ bench-series: install
 bench-forecast: install
 	$(PY) -m pip install -q -e '.[dev,bench]'
 	$(PY) -m benchmarks.forecast_eval
+
+# The routing text model (ordersight route): macro-F1 on held-out and shifted simulated cases
+# against keyword rules and naive Bayes, and route predict's cases/s (about 2 minutes);
+# benchmarks/results/routing/.
+bench-routing: install
+	$(PY) -m benchmarks.routing_text
 
 # A simulated pilot of 35 days against a 10% control group, with a challenger in shadow, the
 # outcomes fed as they would arrive, and the reports checked against the simulator's truth

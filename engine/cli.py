@@ -298,6 +298,9 @@ def parser() -> argparse.ArgumentParser:
     from engine.forecast.cli import add_parser as add_forecast_parser
 
     add_forecast_parser(sub)
+    from engine.routing.cli import add_parser as add_route_parser
+
+    add_route_parser(sub)
     from engine.serving.review_cli import add_parser as add_review_parser
 
     add_review_parser(sub)

@@ -33,11 +33,11 @@ import lightgbm as lgb
 import numpy as np
 from tqdm import tqdm
 
+from engine.checksums import sha256
 from engine.errors import InvalidInput
 from engine.forecast import features as F
 from engine.forecast.model import KIND, MANIFEST, STATE, ForecastModel, save_state
 from engine.forecast.panel import SEASON, DemandPanel
-from engine.models.artifacts import sha256
 
 LEAD_TIME_LEVELS = (0.5, 0.8, 0.9, 0.95, 0.98, 0.99)
 PARITY_TOL = 1e-5

@@ -21,10 +21,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from engine.checksums import sha256
 from engine.errors import InvalidInput, ModelLoadError, NotFound
 from engine.forecast.features import FeatureSpec, PanelStats, build_rows, panel_stats, scales
 from engine.forecast.panel import FREQ_STEP, DemandPanel
-from engine.models.artifacts import sha256
 
 MANIFEST = "manifest.json"
 STATE = "state.npz"

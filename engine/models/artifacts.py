@@ -31,6 +31,7 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 
+from engine.checksums import sha256
 from engine.decision.policy import PolicyConfig
 from engine.errors import ModelLoadError
 from engine.features.matrix import FEATURE_NAMES
@@ -42,14 +43,6 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 FORMAT = 1
 PARITY_TOLERANCE = 1e-5
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass

@@ -26,7 +26,6 @@ The manifest is written last, so an interrupted training leaves no loadable fold
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -38,6 +37,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 import onnxruntime as ort
 
+from engine.checksums import sha256
 from engine.errors import ModelLoadError
 from engine.routing import text_session
 from engine.routing.text_prep import CHAR_NGRAMS, GENERAL, SEPARATOR, WORD_NGRAMS, prepare
@@ -51,16 +51,6 @@ KIND = "routing-text"
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.onnx"
 PARITY_FILE = "parity.json"
-
-
-def sha256(path: Path) -> str:
-    """The file's SHA-256, hex: the same digest engine.models.artifacts records (that module
-    is not imported here because it loads LightGBM and Numba, which routing never needs)."""
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class RoutePrediction(NamedTuple):

@@ -126,6 +126,12 @@ class Store:
         """One transaction: committed at the end of the block, rolled back on an error."""
         return self.conn
 
+    def relax(self) -> None:
+        """Commit without waiting for the disk on this connection: a crash may lose the
+        last commits, never corrupt the store. For writes the decision log can rebuild
+        (the writer's catch-up), not for what a client was told is stored."""
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+
     def close(self) -> None:
         self.conn.close()
 
@@ -370,3 +376,6 @@ class PostgresStore(Store):
 
     def _tx(self) -> Any:
         return self.conn.transaction()
+
+    def relax(self) -> None:
+        self.conn.execute("SET synchronous_commit = off")
