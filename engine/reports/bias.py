@@ -14,8 +14,12 @@ so customers are the unit to resample; and fairlearn runs each metric in Python 
 rows of every sample, so a row per order would make the report's cost grow with the log.
 
 - approval, review, decline rate = orders with that action / orders
-- false-positive rate = legitimate orders declined or reviewed / legitimate orders (labels
-  as in the accuracy report; only with --outcomes)
+- false-positive rate = legitimate orders declined or reviewed / legitimate orders, over
+  the orders known legitimate only (labels as in the accuracy report; only with
+  --outcomes). Declines without an outcome are censored (a declined order ships nothing, so
+  no chargeback can say whether it was fraud): they are in neither count, and each
+  segment's count of them is shown beside its rate. A segment whose declines are mostly
+  censored has a false-positive rate resting on its reviews and its confirmed declines
 - disparate-impact ratio = approval rate of the segment / approval rate of the most
   favoured segment of its kind: the segment with the highest approval rate among those of
   at least `--min-size` orders (a segment of five orders, all approved, is no reference).
@@ -40,7 +44,7 @@ import numpy as np
 
 from engine.errors import InvalidInput
 from engine.reports import logdata
-from engine.reports.logdata import LEGITIMATE
+from engine.reports.logdata import CENSORED, LEGITIMATE
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -77,12 +81,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 # Columns of the count vector each row fairlearn sees carries.
-ORDERS, APPROVED, REVIEWED, DECLINED, LEGIT, LEGIT_FLAGGED = range(6)
+ORDERS, APPROVED, REVIEWED, DECLINED, LEGIT, LEGIT_FLAGGED, CENSORED_N = range(7)
+WIDTH = 7
 
 
 def _share(num: int, den: int) -> Any:
     def metric(y_true: Any, y_pred: Any) -> float:
-        c = np.asarray(y_true).reshape(-1, 6).sum(axis=0)
+        c = np.asarray(y_true).reshape(-1, WIDTH).sum(axis=0)
         return float(c[num] / c[den]) if c[den] > 0 else float("nan")
 
     metric.__name__ = f"share_{num}_{den}"
@@ -91,7 +96,7 @@ def _share(num: int, den: int) -> Any:
 
 def _di_ratio(y_true: Any, y_pred: Any, reference: Any) -> float:
     """Approval rate of the compared segment's rows over the reference segment's rows."""
-    c = np.asarray(y_true).reshape(-1, 6)
+    c = np.asarray(y_true).reshape(-1, WIDTH)
     ref = np.asarray(reference, bool)
     own, top = c[~ref].sum(axis=0), c[ref].sum(axis=0)
     if own[ORDERS] == 0 or top[APPROVED] == 0:
@@ -100,11 +105,12 @@ def _di_ratio(y_true: Any, y_pred: Any, reference: Any) -> float:
 
 
 def order_counts(label: np.ndarray, action: np.ndarray) -> np.ndarray:
-    """(orders, 6): each order's contribution to the count vector."""
+    """(orders, WIDTH): each order's contribution to the count vector (censored orders are
+    in no legitimate count)."""
     legit = label == LEGITIMATE
     return np.stack(
         [np.ones(label.size), action == "APPROVE", action == "REVIEW", action == "DECLINE",
-         legit, legit & (action != "APPROVE")], axis=1,
+         legit, legit & (action != "APPROVE"), label == CENSORED], axis=1,
     ).astype(np.int64)  # fmt: skip
 
 
@@ -155,6 +161,8 @@ def segment_table(
         table[m + "_lo"], table[m + "_hi"] = lo[m], hi[m]
     sizes = pd.Series(rows[:, ORDERS], index=seg).groupby(level=0).sum()
     table["orders"] = sizes.reindex(table.index).astype(int)
+    cens = pd.Series(rows[:, CENSORED_N], index=seg).groupby(level=0).sum()
+    table["censored"] = cens.reindex(table.index).astype(int)
     eligible = table[table["orders"] >= min_size]
     pool = eligible if len(eligible) else table
     reference = str(pool["approval"].idxmax())
@@ -243,7 +251,10 @@ def run(args: argparse.Namespace) -> int:
             "ratio = approval rate / approval rate of the most favoured segment of the kind "
             f"(the highest among segments of at least {args.min_size} orders); flagged below "
             f"{FOUR_FIFTHS} (the four-fifths rule)",
-            "false-positive rate = legitimate orders declined or reviewed / legitimate orders"
+            "false-positive rate = legitimate orders declined or reviewed / orders known "
+            "legitimate; censored (declined, no outcome: no chargeback can come, so fraud or "
+            "legitimate is unknown) are left out of it, their number per segment in the "
+            "column censored"
             if outcomes is not None
             else "false-positive rates need outcomes (--outcomes): left out of this report",
             "a flag is a reason to look, not a finding: a segment holding more fraud is "
@@ -286,13 +297,13 @@ def _section(rep: Any, kind: str, table: pd.DataFrame, with_fpr: bool) -> None:
     rep.heading(f"Segment: {kind}", 2)
     rep.para(f"Reference (most favoured): `{table['reference'].iloc[0]}`.")
     headers = ["segment", "orders", "approval", "review", "decline"]
-    headers += ["false-positive rate"] if with_fpr else []
+    headers += ["false-positive rate", "censored (excluded)"] if with_fpr else []
     headers += ["ratio [95% interval]", "flag"]
     rows = []
     for seg in table.index:
         row = [seg, int(table.at[seg, "orders"])]
         row += [_ci(table, m, seg) for m in ("approval", "review", "decline")]
-        row += [_ci(table, "fpr", seg)] if with_fpr else []
+        row += [_ci(table, "fpr", seg), int(table.at[seg, "censored"])] if with_fpr else []
         row += [_ci(table, "ratio", seg), table.at[seg, "flag"]]
         rows.append(row)
     rep.table(headers, rows)

@@ -7,11 +7,18 @@ pilot's control group decided them (fallback cause CONTROL_GROUP: the rules alon
 `model`. Challenger rows are kept apart; they join a decision on seq and order_id.
 
 Labels (`attach_labels`): at `as_of`, only outcomes known by then exist. An order is fraud if
-any of its outcomes says fraud, else legitimate if one says legitimate; with no outcome it
-counts as legitimate once it is older than the label horizon, and is *immature* before
-(left out of every label-dependent rate: chargebacks arrive weeks after the order, so a
-young order without one says nothing yet). Outcomes naming no logged order are counted and
-listed, never dropped silently.
+any of its outcomes says fraud, else legitimate if one says legitimate. With no outcome:
+
+- a DECLINE (the champion's action, the one acted on) is *censored*, whatever its age: a
+  declined order never ships, so no chargeback can ever come; its silence says nothing, and
+  neither fraud nor legitimate is known. Every label-dependent figure counts known labels
+  only and shows the censored beside them (as a count, and as bounds: what the figure would
+  be if every censored order were fraud, or every one legitimate);
+- a REVIEW or APPROVE counts as legitimate once it is older than the label horizon, and is
+  *immature* before (left out of every label-dependent rate: chargebacks arrive weeks after
+  the order, so a young order without one says nothing yet).
+
+Outcomes naming no logged order are counted and listed, never dropped silently.
 
 Segments (`segment_columns`): whether the engine had seen the customer before (the velocity
 features are read *before* the order is added, so `customer_id.age_days` is NaN exactly when
@@ -41,8 +48,9 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
-FRAUD, LEGITIMATE, IMMATURE = 1, 0, -1
-"""Values of the `label` column."""
+FRAUD, LEGITIMATE, IMMATURE, CENSORED = 1, 0, -1, -2
+"""Values of the `label` column (KNOWN: fraud or legitimate)."""
+KNOWN = (FRAUD, LEGITIMATE)
 CONTROL_CAUSE = "CONTROL_GROUP"
 FIRST_ORDER_FEATURE = "customer_id.age_days"
 ACCOUNT_AGE_FEATURE = "account_age_days"
@@ -117,8 +125,9 @@ def add_log_arguments(p: argparse.ArgumentParser, outcomes: str) -> None:
     )  # fmt: skip
     p.add_argument(
         "--label-horizon-days", type=float, default=60.0,
-        help="an order with no outcome counts as legitimate once this old at as-of; younger "
-        "ones are immature (default 60)",
+        help="an approved or reviewed order with no outcome counts as legitimate once this "
+        "old at as-of; younger ones are immature (a declined one without an outcome is "
+        "censored at any age) (default 60)",
     )  # fmt: skip
 
 
@@ -226,8 +235,9 @@ def attach_labels(
     frame: pd.DataFrame, outcomes: pa.Table, logged_ids: Any, as_of: pd.Timestamp,
     horizon_days: float,
 ) -> tuple[pd.DataFrame, OutcomeSummary]:  # fmt: skip
-    """`frame` with `label` (FRAUD, LEGITIMATE, IMMATURE), `has_outcome` and `label_at` (the
-    known_at of the outcome that decided the label), and what happened to the outcomes.
+    """`frame` with `label` (FRAUD, LEGITIMATE, IMMATURE, CENSORED: the module's rule),
+    `has_outcome` and `label_at` (the known_at of the outcome that decided the label), and
+    what happened to the outcomes.
     `logged_ids`: every order id of the log (an outcome is unmatched when it names none)."""
     import pandas as pd
 
@@ -249,8 +259,11 @@ def attach_labels(
     frame["has_outcome"] = f.notna() | g.notna()
     frame["label_at"] = f.where(f.notna(), g)
     old = frame["created_at"] + pd.Timedelta(days=horizon_days) <= as_of
-    frame["label"] = np.where(
-        f.notna(), FRAUD, np.where(g.notna() | old, LEGITIMATE, IMMATURE)
+    declined = frame["action"] == "DECLINE"
+    frame["label"] = np.select(
+        [f.notna(), g.notna(), declined, old],
+        [FRAUD, LEGITIMATE, CENSORED, LEGITIMATE],
+        IMMATURE,
     ).astype(np.int8)
     return frame, summary
 

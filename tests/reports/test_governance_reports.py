@@ -72,18 +72,21 @@ def log(models_dir: Path, history: pa.Table, tmp_path_factory: pytest.TempPathFa
     rows = table[table["kind"] == "decision"].reset_index(drop=True)
     truth = part.select(["order_id", "customer_id", "created_at", "is_fraud",
                          "billing_country"]).to_pandas()  # fmt: skip
-    out = _outcomes(truth)
+    out = _outcomes(truth, rows.set_index("order_id")["action"])
     pq.write_table(pa.Table.from_pandas(out, preserve_index=False), root / "outcomes.parquet")
     challenger_rows = table[table["kind"] == "challenger"].reset_index(drop=True)
     return Log(root / "log", rows, challenger_rows, truth, root / "outcomes.parquet", out)
 
 
-def _outcomes(truth: pd.DataFrame) -> pd.DataFrame:
-    """Chargebacks 1-6 days after each fraud; a confirmed-legitimate for a tenth of the rest
+def _outcomes(truth: pd.DataFrame, action: pd.Series) -> pd.DataFrame:
+    """Chargebacks 1-6 days after each fraud, but for half of the declined ones (a declined
+    order never ships: those are censored); a confirmed-legitimate for a tenth of the rest
     a day after; four frauds also confirmed legitimate first (fraud wins); three outcomes
     for orders never logged."""
     rng = np.random.default_rng(7)
     fraud = truth[truth["is_fraud"] == 1]
+    declined = (fraud["order_id"].map(action) == "DECLINE").to_numpy()
+    fraud = fraud[~declined | (np.arange(len(fraud)) % 2 == 0)]
     legit = truth[truth["is_fraud"] == 0].sample(frac=0.1, random_state=3)
     day = pd.Timedelta(days=1)
     parts = [
@@ -103,14 +106,15 @@ def _outcomes(truth: pd.DataFrame) -> pd.DataFrame:
 
 def _labels(log: Log, as_of: pd.Timestamp) -> pd.Series:
     """The oracle: 1 fraud (a chargeback known by as-of), 0 legitimate (a legitimate outcome
-    by as-of and no chargeback, or older than the horizon), -1 immature; by order id."""
+    by as-of and no chargeback, or not declined and older than the horizon), -2 censored
+    (declined, no outcome by as-of, whatever its age), -1 immature; by order id."""
     known = log.out[log.out["known_at"] <= as_of]
     fraud = set(known.loc[known["is_fraud"], "order_id"])
     legit = set(known.loc[~known["is_fraud"], "order_id"])
     r = log.rows
     old = r["created_at"] + pd.Timedelta(days=HORIZON) <= as_of
-    label = [1 if o in fraud else 0 if (o in legit or ok) else -1
-             for o, ok in zip(r["order_id"], old, strict=True)]  # fmt: skip
+    label = [1 if o in fraud else 0 if o in legit else -2 if a == "DECLINE" else 0 if ok else -1
+             for o, ok, a in zip(r["order_id"], old, r["action"], strict=True)]  # fmt: skip
     return pd.Series(label, index=r["order_id"].to_numpy())
 
 
@@ -140,19 +144,29 @@ def _first(cell_text: str) -> float:
 
 
 def _rates(rows: pd.DataFrame, label: np.ndarray) -> list[str]:
-    """The accuracy report's columns, computed here."""
+    """The accuracy report's columns, computed here: rates on known labels, and bounds from
+    the two extreme labellings of the censored (all legitimate, all fraud)."""
     action = rows["action"].to_numpy()
     flagged, declined = action != "APPROVE", action == "DECLINE"
-    fraud, legit, known = label == 1, label == 0, label != -1
     n = len(rows)
 
     def r(a: Any, b: Any) -> float:
         return float(np.sum(a)) / float(np.sum(b)) if np.sum(b) else float("nan")
 
-    values = [n, r(known, np.ones(n)), int(np.sum(~known)), int(np.sum(fraud)),
-              r(fraud & flagged, fraud), r(declined & fraud, declined & known),
-              r(legit & declined, legit), r(action == "REVIEW", np.ones(n))]  # fmt: skip
-    return [cell(v) for v in values]
+    def three(lab: np.ndarray) -> tuple[float, float, float]:
+        fraud, legit = lab == 1, lab == 0
+        return (r(fraud & flagged, fraud), r(declined & fraud, declined & (fraud | legit)),
+                r(legit & declined, legit))  # fmt: skip
+
+    known, fraud = label >= 0, label == 1
+    cens = label == -2
+    ck, cf, cl = three(label), three(np.where(cens, 1, label)), three(np.where(cens, 0, label))
+    span = [f"{cell(lo)} – {cell(hi)}"
+            for lo, hi in ((cl[0], cf[0]), (cl[1], cf[1]), (cf[2], cl[2]))]  # fmt: skip
+    values = [n, r(known, np.ones(n)), int(np.sum(label == -1)), int(np.sum(cens)),
+              int(np.sum(fraud)), ck[0], span[0], ck[1], span[1], ck[2], span[2],
+              r(action == "REVIEW", np.ones(n))]  # fmt: skip
+    return [cell(v) if not isinstance(v, str) else v for v in values]
 
 
 def test_accuracy_matches_the_labels_and_reports_unmatched_outcomes(
@@ -177,6 +191,7 @@ def test_accuracy_matches_the_labels_and_reports_unmatched_outcomes(
         want = _rates(log.rows[mine], label[mine])
         assert days[d][:-1] == want, d
         assert days[d][-1] == ("immature" if (label[mine] == -1).any() else "yes")
+    assert int(overall.split(" | ")[3].replace(",", "")) == int(np.sum(label == -2)) > 0
     assert days[day[0]][-1] == "yes" and days[day[-1]][-1] == "immature"
     versions = _table(_section(text, "## Per model version"))
     control = (log.rows["fallback_cause"] == "CONTROL_GROUP").to_numpy()
@@ -228,8 +243,9 @@ def test_bias_flags_a_planted_segment_and_decodes_the_countries(
     legit = label == 0
     for s in ("planted", "other", "tiny"):
         mine = (seg == s).to_numpy()
-        orders, appr, _, _, fpr, ratio, flag = rows[s]
+        orders, appr, _, _, fpr, censored, ratio, flag = rows[s]
         assert orders == cell(int(mine.sum()))
+        assert censored == cell(int(np.sum(mine & (label == -2))))  # not in the rate
         assert _first(appr) == pytest.approx(rate[s], abs=5e-4)
         fp = np.mean(~approved.to_numpy()[mine & legit])
         assert _first(fpr) == pytest.approx(fp, abs=5e-4)
@@ -265,8 +281,25 @@ def test_bias_without_outcomes_leaves_false_positives_out(
     }
 
 
+def _grouped(label: np.ndarray, ch_act: np.ndarray, x: float | None, y: float | None) -> Any:
+    """`label` with the censored orders the challenger would review labelled `x`, those it
+    would decline `y` (None: left censored)."""
+    out = label.astype(float)
+    for act, v in (("REVIEW", x), ("DECLINE", y)):
+        if v is not None:
+            out[(label == -2) & (ch_act == act)] = v
+    return out
+
+
+def _bounds(text: str) -> tuple[float, float]:
+    m = re.match(r"([-\d.,e+]+) … ([-\d.,e+]+) \(95%: ", text)
+    assert m is not None, text
+    return float(m.group(1).replace(",", "")), float(m.group(2).replace(",", ""))
+
+
 def _costs(rows: pd.DataFrame, action: np.ndarray, label: np.ndarray) -> dict[str, float]:
-    """One side of the pilot, for EUR, with the default cost assumptions."""
+    """One side of the pilot, for EUR, with the default cost assumptions, on the known
+    labels (1 fraud, 0 legitimate; -2, censored, in neither)."""
     fraud, legit = label == 1, label == 0
     eur = (rows["currency"] == "EUR").to_numpy()
     amount = rows["amount"].to_numpy()
@@ -277,6 +310,7 @@ def _costs(rows: pd.DataFrame, action: np.ndarray, label: np.ndarray) -> dict[st
         "catch rate": np.sum(fraud & (action != "APPROVE")) / np.sum(fraud),
         "review rate": np.mean(action == "REVIEW"),
         "false declines": float(np.sum(legit & (action == "DECLINE"))),
+        "censored": int(np.sum(label == -2)),
         "per 1000": 1000 * (loss + reviews + margin) / np.sum(eur),
     }
 
@@ -300,31 +334,64 @@ def test_pilot_compares_the_champion_with_the_control_group_and_the_challenger(
     rows = log.rows[inside & (label.to_numpy() != -1)].reset_index(drop=True)
     lab = label[rows["order_id"]].to_numpy()
     is_model = (rows["fallback_cause"] != "CONTROL_GROUP").to_numpy()
-    champion = _costs(rows[is_model], rows["action"].to_numpy()[is_model], lab[is_model])
-    control = _costs(rows[~is_model], rows["action"].to_numpy()[~is_model], lab[~is_model])
+    act = rows["action"].to_numpy()
     ch = log.challenger.set_index(["seq", "order_id"])["action"]
     keys = list(zip(rows["seq"][is_model], rows["order_id"][is_model], strict=True))
-    shadow = _costs(rows[is_model], ch.loc[keys].to_numpy(), lab[is_model])
-    assert shadow["false declines"] > champion["false declines"]  # it declines more
+    ch_act = ch.loc[keys].to_numpy()
+    # a censored order the challenger would approve is left out of both sides
+    keep = ~((lab[is_model] == -2) & (ch_act == "APPROVE"))
+    paired = rows[is_model][keep].reset_index(drop=True)
+    p_act, p_lab, p_ch = act[is_model][keep], lab[is_model][keep], ch_act[keep]
+    assert (lab == -2).sum() > 0 and (p_lab == -2).sum() > 0
+    assert f"left out of both sides: {int((~keep).sum()):,} censored" in text.lower()
 
-    versus_control = _section(text, "## Champion against the control group")
-    versus_challenger = _section(text, "## Champion against the challenger")
-    for section, other in ((versus_control, control), (versus_challenger, shadow)):
+    def side(r: pd.DataFrame, a: np.ndarray, la: np.ndarray, as_: float | None) -> dict:
+        """One side's figures with its censored orders labelled `as_` (None: known only)."""
+        return _costs(r, a, la if as_ is None else np.where(la == -2, as_, la))
+
+    sides = {
+        "control": lambda x, y: (side(rows[is_model], act[is_model], lab[is_model], x),
+                                 side(rows[~is_model], act[~is_model], lab[~is_model], y)),
+        # paired: one labelling per order, the groups those the challenger would review or
+        # decline; x labels the first group, y the second
+        "challenger": lambda x, y: (_costs(paired, p_act, _grouped(p_lab, p_ch, x, y)),
+                                    _costs(paired, p_ch, _grouped(p_lab, p_ch, x, y))),
+    }  # fmt: skip
+    champion, control = sides["control"](None, None)
+    _, shadow = sides["challenger"](None, None)
+    assert shadow["false declines"] > champion["false declines"]  # it declines more
+    assert champion["censored"] == int((lab[is_model] == -2).sum())
+    versus = {"control": _section(text, "## Champion against the control group"),
+              "challenger": _section(text, "## Champion against the challenger")}  # fmt: skip
+    for comp, section in versus.items():
+        mine, other = sides[comp](None, None)
+        corners = [sides[comp](x, y) for x in (0.0, 1.0) for y in (0.0, 1.0)]
         t = _table(section)
-        for name in ("catch rate", "review rate", "false declines"):
-            assert _first(t[name][0]) == pytest.approx(champion[name], rel=1e-3), name
+        for name in ("catch rate", "review rate", "false declines", "censored"):
+            assert _first(t[name][0]) == pytest.approx(mine[name], rel=1e-3), name
             assert _first(t[name][1]) == pytest.approx(other[name], rel=1e-3), name
+        for k in (0, 1):  # the false declines' bounds: every labelling of the censored
+            lo, hi = _bounds(t["false declines: bounds"][k])
+            assert (
+                lo
+                == min(c[k]["false declines"] for c in corners)
+                == (mine, other)[k]["false declines"]
+            )  # known labels: the lower end
+            assert hi == max(c[k]["false declines"] for c in corners)
         eur = _table(_section(text[text.index(section) :], "#### EUR"))
-        assert _first(eur["cost per 1,000 orders"][0]) == pytest.approx(
-            champion["per 1000"], rel=1e-3
-        )
-        net = re.search(
-            r"per 1,000 orders \(EUR\): ([-\d.,e+]+) \[", section[section.index("#### EUR") :]
-        )
+        assert _first(eur["cost per 1,000 orders"][0]) == pytest.approx(mine["per 1000"], rel=1e-3)
+        net = re.search(r"per 1,000 orders \(EUR\), known labels: ([-\d.,e+]+) \[.*"
+                        r"bounds over the censored orders: (.*?)\*\*", section)  # fmt: skip
         assert net is not None
         assert float(net.group(1).replace(",", "")) == pytest.approx(
-            other["per 1000"] - champion["per 1000"], rel=1e-3
+            other["per 1000"] - mine["per 1000"], rel=1e-3
         )
+        nets = [b["per 1000"] - a["per 1000"] for a, b in corners]
+        lo, hi = _bounds(net.group(2))
+        assert (lo, hi) == (pytest.approx(min(nets), rel=1e-3), pytest.approx(max(nets), rel=1e-3))
+        # against the challenger (it declines from a lower score) every censored order is
+        # one it declines too: the two sides' unknown margins cancel
+        assert lo < hi if comp == "control" else lo <= hi
     assert "unmatched outcomes (no logged order): 3" in text
 
 
