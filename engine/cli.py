@@ -310,13 +310,17 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def run_command(args: argparse.Namespace) -> int:
+    """Run a parsed command: bad input is one line on stderr naming what is wrong, exit 2."""
     try:
         return int(args.func(args))
     except (InvalidInput, ModelLoadError, ValueError) as exc:
         print(f"ordersight {args.command}: error: {exc}", file=sys.stderr)
         return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import sys
 import time
 from typing import Any
 
-from engine.errors import InvalidInput, ModelLoadError
+from engine.errors import InvalidInput
 
 OUTPUT_COLUMNS = ("predicted", "confidence", "predicted_priority")
 
@@ -196,12 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     """`ordersight route ...` on its own, with engine.cli's error convention."""
     p = argparse.ArgumentParser(prog="ordersight")
     add_parser(p.add_subparsers(dest="command", required=True))
-    args = p.parse_args(argv)
-    try:
-        return int(args.func(args))
-    except (InvalidInput, ModelLoadError, ValueError) as exc:
-        print(f"ordersight {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    from engine.cli import run_command
+
+    return run_command(p.parse_args(argv))
 
 
 if __name__ == "__main__":
