@@ -184,8 +184,9 @@ class Reviews:
             except Exception as exc:  # the store is down: entries stay in the log
                 self.problem = f"{type(exc).__name__}: {exc}"
                 log.error("store: writing failed (%s); the log keeps the decisions", exc)
-                if entries:
-                    seq = min(e.seq for e in entries)
+                seqs = [e.seq for e in entries] + ([] if behind is None else [behind])
+                if seqs:  # caught up from the log once the store answers again
+                    seq = min(seqs)
                     with self._cond:
                         self._behind = seq if self._behind is None else min(self._behind, seq)
                 time.sleep(1.0)
