@@ -5,14 +5,15 @@ fraction. The entity key is already a keyed hash of customer_id under the engine
 (`engine.orders.hashing`), so the assignment is deterministic for a deployment (the same
 customer is in the same arm on every replica, after every restart, offline and online),
 cannot be steered by a client choosing ids without the secret, and is independent of the
-velocity table's use of the key: the key is mixed once more (SplitMix64's finaliser, with a
-salt of its own) before it is compared.
+velocity table's use of the key: the key is mixed once more (a SplitMix64 step over the
+engine's own `hashing.mix64`, with a salt of its own) before it is compared.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from engine.orders.hashing import mix64
 from engine.orders.schema import ENTITY_KINDS
 
 CAUSE = "CONTROL_GROUP"
@@ -20,15 +21,14 @@ CAUSE = "CONTROL_GROUP"
 and the pilot report tell the two arms apart by."""
 _CUSTOMER = ENTITY_KINDS.index("customer_id")
 _SALT = np.uint64(0x5DEECE66DC011720)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
-    """SplitMix64's finaliser: every input bit moves every output bit (uint64 wraps)."""
+    """SplitMix64's step: the golden-ratio increment, then the engine's own finaliser
+    (`hashing.mix64`, which moves every input bit to every output bit; uint64 wraps)."""
     with np.errstate(over="ignore"):
-        z = x + np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return z ^ (z >> np.uint64(31))
+        return np.asarray(mix64(x + _GOLDEN))
 
 
 def in_control(keys: np.ndarray, fraction: float) -> np.ndarray:
