@@ -50,10 +50,6 @@ def _text(value: str) -> Texts:
     return np.array([0, data.size], np.int32), data
 
 
-def _plain_kind(is_fraud: int) -> str:
-    return "CONFIRMED_FRAUD" if is_fraud else "CONFIRMED_LEGITIMATE"
-
-
 class Feedback:
     def __init__(self, plane: DataPlane) -> None:
         self.plane = plane
@@ -90,7 +86,9 @@ class Feedback:
         duplicates, unmatched = 0, []
         reviews = self.plane.reviews
         if reviews is not None and replicate:
-            kinds = details or [OutcomeDetails(_plain_kind(f)) for f in is_fraud.tolist()]
+            if details is None:
+                raise ValueError("outcomes to store need their kinds (details)")
+            kinds = details
             stored = await reviews.add_outcomes(
                 [
                     Outcome(oid, d.kind, bool(f), float(k), d.reviewer or None, d.note or None,

@@ -49,11 +49,12 @@ from prometheus_client.exposition import choose_encoder, gzip_accepted
 from engine.decision.policy import TRIGGERS
 from engine.errors import Conflict, InvalidInput, NotFound, OrderSightError, Unconfigured
 from engine.serving.auth import Authorizer, Token, hash_token
-from engine.serving.reviews import MAX_NOTE, Reviews, check_resolution, list_args, page_token
+from engine.serving.reviews import Reviews, check_resolution, list_args, page_token
 from engine.serving.tls import TlsFiles, http_ssl_context
 from engine.serving.web_sessions import SESSION_S, Session, Sessions
 from engine.store.base import Case
 from engine.store.cases import FACTS
+from engine.store.tables import MAX_NOTE
 
 MAX_BODY = 64 << 10  # bytes of a request body: a verdict's form is a few KiB at most
 REVIEW_METHOD = "/ordersight.v1.Reviews/ResolveReview"  # the page needs what this RPC needs

@@ -24,6 +24,7 @@ from engine.errors import InvalidInput, OrderSightError
 from engine.serving.data_plane import DataPlane
 from engine.serving.feedback import OutcomeDetails
 from engine.serving.frames import UNARY, Body
+from engine.store.tables import KIND_IS_FRAUD, check_reviewer_and_note
 
 SERVICE = pb.DESCRIPTOR.services_by_name["OrderRisk"].full_name
 
@@ -49,14 +50,12 @@ def parse_request(message: Any, request: Body) -> Any:
         raise InvalidInput(f"request: not a {message.DESCRIPTOR.name} ({exc})", "request") from exc
 
 
-FRAUD_KINDS = ("CHARGEBACK", "CONFIRMED_FRAUD")
 MAX_UNMATCHED_IDS = 100  # unmatched order ids named in one ReportOutcomes answer
-MAX_NOTE = 2000
 
 
 class _Details(NamedTuple):
     kind: str
-    verdict_fraud: bool
+    is_fraud: bool
     reviewer: str
     note: str
 
@@ -91,18 +90,15 @@ def outcome_details(i: int, oc: Any) -> _Details:
             raise InvalidInput(
                 f"{at}verdict: only a REVIEW_VERDICT has a verdict and a reviewer", at + "verdict"
             )
-        fraud = kind in FRAUD_KINDS
+        fraud = KIND_IS_FRAUD[kind]
     if has_flag and oc.is_fraud != fraud:
         raise InvalidInput(
             f"{at}is_fraud: {str(oc.is_fraud).lower()} contradicts {kind}"
             + (f" {verdict}" if kind == "REVIEW_VERDICT" else ""),
             at + "is_fraud",
         )
-    if len(oc.reviewer) > 200:
-        raise InvalidInput(f"{at}reviewer: at most 200 characters", at + "reviewer")
-    if len(oc.note) > MAX_NOTE:
-        raise InvalidInput(f"{at}note: at most {MAX_NOTE} characters", at + "note")
-    return _Details(kind, fraud and kind == "REVIEW_VERDICT", oc.reviewer.strip(), oc.note)
+    check_reviewer_and_note(oc.reviewer, oc.note, at)
+    return _Details(kind, fraud, oc.reviewer.strip(), oc.note)
 
 
 def _time(ts: Any, present: bool) -> tuple[int, int] | None:
@@ -143,7 +139,7 @@ class Methods:
         details = [outcome_details(i, oc) for i, oc in enumerate(outcomes)]
         got = await self.plane.feedback.report_outcomes(
             [oc.order.SerializeToString() for oc in outcomes],
-            np.array([d.kind in FRAUD_KINDS or d.verdict_fraud for d in details], np.int8),
+            np.array([d.is_fraud for d in details], np.int8),
             [_time(oc.known_at, oc.HasField("known_at")) for oc in outcomes],
             details=[OutcomeDetails(d.kind, d.reviewer, d.note) for d in details],
         )

@@ -45,12 +45,12 @@ from engine.store.cases import (
     decision_rows_from_batch,
     decision_rows_from_entry,
 )
+from engine.store.tables import check_reviewer_and_note
 
 log = logging.getLogger(__name__)
 SERVICE = pb.DESCRIPTOR.services_by_name["Reviews"].full_name
 Unary = Callable[[bytes | bytearray, "float | None"], Awaitable[bytes]]
 PAGE, MAX_PAGE = 50, 500
-MAX_NOTE = 2000  # characters of a reviewer's note
 _PATHS = {v.name: v.number for v in pb.Path.DESCRIPTOR.values}
 _VERDICT_NAMES = {pb.FRAUD: "FRAUD", pb.LEGITIMATE: "LEGITIMATE"}
 _VERDICTS = {name: number for number, name in _VERDICT_NAMES.items()}
@@ -360,10 +360,7 @@ def check_resolution(
     reviewer = reviewer.strip()
     if not reviewer:
         raise InvalidInput("reviewer: required (who decided is kept with the verdict)", "reviewer")
-    if len(reviewer) > 200:
-        raise InvalidInput(f"reviewer: at most 200 characters, has {len(reviewer)}", "reviewer")
-    if len(note) > MAX_NOTE:
-        raise InvalidInput(f"note: at most {MAX_NOTE} characters, has {len(note)}", "note")
+    check_reviewer_and_note(reviewer, note)
     return order_id, verdict, reviewer, note
 
 

@@ -21,7 +21,6 @@ from engine.errors import Conflict, NotFound
 
 OPEN, RESOLVED = "open", "resolved"
 VERDICTS = ("FRAUD", "LEGITIMATE")
-FRAUD_KINDS = {"CHARGEBACK": True, "CONFIRMED_FRAUD": True, "CONFIRMED_LEGITIMATE": False}
 
 _CASE_COLUMNS = (
     "order_id", "log_seq", "customer_id", "created_at", "opened_at", "amount", "currency",

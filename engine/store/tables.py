@@ -17,7 +17,25 @@ from engine.errors import InvalidInput
 
 KINDS = ("CHARGEBACK", "CONFIRMED_FRAUD", "CONFIRMED_LEGITIMATE", "REVIEW_VERDICT")
 """Outcome kinds. A chargeback and a confirmed fraud are fraud, a confirmed legitimate is
-not; a review verdict is what the reviewer found."""
+not (KIND_IS_FRAUD); a review verdict is what the reviewer found."""
+KIND_IS_FRAUD = {"CHARGEBACK": True, "CONFIRMED_FRAUD": True, "CONFIRMED_LEGITIMATE": False}
+MAX_NOTE = 2000  # characters of an outcome's or a verdict's note
+MAX_REVIEWER = 200  # characters of a reviewer's name
+
+
+def check_reviewer_and_note(reviewer: str, note: str, prefix: str = "") -> None:
+    """The length rules of a reviewer's name and a note, wherever they come from (an
+    outcome, a resolution, the review page): InvalidInput naming `prefix` + the field."""
+    if len(reviewer) > MAX_REVIEWER:
+        raise InvalidInput(
+            f"{prefix}reviewer: at most {MAX_REVIEWER} characters, has {len(reviewer)}",
+            prefix + "reviewer",
+        )
+    if len(note) > MAX_NOTE:
+        raise InvalidInput(
+            f"{prefix}note: at most {MAX_NOTE} characters, has {len(note)}", prefix + "note"
+        )
+
 
 _TS = pa.timestamp("us", tz="UTC")
 OUTCOMES = pa.schema(
