@@ -31,9 +31,12 @@ class Held:
     scenario: np.ndarray | None
 
 
-def evaluate(out: Path, held: Held, thr1_note: str, onnx_err: float) -> dict[str, Any]:
+def evaluate(
+    out: Path, held: Held, thr1_note: str, onnx_err: float
+) -> tuple[dict[str, Any], np.ndarray]:
     """Held-out metrics of tier two alone, the rules alone and the engine's cascade, overall
-    and per scenario when the history names them."""
+    and per scenario when the history names them; and the cascade's score of every held-out
+    order (what serving answers: the drift reference's score)."""
     models = load(out)
     if models.problems:
         raise RuntimeError(f"freshly trained models fail to load: {models.problems}")
@@ -95,4 +98,4 @@ def evaluate(out: Path, held: Held, thr1_note: str, onnx_err: float) -> dict[str
         {"tier two": p2, "cascade": cascade_score, "rules": p_rules},
         f"Held-out period: {y.size} orders, {int(y.sum())} frauds",
     )
-    return report
+    return report, cascade_score

@@ -157,19 +157,13 @@ def _tier1_threshold(
     return float(free[min(budget, free.size) - 1]), {"note": note, "margin": margin}
 
 
-def _drift_reference(out: Path, held: Held, booster: lgb.Booster) -> dict[str, Any]:
-    """Reference distributions of the served score and of tier two's top features (by
-    gain) on the held-out period, the latest the models were judged on: what serving's
-    drift monitor compares every hour with (`engine.monitoring.drift`)."""
-    from engine.decision.cascade import Engine
-    from engine.models.artifacts import load
-
-    d = Engine(load(out), VelocityState(capacity=64, probe=4)).decide(
-        [""] * held.y.size, held.orders, held.X, explain=False
-    )
+def _drift_reference(served: np.ndarray, held: Held, booster: lgb.Booster) -> dict[str, Any]:
+    """Reference distributions of the served score (the cascade's, on the held-out period,
+    the latest the models were judged on) and of tier two's top features by gain: what
+    serving's drift monitor compares every hour with (`engine.monitoring.drift`)."""
     gain = booster.feature_importance("gain")
     top = [FEATURE_NAMES[i] for i in np.argsort(-gain)[: drift.TOP_FEATURES] if gain[i] > 0]
-    return drift.build(d.score, held.X, FEATURE_NAMES, top)
+    return drift.build(served, held.X, FEATURE_NAMES, top)
 
 
 def train(
@@ -346,9 +340,9 @@ def train(
         held = Held(
             X[te], hist.labels[te], enc.take(te), None if scenario is None else scenario[te]
         )
-        report = evaluate(out, held, thr1_record["note"], lgb_err)
+        report, served = evaluate(out, held, thr1_record["note"], lgb_err)
         manifest["metrics"] = report
-        manifest["drift"] = _drift_reference(out, held, booster)
+        manifest["drift"] = _drift_reference(served, held, booster)
         (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
         (out / "report.json").write_text(json.dumps(report, indent=2))
         steps.update()

@@ -87,11 +87,6 @@ class Hour:
     orders: int
     psi: dict[str, float] = field(default_factory=dict)
 
-    def over(self, bound: float, min_orders: int = MIN_ORDERS) -> dict[str, float]:
-        if self.orders < min_orders:
-            return {}
-        return {k: v for k, v in self.psi.items() if v > bound}
-
 
 class Series:
     """The references of one model version, and the running counts of the open hour."""

@@ -391,12 +391,11 @@ class Server:
     def publish_drift(self) -> None:
         """The drift monitor's closed hours: gauges, and alerts past the bound."""
         for hour in self.drift.take_closed():
-            over = hour.over(self.drift.bound, self.drift.min_orders)
+            judged = hour.orders >= self.drift.min_orders  # fewer: sampling noise alone
             for series, value in hour.psi.items():
                 self.m_psi.labels(series).set(value)
-                if hour.orders >= self.drift.min_orders:
-                    psi = over.get(series, value)
-                    self.hub.drift(series, psi, self.drift.bound, hour.start, hour.start + HOUR_S)
+                if judged:
+                    self.hub.drift(series, value, self.drift.bound, hour.start, hour.start + HOUR_S)
 
     async def serve_forever(self) -> None:
         stop = asyncio.Event()
