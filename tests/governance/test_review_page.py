@@ -28,6 +28,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from engine.decision.policy import TRIGGERS
@@ -219,6 +220,14 @@ def _open_first_case(driver: WebDriver) -> str:
 
 def _wait(driver: WebDriver, css: str) -> Any:
     return WebDriverWait(driver, TIMEOUT_S).until(lambda d: d.find_element(By.CSS_SELECTOR, css))
+
+
+def _submit(driver: WebDriver, button: str) -> None:
+    """Click a form's button and wait until the page it leaves is gone, so that what is
+    looked up next is on the answer (the old page may hold the same ids)."""
+    old = driver.find_element(By.TAG_NAME, "html")
+    driver.find_element(By.ID, button).click()
+    WebDriverWait(driver, TIMEOUT_S).until(staleness_of(old))
 
 
 # --- the open page ---------------------------------------------------------------------------
@@ -435,7 +444,7 @@ def test_signing_in_with_a_review_token(guarded_page: Page, browser: WebDriver) 
     for secret, words in ((SECRETS["score"], "token 'checkout' lacks the role 'review'"),
                           ("not-a-token", "unknown token")):  # fmt: skip
         browser.find_element(By.ID, "token").send_keys(secret)
-        browser.find_element(By.ID, "sign-in").click()
+        _submit(browser, "sign-in")
         assert words in _wait(browser, "#error").text
     browser.find_element(By.ID, "token").send_keys(SECRETS["review"])
     browser.find_element(By.ID, "sign-in").click()
