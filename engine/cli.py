@@ -72,6 +72,7 @@ def _serve(args: argparse.Namespace) -> int:
         forecast_models=args.forecast_models,
         control_fraction=args.control_fraction,
         store=args.store,
+        routing_models=args.routing_models,
     )
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -194,6 +195,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--store", help="review cases and outcomes: a SQLite file or a postgresql:// DSN "
         "(setting store)",
+    )  # fmt: skip
+    s.add_argument(
+        "--routing-models", help="routing text model folder Routing reads cases with "
+        "(setting routing_models; see ordersight route train)",
     )  # fmt: skip
     s.add_argument(
         "--control-fraction", type=float, help="share of customers the rules alone decide, "

@@ -95,6 +95,12 @@ class Settings:
     store_queue_max: int = 4096
     """Decision entries waiting for the store's writer; past this they are dropped and
     counted (`ordersight_store_dropped`), and caught up from the decision log if there is one."""
+    routing_models: str = ""
+    """Folder of the routing text model (`ordersight route train --text-cols subject,body`)
+    that reads a routed case's category from its text ("" = none: Route then needs the
+    case's category, or a review_order_id). Routing needs `store`."""
+    routing_open_max: int = 100_000
+    """Routed cases open (queued or assigned) at once; past this, Route is RESOURCE_EXHAUSTED."""
     store_decisions_days: float = 180.0
     """How long the store's decisions index (what outcomes are matched against) keeps a
     decision, in days of wall time."""

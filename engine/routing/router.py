@@ -294,6 +294,18 @@ class Router:
         self.release(agent_id)
         return perf, recorded
 
+    def bounce(self, agent_id: str, case: CaseInfo) -> Perf:
+        """A case the agent sent back (rework): one case of quality 0 at the agent's own
+        expected handle time, so sending a case back never looks fast, and the slot is freed."""
+        agent = self.agents.get(agent_id)
+        level = agent.takes(case.category) if agent is not None else 0
+        perf = self.perf.setdefault((agent_id, case.category), Perf())
+        mu = self._mu(perf, case.category, level)
+        perf.add(mu, 0.0)
+        self.team.setdefault(case.category, Perf()).add(mu, 0.0)
+        self.release(agent_id)
+        return perf
+
     # -- scoring -----------------------------------------------------------------------
     def _team_prior(self, category: str) -> tuple[float, float, float]:
         """(log-mean, sigma, quality) of the team in `category`."""

@@ -33,7 +33,7 @@ import grpc
 
 from engine.serving.tls import cert_name, cert_roles
 
-ROLES = ("score", "report", "admin", "forecast", "review")
+ROLES = ("score", "report", "admin", "forecast", "review", "route")
 METHOD_ROLE = {
     "/ordersight.v1.OrderRisk/Score": "score",
     "/ordersight.v1.OrderRisk/ScoreBatch": "score",
@@ -54,6 +54,13 @@ METHOD_ROLE = {
     "/ordersight.v1.Reviews/ListReviews": "review",
     "/ordersight.v1.Reviews/GetReview": "review",
     "/ordersight.v1.Reviews/ResolveReview": "review",
+    **{
+        f"/ordersight.v1.Routing/{name}": "route"
+        for name in (
+            "UpsertAgent", "SetAgentState", "ListAgents", "Route", "CompleteCase",
+            "AssignBatch", "GetRoutedCase",
+        )
+    },  # fmt: skip
 }
 
 

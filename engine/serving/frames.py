@@ -40,6 +40,15 @@ SERVICES = {
         "RollbackForecastModel",
     ),
     "ordersight.v1.Reviews": ("ListReviews", "GetReview", "ResolveReview"),
+    "ordersight.v1.Routing": (
+        "UpsertAgent",
+        "SetAgentState",
+        "ListAgents",
+        "Route",
+        "CompleteCase",
+        "AssignBatch",
+        "GetRoutedCase",
+    ),
 }
 """The unary methods the engine serves, by service (OrderRisk's WatchAlerts is a stream)."""
 UNARY = tuple(f"{service}/{name}" for service, names in SERVICES.items() for name in names)

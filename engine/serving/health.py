@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from engine.serving.forecasting import ForecastService
     from engine.serving.replication import Replication
     from engine.serving.reviews import Reviews
+    from engine.serving.routing import RoutingService
     from engine.serving.snapshots import Snapshots
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ DECISION_LOG, SNAPSHOTS, REPLICATION, FORECAST = (
 OVERALL = ("", *SERVICES)
 FORECASTING = "ordersight.v1.Forecasting"
 STORE, REVIEWS = "ordersight.store", "ordersight.v1.Reviews"
+ROUTER, ROUTING = "ordersight.routing", "ordersight.v1.Routing"
 
 Status = dict[str, bool]
 """Service name → SERVING (True) or NOT_SERVING."""
@@ -68,6 +70,7 @@ class Health:
         replication: Replication | None = None,
         forecasting: ForecastService | None = None,
         reviews: Reviews | None = None,
+        routing: RoutingService | None = None,
         registry: CollectorRegistry | None = None,
         check_s: float = 1.0,
         report_s: float = 60.0,
@@ -79,6 +82,7 @@ class Health:
         self.replication = replication
         self.forecasting = forecasting
         self.reviews = reviews
+        self.routing = routing
         self.check_s, self.report_s = check_s, report_s
         self.current: Status = {}
         self.why: dict[str, str] = {}
@@ -112,6 +116,8 @@ class Health:
             out[FORECAST] = self.forecasting.problem()
         if self.reviews is not None:
             out[STORE] = self.reviews.problem
+        if self.routing is not None:
+            out[ROUTER] = self.routing.problem
         return out
 
     def _replication_problem(self) -> str:
@@ -135,6 +141,7 @@ class Health:
         # Forecasting serves while a forecast model is loaded, whatever the risk engine does.
         status[FORECASTING] = FORECAST in problems and not problems[FORECAST]
         status[REVIEWS] = STORE in problems and not problems[STORE]  # no store: no queue
+        status[ROUTING] = ROUTER in problems and not problems[ROUTER]
         status.update({k: not v for k, v in problems.items()})
         for k, v in problems.items():
             self.m_up.labels(k).set(0 if v else 1)
@@ -169,6 +176,8 @@ class Health:
             return self.why[name]
         if name == REVIEWS:
             return self.why.get(STORE, "no store configured")
+        if name == ROUTING:
+            return self.why.get(ROUTER, "no store configured")
         if name == FORECASTING:
             return self.why.get(FORECAST, "no forecast model configured")
         return f"the decision log refuses every call ({self.why.get(DECISION_LOG, '')})"

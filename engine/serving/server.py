@@ -54,6 +54,7 @@ from engine.serving.methods import SERVICE, Methods
 from engine.serving.model_admin import ModelAdmin
 from engine.serving.replication import Replication
 from engine.serving.reviews import Reviews
+from engine.serving.routing import RoutingService
 from engine.serving.servicer import method_handlers
 from engine.serving.shadow import Shadow
 from engine.serving.tls import TlsFiles, add_port
@@ -179,9 +180,17 @@ class Server:
                 settings.store_queue_max, settings.store_decisions_days,
             )  # fmt: skip
             self.reviews.resolver = self.plane.feedback.resolve_review
-        review_methods = self.reviews.unary if self.reviews is not None else _no_store()
+        self.routing: RoutingService | None = None
+        if settings.store:
+            self.routing = RoutingService(
+                settings.store, settings.routing_models, self.hub.registry,
+                open_max=settings.routing_open_max,
+            )  # fmt: skip
+        review_methods = self.reviews.unary if self.reviews is not None else _no_store(REVIEWS)
+        routing_methods = self.routing.unary if self.routing is not None else _no_store(ROUTING)
         self.methods = Methods(
-            self.plane, {**self.admin.unary, **self.forecasting.unary, **review_methods}
+            self.plane,
+            {**self.admin.unary, **self.forecasting.unary, **review_methods, **routing_methods},
         )
         self.replication: Replication | None = None
         if settings.replication_url:
@@ -204,6 +213,7 @@ class Server:
             report_s=settings.health_report_s,
             forecasting=self.forecasting if self.forecasting.configured_any else None,
             reviews=self.reviews,
+            routing=self.routing,
         )  # fmt: skip
         ProcessCollector(registry=self.hub.registry)  # the engine's RSS, CPU, open files
         self.workers = 0 if settings.single_process else settings.workers or os.cpu_count() or 1
@@ -370,6 +380,8 @@ class Server:
             await self.replication.stop()
         if self.reviews is not None:  # every decision taken is in the store
             self.reviews.close()
+        if self.routing is not None:  # every routing answered is committed
+            self.routing.close()
         if self.log is not None:  # after the shadow and the replicas, which append to it
             self.log.close()
         if self.snapshots is not None:  # nothing changes the state any more
@@ -420,13 +432,17 @@ _SERVING = {True: health_pb2.HealthCheckResponse.SERVING,
             False: health_pb2.HealthCheckResponse.NOT_SERVING}  # fmt: skip
 
 
-def _no_store() -> dict[str, Any]:
-    """The Reviews methods of an engine without a store: FAILED_PRECONDITION, saying so."""
+REVIEWS, ROUTING = "ordersight.v1.Reviews", "ordersight.v1.Routing"
+
+
+def _no_store(service: str) -> dict[str, Any]:
+    """The methods of a service that needs the store, on an engine without one:
+    FAILED_PRECONDITION, saying so."""
 
     async def refuse(request: bytes | bytearray, deadline: float | None) -> bytes:
         raise Unconfigured("no store: start the engine with `store` (a SQLite file or a DSN)")
 
-    return {f"ordersight.v1.Reviews/{name}": refuse for name in SERVICES["ordersight.v1.Reviews"]}
+    return {f"{service}/{name}": refuse for name in SERVICES[service]}
 
 
 def _warm_codec(rules: OrderRules) -> None:
