@@ -11,6 +11,8 @@ HISTORY ?= models/default-history.parquet
 SIM_DAYS ?= 56
 FORECAST ?= models/forecast/default
 DEMAND ?= models/demand
+ROUTING ?= models/routing/default
+CASES ?= models/routing-cases.parquet
 PORT ?= 50051
 METRICS_PORT ?= 9464
 
@@ -30,9 +32,10 @@ $(PROTO_PY): $(PROTO) $(STAMP)
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=proto --pyi_out=proto \
 		--grpc_python_out=proto $(PROTO)
 
-# Default models: trained from the built-in simulators when $(MODELS) or $(FORECAST) has none
-# (the risk models, then a forecast model over 200 simulated series x 2 years).
-models: $(MODELS)/manifest.json $(FORECAST)/manifest.json
+# Default models: trained from the built-in simulators when $(MODELS), $(FORECAST) or $(ROUTING)
+# has none (the risk models, a forecast model over 200 simulated series x 2 years, and the
+# routing text model over 6,000 simulated cases in English and German).
+models: $(MODELS)/manifest.json $(FORECAST)/manifest.json $(ROUTING)/manifest.json
 $(MODELS)/manifest.json: | install
 	$(BIN)/ordersight simulate --days $(SIM_DAYS) --out $(HISTORY)
 	$(BIN)/ordersight train --orders $(HISTORY) --out $(MODELS)
@@ -41,12 +44,16 @@ $(FORECAST)/manifest.json: | install
 	$(BIN)/ordersight forecast train --demand $(DEMAND)/demand.parquet \
 		--covariates $(DEMAND)/covariates.parquet --static $(DEMAND)/static.parquet \
 		--horizon 28 --out $(FORECAST)
+$(ROUTING)/manifest.json: | install
+	$(BIN)/ordersight route simulate --cases 6000 --out $(CASES)
+	$(BIN)/ordersight route train --cases $(CASES) --text-cols subject,body --label-col queue \
+		--priority-col priority --out $(ROUTING)
 
-# A local bearer token (roles score, report, admin, forecast, review) on first run: its secret in
+# A local bearer token (roles score, report, admin, forecast, review, route) on first run: its secret in
 # .ordersight/token, which the CLI reads; its hash in .ordersight/config.toml, which serve reads.
 LOCAL := .ordersight
 $(LOCAL)/config.toml: | install
-	$(BIN)/ordersight token --name local --roles score,report,admin,forecast,review --write $(LOCAL)
+	$(BIN)/ordersight token --name local --roles score,report,admin,forecast,review,route --write $(LOCAL)
 
 # The entity keys' secret (docs/SECURITY.md) on first run: 32 random bytes, owner-only.
 $(LOCAL)/hash.secret:
@@ -57,7 +64,8 @@ run: install models $(LOCAL)/config.toml $(LOCAL)/hash.secret
 	@echo "token: $(LOCAL)/token (ordersight score|alerts|models read it; grpcurl: -H \"authorization: Bearer \$$(cat $(LOCAL)/token)\")"
 	$(BIN)/ordersight serve --config $(LOCAL)/config.toml --models $(MODELS) --port $(PORT) --warm-from $(HISTORY) \
 		--log-dir $(LOCAL)/log --snapshot-dir $(LOCAL)/state --metrics-port $(METRICS_PORT) \
-		--hash-secret-file $(LOCAL)/hash.secret --forecast-models $(FORECAST) --store $(LOCAL)/store.db
+		--hash-secret-file $(LOCAL)/hash.secret --forecast-models $(FORECAST) --store $(LOCAL)/store.db \
+		--routing-models $(ROUTING)
 
 # What the tests start or drive themselves (nats-server, PostgreSQL, Chromium), from Debian's packages.
 services:
