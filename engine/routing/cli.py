@@ -138,9 +138,14 @@ def _simulate(args: argparse.Namespace) -> int:
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
-        "route", help="route cases to queues: train and run the text model, simulate cases"
+        "route",
+        help="route cases: train and run the text model, simulate cases, and the Routing "
+        "service of a running engine (agents, cases, backlog)",
     )
     verbs = p.add_subparsers(dest="route_command", required=True)
+    from engine.routing.service_cli import add_verbs
+
+    add_verbs(verbs)
 
     s = verbs.add_parser(
         "train", help="train a text model folder (ONNX) from labelled cases (CSV or Parquet)"

@@ -307,3 +307,14 @@ def test_without_a_text_model_a_text_case_is_failed_precondition(store: str, sta
     srv = start_server(single_process=True, store=store)
     err = rpc_error(lambda: _stub(srv).Route(_raid("x"), timeout=TIMEOUT_S))
     assert err.code() == grpc.StatusCode.FAILED_PRECONDITION and "routing_models" in err.details()
+
+
+def test_routing_through_the_front_processes(
+    store: str, routing_models: Path, start_server
+) -> None:
+    srv = start_server(store=store, routing_models=str(routing_models))  # two front processes
+    stub = _stub(srv)
+    stub.UpsertAgent(_agent("hw", {"hardware_config": 4}), timeout=TIMEOUT_S)
+    got = [stub.Route(_raid(f"f-{i}"), timeout=TIMEOUT_S) for i in range(3)]
+    assert [g.agent_id for g in got] == ["hw", "hw", "hw"]  # capacity 2 and a queue of 1
+    assert stub.Route(_raid("f-3"), timeout=TIMEOUT_S).status == "queued"
