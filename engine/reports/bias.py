@@ -85,23 +85,36 @@ ORDERS, APPROVED, REVIEWED, DECLINED, LEGIT, LEGIT_FLAGGED, CENSORED_N = range(7
 WIDTH = 7
 
 
-def _share(num: int, den: int) -> Any:
+def share(num: int, den: int, width: int = WIDTH) -> Any:
+    """A MetricFrame metric over rows of `width`-long count vectors: sum of column `num` /
+    sum of column `den` (NaN when that is 0)."""
+
     def metric(y_true: Any, y_pred: Any) -> float:
-        c = np.asarray(y_true).reshape(-1, WIDTH).sum(axis=0)
+        c = np.asarray(y_true).reshape(-1, width).sum(axis=0)
         return float(c[num] / c[den]) if c[den] > 0 else float("nan")
 
     metric.__name__ = f"share_{num}_{den}"
     return metric
 
 
-def _di_ratio(y_true: Any, y_pred: Any, reference: Any) -> float:
-    """Approval rate of the compared segment's rows over the reference segment's rows."""
-    c = np.asarray(y_true).reshape(-1, WIDTH)
-    ref = np.asarray(reference, bool)
-    own, top = c[~ref].sum(axis=0), c[ref].sum(axis=0)
-    if own[ORDERS] == 0 or top[APPROVED] == 0:
-        return float("nan")
-    return float((own[APPROVED] / own[ORDERS]) / (top[APPROVED] / top[ORDERS]))
+def ratio_of(num: int, den: int, width: int = WIDTH) -> Any:
+    """The metric of `ratios`' comparisons: the compared segment's share (`num` / `den`, as
+    `share`) over the reference segment's rows' share."""
+
+    def metric(y_true: Any, y_pred: Any, reference: Any) -> float:
+        c = np.asarray(y_true).reshape(-1, width)
+        ref = np.asarray(reference, bool)
+        own, top = c[~ref].sum(axis=0), c[ref].sum(axis=0)
+        if own[den] == 0 or top[num] == 0 or top[den] == 0:
+            return float("nan")
+        return float((own[num] / own[den]) / (top[num] / top[den]))
+
+    metric.__name__ = f"ratio_{num}_{den}"
+    return metric
+
+
+_di_ratio = ratio_of(APPROVED, ORDERS)
+"""Approval rate of the compared segment's rows over the reference segment's rows."""
 
 
 def order_counts(label: np.ndarray, action: np.ndarray) -> np.ndarray:
@@ -127,7 +140,7 @@ def bucket_rows(
     return sums.index.get_level_values(0).to_numpy(), sums.to_numpy()
 
 
-def _vectors(matrix: np.ndarray) -> np.ndarray:
+def vectors(matrix: np.ndarray) -> np.ndarray:
     """Rows as a 1-d object array of count vectors (how MetricFrame takes one value per
     row that is itself a vector, whatever the number of rows)."""
     out = np.empty(len(matrix), object)
@@ -145,13 +158,13 @@ def segment_table(
     from fairlearn.metrics import MetricFrame
 
     seg, rows = bucket_rows(counts, segment.astype(str).to_numpy(), customers)
-    metrics: dict[str, Any] = {"approval": _share(APPROVED, ORDERS),
-                               "review": _share(REVIEWED, ORDERS),
-                               "decline": _share(DECLINED, ORDERS)}  # fmt: skip
+    metrics: dict[str, Any] = {"approval": share(APPROVED, ORDERS),
+                               "review": share(REVIEWED, ORDERS),
+                               "decline": share(DECLINED, ORDERS)}  # fmt: skip
     if with_fpr:
-        metrics["fpr"] = _share(LEGIT_FLAGGED, LEGIT)
+        metrics["fpr"] = share(LEGIT_FLAGGED, LEGIT)
     mf = MetricFrame(
-        metrics=metrics, y_true=_vectors(rows), y_pred=np.zeros(len(rows)),
+        metrics=metrics, y_true=vectors(rows), y_pred=np.zeros(len(rows)),
         sensitive_features=pd.Series(seg, name="segment"),
         n_boot=n_boot, ci_quantiles=CI, random_state=seed,
     )  # fmt: skip
@@ -163,27 +176,40 @@ def segment_table(
     table["orders"] = sizes.reindex(table.index).astype(int)
     cens = pd.Series(rows[:, CENSORED_N], index=seg).groupby(level=0).sum()
     table["censored"] = cens.reindex(table.index).astype(int)
-    eligible = table[table["orders"] >= min_size]
-    pool = eligible if len(eligible) else table
-    reference = str(pool["approval"].idxmax())
+    reference = most_favoured(table["approval"], table["orders"], min_size)
     table["reference"] = reference
-    table = table.join(_ratios(rows, seg, reference, n_boot, seed))
+    table = table.join(ratios(rows, seg, reference, n_boot, seed))
     table.loc[reference, ["ratio", "ratio_lo", "ratio_hi"]] = 1.0
-    small = table["orders"] < min_size
-    below = (table["ratio"] < FOUR_FIFTHS) & ~small
-    table["flag"] = np.where(
-        small, "too few", np.where(below, np.where(table["ratio_hi"] < FOUR_FIFTHS,
-                                                   "below 0.8 (interval too)", "below 0.8"), "")
-    )  # fmt: skip
+    table["flag"] = flags(table["ratio"], table["ratio_hi"], table["orders"] < min_size)
     table.index = pd.Index([str(i) for i in table.index], name="segment")
     return table.loc[sorted(table.index, key=logdata.segment_order)]
 
 
-def _ratios(
-    rows: np.ndarray, seg: np.ndarray, reference: str, n_boot: int, seed: int
-) -> pd.DataFrame:
+def most_favoured(rate: pd.Series, size: pd.Series, min_size: int) -> str:
+    """The reference segment: the highest `rate` among segments of at least `min_size`
+    (`size`), or among all when none is that large."""
+    pool = rate[(size >= min_size) & rate.notna()]
+    return str((pool if len(pool) else rate).idxmax())
+
+
+def flags(ratio: Any, ratio_hi: Any, small: Any) -> np.ndarray:
+    """The flag of each ratio: "too few" for a small segment, else "below 0.8" under the
+    four-fifths line ("below 0.8 (interval too)" when its whole interval is), else ""."""
+    below = (np.asarray(ratio, float) < FOUR_FIFTHS) & ~np.asarray(small, bool)
+    whole = np.asarray(ratio_hi, float) < FOUR_FIFTHS
+    return np.where(
+        small, "too few", np.where(below, np.where(whole, "below 0.8 (interval too)",
+                                                   "below 0.8"), "")
+    )  # fmt: skip
+
+
+def ratios(
+    rows: np.ndarray, seg: np.ndarray, reference: str, n_boot: int, seed: int,
+    metric: Any = _di_ratio,
+) -> pd.DataFrame:  # fmt: skip
     """Each segment's disparate-impact ratio and interval, from a MetricFrame whose groups
-    are the comparisons (the segment's rows plus the reference's)."""
+    are the comparisons (the segment's rows plus the reference's); `metric` is a `ratio_of`
+    (default: approval rates)."""
     import pandas as pd
     from fairlearn.metrics import MetricFrame
 
@@ -199,7 +225,7 @@ def _ratios(
         is_ref += [np.zeros(own.size, bool), np.ones(ref_rows.size, bool)]
     idx = np.concatenate(take)
     mf = MetricFrame(
-        metrics={"ratio": _di_ratio}, y_true=_vectors(rows[idx]), y_pred=np.zeros(idx.size),
+        metrics={"ratio": metric}, y_true=vectors(rows[idx]), y_pred=np.zeros(idx.size),
         sensitive_features=pd.Series(np.concatenate(group), name="comparison"),
         sample_params={"ratio": {"reference": np.concatenate(is_ref)}},
         n_boot=n_boot, ci_quantiles=CI, random_state=seed,

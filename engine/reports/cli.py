@@ -18,6 +18,10 @@ REPORTS = {
     "drift": ("engine.reports.drift", "PSI of the score and top features per hour"),
     "bias": ("engine.reports.bias", "review, decline, false-positive rates per segment"),
     "pilot": ("engine.reports.pilot", "champion against the control group and the challenger"),
+    "routing": (
+        "engine.reports.routing",
+        "time to resolution, SLA breaches and agent experience per customer segment",
+    ),
 }
 AUDITS = {
     "data": ("engine.reports.audit", "is an order history ready for the engine"),
