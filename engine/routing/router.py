@@ -412,8 +412,8 @@ class Router:
             f"history: {e.cases} similar cases; expected handle {_fmt_s(e.handle_s)} "
             f"(team median {_fmt_s(math.exp(team_mean))})"
             + (", shrunk towards the team" if e.cases < 4 * self.config.shrinkage else ""),
-            f"load {agent.load} of capacity {agent.capacity}"
-            + (f": waits about {_fmt_s(e.wait_s)}" if e.wait_s > 0 else ": a slot is free"),
+            (f"waits about {_fmt_s(e.wait_s)} for a slot" if e.wait_s > 0 else "a slot is free")
+            + f" (load {agent.load} of capacity {agent.capacity})",
             f"SLA {case.priority} {_fmt_s(self.config.sla_s[case.priority])}: "
             f"breach risk {e.p_breach:.0%}, expected quality {e.quality:.0%}",
         ]
