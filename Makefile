@@ -79,6 +79,7 @@ bench: install models services
 	$(PY) -m pip install -q -e '.[dev,bench]'
 	$(PY) -m benchmarks.run
 	$(PY) -m benchmarks.routing_text
+	$(PY) -m benchmarks.routing_sim
 
 # Anomaly detection: the engine's detector against a static threshold and a 3-sigma band.
 bench-anomaly: install
@@ -102,6 +103,7 @@ bench-forecast: install
 # benchmarks/results/routing/.
 bench-routing: install
 	$(PY) -m benchmarks.routing_text
+	$(PY) -m benchmarks.routing_sim
 
 # A simulated pilot of 35 days against a 10% control group, with a challenger in shadow, the
 # outcomes fed as they would arrive, and the reports checked against the simulator's truth
