@@ -239,6 +239,7 @@ class RoutingService:
         category, confidence, priority, source = f.category, 1.0, f.priority, "order"
         order_id, customer_id, amount, currency = f.order_id, f.customer_id, f.amount, f.currency
         risk_reasons = 0
+        context = [f"category {category} given by the caller"] if category else []
         if f.review_order_id:
             review = self.store.get_case(f.review_order_id)
             if review is None:
@@ -248,6 +249,11 @@ class RoutingService:
             order_id, customer_id = review.order_id, review.customer_id
             amount, currency = amount or review.amount, currency or review.currency
             risk_reasons = len(review.reasons)
+            codes = ", ".join(r["code"] for r in review.reasons[:3]) or "none"
+            context = [
+                f"risk engine REVIEW of order {review.order_id}: score {review.score:.2f}, "
+                f"triggers {', '.join(review.triggers) or 'none'}; top reasons {codes}"
+            ]
         elif not category:
             if self.text is None:
                 raise Unconfigured(
@@ -256,6 +262,10 @@ class RoutingService:
                 )
             got = self.text.route([[f.subject], [f.body]][: len(self.text.text_cols)])
             category, confidence = got.predicted[0], float(got.confidence[0])
+            context = [
+                f"text model {self.text.version}: {got.top[0]} at confidence {confidence:.2f}"
+                + (" (below its threshold: GENERAL)" if category != got.top[0] else "")
+            ]
             if not priority and got.priority is not None:
                 priority = got.priority[0]
         priority = priority or "normal"
@@ -274,11 +284,12 @@ class RoutingService:
             predicted_handle_s=0.0, predicted_resolution_s=0.0,
             sla_s=self.config.sla_s[priority], created_at=f.created_at,
         )  # fmt: skip
+        rc.context = context
         return rc, info
 
     def _apply(self, rc: RoutedCase, choice: Choice, now: float) -> None:
         """The choice into the case's row (memory and store) and the agent's load."""
-        rc.reasons = choice.reasons
+        rc.reasons = [*rc.context, *choice.reasons]
         rc.queue = choice.queue
         if choice.agent_id is None or choice.estimate is None:
             rc.status, rc.agent_id, rc.p_breach = QUEUED, None, 0.0

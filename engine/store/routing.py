@@ -62,9 +62,12 @@ class RoutedCase:
     handle_s: float | None = None
     quality: float | None = None
     p_breach: float = 0.0  # not stored: the answer's
+    context: list[str] = field(default_factory=list)
+    """Not stored: where the category came from, put before the router's reasons."""
 
     def row(self) -> tuple[Any, ...]:
         d = dict(self.__dict__)
+        del d["context"]
         d["features"], d["reasons"] = json.dumps(self.features), json.dumps(self.reasons)
         return tuple(d[c] for c in CASE_COLUMNS)
 

@@ -65,6 +65,10 @@ def test_a_complex_order_goes_to_a_skilled_agent_with_reasons(routed) -> None:
     assert 0.0 < got.confidence <= 1.0 and got.predicted_handle_s > 0
     assert got.sla_s > 0 and 0.0 <= got.p_sla_breach <= 1.0
     assert any("level 4" in r for r in got.reasons), got.reasons
+    assert (
+        got.reasons[0].startswith("text model ")
+        and "hardware_config at confidence" in got.reasons[0]
+    )
     again = stub.Route(_raid("c-1"), timeout=TIMEOUT_S)  # a retry assigns nothing twice
     assert again == got
     agents = {
@@ -88,7 +92,8 @@ def test_language_capacity_queue_and_backlog(routed) -> None:
     assert [g.status for g in got].count("assigned") == 3
     queued = [g for g in got if g.status == "queued"]
     assert len(queued) == 2 and all(g.queue == "payment_terms" and not g.agent_id for g in queued)
-    assert "capacity" in queued[0].reasons[0]
+    assert queued[0].reasons[0] == "category payment_terms given by the caller"
+    assert "at capacity" in queued[0].reasons[1]
     listed = stub.ListAgents(pb.ListAgentsRequest(), timeout=TIMEOUT_S)
     assert dict(listed.queued) == {"payment_terms": 2}
     early = pb.CompleteCaseRequest(case_id=queued[0].case_id, handle_s=60, quality=1)
@@ -181,11 +186,11 @@ def test_a_review_case_of_the_risk_engine_is_routed_as_fraud_review(
         "fraud_review",
         True,
     )
-    row = (
-        open_store(store, migrate=False)
-        .conn.execute("SELECT source, order_id FROM routing_cases WHERE case_id = 'r-1'")
-        .fetchone()
-    )
+    assert got.reasons[0].startswith(f"risk engine REVIEW of order {reviewed[0].order_id}: ")
+    db = open_store(store, migrate=False)
+    sql = "SELECT source, order_id FROM routing_cases WHERE case_id = 'r-1'"
+    row = db.conn.execute(sql).fetchone()
+    db.close()
     assert tuple(row) == ("review", reviewed[0].order_id)
     err = rpc_error(
         lambda: stub.Route(_case("r-2", review_order_id="no-such-order"), timeout=TIMEOUT_S)
