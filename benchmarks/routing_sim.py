@@ -272,8 +272,10 @@ def markdown(r: dict[str, Any], machine: dict[str, Any], parquet: dict[str, Any]
         "- Baselines treat the case's language as a skill (round-robin ignores both) and wait "
         "in a FIFO queue per predicted category. ordersight is `Router(RouterConfig(sla_s=...))` "
         "with its defaults otherwise (agent_queue_max 1: a case may wait for a busy agent; such "
-        "cases go back to be routed when the agent's shift ends), cold: no history before "
-        "Monday.",
+        "cases go back to be routed when the agent's shift ends, `release`), cold: no history "
+        "before Monday; it learns from each completion (`complete`: handle time, quality 1 or "
+        "0) and each case sent back (`bounce`, as the Routing service's CompleteCase with "
+        "rework), and from nothing the world hides.",
         f"- Text model: trained on {r['text_model']['cases']:,} `default` cases (case_sim seed "
         f"{r['text_model']['seed']}), confidence threshold {r['text_model']['threshold']:.3f}.",
         "",

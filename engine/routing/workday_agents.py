@@ -21,7 +21,9 @@ back without learning (`sent_back`). A router holds its own backlog.
   language, the highest level; a freed slot takes the oldest case it can take.
 - `LeastLoaded`: the same agents, the lowest load / capacity.
 - `OrderSight`: `engine.routing.router.Router`: `route` at arrival, `assign_batch` on its
-  backlog when a slot frees or a shift starts, `complete` and `release` as feedback.
+  backlog when a slot frees or a shift starts; `complete` when a case is resolved, `bounce`
+  when an agent sends it back (as the Routing service's CompleteCase does), `release` for a
+  case handed back unstarted at the end of a shift.
 The three baselines treat the language as a skill, as a contact centre's skills-based
 routing does, so they are not beaten merely by sending German cases to English speakers;
 each waits in a FIFO queue per predicted category and never assigns beyond capacity.
@@ -366,7 +368,12 @@ class OrderSight:
         self.router.complete(agent_id, case, handle_s=handle_s, quality=quality)
 
     def sent_back(self, agent_id: str, case: CaseInfo, rejected: bool = True) -> None:
-        self.router.release(agent_id)
+        # rejected: what CompleteCase(rework) does (a quality-0 case in the category it was
+        # routed under); a case the agent never started at its shift's end is no evidence
+        if rejected:
+            self.router.bounce(agent_id, case)
+        else:
+            self.router.release(agent_id)
 
 
 ROUTERS: dict[str, Callable[[Floor], WeekRouter]] = {
