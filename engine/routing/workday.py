@@ -65,6 +65,7 @@ from engine.routing.workday_agents import (
     shift_length_s,
     shift_seconds,
 )
+from engine.store.routing import CASE_COLUMNS  # table routing_cases, in its order
 
 EPOCH = 1_767_571_200.0  # Monday 2026-01-05 00:00 UTC
 DAY_S = 86_400.0
@@ -74,14 +75,6 @@ HOURLY = {7: 0.5, 8: 1.0, 9: 1.3, 10: 1.4, 11: 1.2, 12: 0.8, 13: 0.9, 14: 1.2, 1
 WEEKDAY = (1.1, 1.0, 1.0, 1.0, 0.9)
 TEXT_COLS = ("subject", "body")
 ATTEMPTS = 8  # noise drawn per case; a case's later attempts reuse it cyclically
-CASE_COLUMNS = (
-    "case_id", "order_id", "customer_id", "customer_tier", "customer_orders", "language",
-    "amount", "currency", "category", "confidence", "priority", "source", "features", "status",
-    "agent_id", "queue", "agent_experience", "agent_level", "predicted_handle_s",
-    "predicted_resolution_s", "sla_s", "reasons", "routes", "created_at", "routed_at",
-    "completed_at", "handle_s", "quality",
-)  # fmt: skip
-"""Table routing_cases (engine/store/migrations/0002.routing.sql), in its order."""
 
 
 @dataclass(frozen=True)
