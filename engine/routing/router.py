@@ -32,14 +32,17 @@ one can, the case waits in the queue of its category.
 
 `assign_batch` solves the backlog as one assignment (scipy's `linear_sum_assignment`): one
 column per free slot of every agent (a slot's wait grows with its place), and one column per
-case for leaving it queued, which costs what the case would cost one turn later (its best
-cost with the wait `defer_s` added). Urgent cases close to their SLA therefore get slots
-first; a case is left waiting only when every slot is better used by another.
+case for leaving it queued, which costs what the case would cost when a slot frees for it
+(its best cost with that wait added: the cases of its category in the backlog over the rate
+at which the slots of everyone who can take it free up, at least `defer_s`). Urgent cases
+close to their SLA therefore get slots first; a case is left waiting only when every slot is
+better used by another.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -83,6 +86,14 @@ class Agent:
             self.shift_days[(weekday - 1) % 7] == "1" and minute < e
         )
 
+    def shift_left(self, t: float) -> float:
+        """Seconds until the shift under way at `t` ends (inf for a shift of the whole day)."""
+        if self.shift_end - self.shift_start in (1440, 0) and self.shift_days == ALL_DAYS:
+            return math.inf
+        minute = (t % _DAY) / 60.0
+        left = (self.shift_end - minute) % 1440.0
+        return left * 60.0
+
     def takes(self, category: str) -> int:
         """The agent's level for `category` (0: it does not take such cases)."""
         if category == GENERAL:
@@ -117,6 +128,11 @@ class CaseInfo:
     language: str = ""
     features: Mapping[str, float] = field(default_factory=dict)
     created_at: float = 0.0
+    priority_probs: Mapping[str, float] | None = None
+    """When the priority was read from text: each priority's probability. The SLA risk is
+    then the expectation over them, so a case the model is unsure of is not treated as low."""
+    exclude: frozenset[str] = frozenset()
+    """Agents who sent the case back: not given it again."""
 
 
 @dataclass(frozen=True)
@@ -181,7 +197,9 @@ class Choice:
 
 class Difficulty:
     """Ridge regression of ln(handle / the agent's expected handle) on the order's features,
-    from sufficient statistics, so one completed case updates it exactly in O(k^2)."""
+    from sufficient statistics, so one completed case updates it exactly in O(k^2). The
+    intercept is fitted and not applied, and features are taken from their mean: an order
+    like the average one has factor 1, and only what sets an order apart moves it."""
 
     def __init__(self, ridge: float, min_cases: int) -> None:
         k = len(FEATURES) + 1
@@ -200,17 +218,22 @@ class Difficulty:
 
     @property
     def weights(self) -> np.ndarray:
+        """The features' weights (intercept first), solved once per change."""
         if self._w is None:
-            w = np.linalg.solve(self.xtx, self.xty)
-            w[0] = 0.0  # the agents' own means carry the level; the features only move it
-            self._w = w
+            self._w = np.linalg.solve(self.xtx, self.xty)
         return self._w
+
+    @property
+    def mean(self) -> np.ndarray:
+        """The mean feature vector of the cases learnt (intercept column included)."""
+        return self.xtx[0] / max(self.cases, 1)
 
     def log_factor(self, x: np.ndarray) -> np.ndarray:
         """ln of the handle-time factor per row of x (0 before min_cases)."""
         if self.cases < self.min_cases:
             return np.zeros(x.shape[0])
-        return np.clip(x @ self.weights, -1.5, 1.5)
+        w = self.weights
+        return np.clip((x[:, 1:] - self.mean[1:]) @ w[1:], -1.5, 1.5)
 
     def state(self) -> dict[str, object]:
         return {"xtx": self.xtx.tolist(), "xty": self.xty.tolist(), "cases": self.cases}
@@ -252,6 +275,8 @@ class Router:
 
     def set_state(self, agent_id: str, state: str | None = None, load: int | None = None) -> Agent:
         agent = self.agents[agent_id]  # KeyError: the service names the agent
+        if state is not None and state not in STATES:
+            raise ValueError(f"state: one of {', '.join(STATES)}, not {state!r}")
         if state is not None:
             agent.state = state
         if load is not None:
@@ -332,15 +357,15 @@ class Router:
         return [
             a for a in self.agents.values()
             if a.state == "available" and a.takes(case.category) > 0 and a.speaks(case.language)
-            and a.load < a.capacity + cap and a.on_shift(now)
+            and a.load < a.capacity + cap and a.on_shift(now) and a.agent_id not in case.exclude
         ]  # fmt: skip
 
-    def _arrays(self, category: str, agents: Sequence[Agent]) -> dict[str, np.ndarray]:
+    def _arrays(self, category: str, agents: Sequence[Agent], now: float) -> dict[str, np.ndarray]:
         """Per agent: shrunk log-mean and quality in `category`, cases, level, load, capacity."""
         mean, sigma, quality = self._team_prior(category)
         k, step = self.config.shrinkage, self.config.level_step
         n = len(agents)
-        out = {name: np.empty(n) for name in ("mu", "q", "cases", "level", "load", "cap")}
+        out = {name: np.empty(n) for name in ("mu", "q", "cases", "level", "load", "cap", "left")}
         for i, a in enumerate(agents):
             p = self.perf.get((a.agent_id, category)) or Perf()
             level = a.takes(category)
@@ -349,6 +374,7 @@ class Router:
             out["q"][i] = (p.sum_quality + k * quality) / (p.cases + k) if p.cases + k else quality
             out["cases"][i], out["level"][i] = p.cases, level
             out["load"][i], out["cap"][i] = a.load, a.capacity
+            out["left"][i] = a.shift_left(now)
         out["sigma"] = np.full(n, sigma)
         return out
 
@@ -364,12 +390,19 @@ class Router:
         ahead = np.maximum(arr["load"] + extra - arr["cap"] + 1, 0)
         wait = ahead * handle / arr["cap"]
         elapsed = max(now - case.created_at, 0.0)
-        sla = c.sla_s[case.priority]
-        room = sla - elapsed - wait
-        with np.errstate(divide="ignore"):
-            z = (np.log(np.maximum(room, 1e-9)) - mu) / sigma
-        p_breach = np.where(room > 0, 1.0 - ndtr(z), 1.0)
-        cost = wait + handle + (1.0 - arr["q"]) * handle + c.sla_weight[case.priority] * p_breach
+        probs = case.priority_probs or {case.priority: 1.0}
+        p_breach = np.zeros_like(handle)
+        penalty = np.zeros_like(handle)
+        for priority, prob in probs.items():
+            room = c.sla_s[priority] - elapsed - wait
+            with np.errstate(divide="ignore"):
+                z = (np.log(np.maximum(room, 1e-9)) - mu) / sigma
+            p = np.where(room > 0, 1.0 - ndtr(z), 1.0)
+            p_breach += prob * p
+            penalty += prob * c.sla_weight[priority] * p
+        cost = wait + handle + (1.0 - arr["q"]) * handle + penalty
+        # A case waiting for a slot must be done before the agent's shift ends.
+        cost = np.where((wait > 0) & (wait + handle > arr["left"]), np.inf, cost)
         return {"handle": handle, "wait": wait, "p": p_breach, "cost": cost,
                 "resolution": elapsed + wait + handle}  # fmt: skip
 
@@ -383,10 +416,13 @@ class Router:
         if not agents:
             return Choice(case.case_id, case.category, None, case.category, sla, None,
                           self._why_queued(case, now))  # fmt: skip
-        arr = self._arrays(case.category, agents)
+        arr = self._arrays(case.category, agents, now)
         log_factor = self._log_factor(case)
         est = self._cost(arr, case, log_factor, now)
         i = int(np.argmin(est["cost"]))
+        if not np.isfinite(est["cost"][i]):
+            why = ["every agent who can take it is full until after the end of their shift"]
+            return Choice(case.case_id, case.category, None, case.category, sla, None, why)
         return self._choice(case, agents[i], arr, est, i, log_factor, len(agents))
 
     def route(self, case: CaseInfo, now: float) -> Choice:
@@ -475,6 +511,21 @@ class Router:
             return ["left queued: the free slots serve more pressing cases"]
         return self._why_queued(case, now)
 
+    def _defer_s(self, case: CaseInfo, now: float, waiting: int) -> float:
+        """How long a case left queued waits for a slot: the `waiting` cases of its category
+        over the rate at which the slots of everyone who could take it free up (capacity /
+        expected handle time, summed), and at least `defer_s`."""
+        able = [
+            a for a in self.agents.values()
+            if a.state == "available" and a.on_shift(now) and a.takes(case.category) > 0
+            and a.speaks(case.language)
+        ]  # fmt: skip
+        if not able:
+            return self.config.defer_s
+        arr = self._arrays(case.category, able, now)
+        rate = float(np.sum(arr["cap"] / np.exp(arr["mu"] + 0.5 * arr["sigma"] ** 2)))
+        return max(self.config.defer_s, waiting / rate)
+
     def _solve(
         self, cases: list[CaseInfo], slots: list[tuple[Agent, int]], now: float
     ) -> dict[str, Choice]:
@@ -487,11 +538,16 @@ class Router:
         for j, (a, _) in enumerate(slots):
             by_agent.setdefault(a.agent_id, []).append(j)
         agents = [self.agents[a] for a in by_agent]
+        backlog = Counter(case.category for case in cases)
         for i, case in enumerate(cases):
-            able = [a for a in agents if a.takes(case.category) > 0 and a.speaks(case.language)]
+            able = [
+                a for a in agents
+                if a.takes(case.category) > 0 and a.speaks(case.language)
+                and a.agent_id not in case.exclude
+            ]  # fmt: skip
             if not able:
                 continue
-            arr = self._arrays(case.category, able)
+            arr = self._arrays(case.category, able, now)
             lf = self._log_factor(case)
             best_late = math.inf
             for k in range(max(len(by_agent[a.agent_id]) for a in able)):
@@ -499,13 +555,14 @@ class Router:
                 for col, a in enumerate(able):
                     js = by_agent[a.agent_id]
                     if k < len(js):
-                        cost[i, js[k]] = est["cost"][col]
+                        cost[i, js[k]] = min(est["cost"][col], _INFEASIBLE)
                         keep[(i, js[k])] = (arr, est, col, lf)
                 if k == 0:
-                    later = replace(case, created_at=case.created_at - self.config.defer_s)
+                    defer = self._defer_s(case, now, backlog[case.category])
+                    later = replace(case, created_at=case.created_at - defer)
                     late = self._cost(arr, later, lf, now)
-                    best_late = float(np.min(late["cost"])) + self.config.defer_s
-            cost[i, m + i] = best_late
+                    best_late = float(np.min(late["cost"])) + defer
+            cost[i, m + i] = min(best_late, _INFEASIBLE / 2)  # leaving it queued is always possible
         rows, cols = linear_sum_assignment(cost)
         out: dict[str, Choice] = {}
         for i, j in zip(rows, cols, strict=True):

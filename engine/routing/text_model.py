@@ -61,6 +61,8 @@ class RoutePrediction(NamedTuple):
     priority: list[str] | None
     top: list[str]
     """The top label, whatever its probability."""
+    priority_probs: np.ndarray | None = None
+    """float32 (rows, priorities): each priority's probability, in priority_labels order."""
 
 
 @dataclass
@@ -144,6 +146,7 @@ class TextRouter:
             confidence,
             None if priority is None else priority.tolist(),
             top.tolist(),
+            probs[1] if len(probs) > 1 else None,
         )
 
     def route(self, columns: Sequence[Sequence[str]]) -> RoutePrediction:

@@ -171,6 +171,12 @@ def build_week(
     pred = text.route([col[c] for c in TEXT_COLS]) if n else None
     predicted = pred.predicted if pred else []
     priority = pred.priority if pred and pred.priority else col["priority"]
+    probs = (
+        [dict(zip(text.priority_labels, map(float, row), strict=True))
+         for row in pred.priority_probs]
+        if pred is not None and pred.priority_probs is not None
+        else [None] * n
+    )  # fmt: skip
     confidence = pred.confidence.astype(float).tolist() if pred else []
     agents, truths = make_agents(cfg.agents, streams[2], cfg.german_speakers)
     infos, diffs = [], []
@@ -182,7 +188,7 @@ def build_week(
             lines=[Line(col["sku"][i], col["category"][i], col["quantity"][i], built)],
         )  # fmt: skip
         infos.append(CaseInfo(col["case_id"][i], predicted[i], priority[i], col["language"][i],
-                              f, float(times[i])))  # fmt: skip
+                              f, float(times[i]), probs[i]))  # fmt: skip
         diffs.append(difficulty(col["amount"][i], col["quantity"][i], col["customer_tier"][i],
                                 orders[i], built))  # fmt: skip
     for key, values in (("customer_id", cust), ("customer_orders", orders),
@@ -363,7 +369,7 @@ class _Run:
             self.info[i] = replace(before, category=self.true[i])
         if job.triage:
             c["sent_back"][i] += 1
-            self.router.sent_back(agent.agent_id, before)
+            self.router.sent_back(agent.agent_id, before, category=self.info[i].category)
             self.route(i, now)
         else:
             cat = self.true[i]

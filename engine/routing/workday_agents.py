@@ -192,9 +192,12 @@ class WeekRouter(Protocol):
     def completed(self, agent_id: str, case: CaseInfo, handle_s: float, quality: float) -> None:
         """The agent resolved `case` (quality 1: right, 0: it failed its check)."""
 
-    def sent_back(self, agent_id: str, case: CaseInfo, rejected: bool = True) -> None:
+    def sent_back(
+        self, agent_id: str, case: CaseInfo, rejected: bool = True, category: str = ""
+    ) -> None:
         """The agent gave `case` back unresolved (rejected: it could not take it; else its
-        shift ended before it started the case); the world routes it again."""
+        shift ended before it started the case); `category`: the one it really needs, when
+        the agent could read it. The world routes it again."""
 
 
 class _Fifo:
@@ -276,7 +279,9 @@ class _Fifo:
     def completed(self, agent_id: str, case: CaseInfo, handle_s: float, quality: float) -> None:
         pass
 
-    def sent_back(self, agent_id: str, case: CaseInfo, rejected: bool = True) -> None:
+    def sent_back(
+        self, agent_id: str, case: CaseInfo, rejected: bool = True, category: str = ""
+    ) -> None:
         if rejected:
             self.returned.setdefault(case.case_id, set()).add(agent_id)
 
@@ -338,6 +343,7 @@ class OrderSight:
         for a in floor.agents:
             self.router.upsert_agent(replace(a, skills=dict(a.skills), load=0))
         self.queued: dict[str, CaseInfo] = {}
+        self.returned: dict[str, set[str]] = {}
 
     @staticmethod
     def _assignment(choice: Choice) -> Assignment:
@@ -348,6 +354,7 @@ class OrderSight:
                           list(choice.reasons))  # fmt: skip
 
     def arrive(self, case: CaseInfo, now: float) -> Assignment | None:
+        case = replace(case, exclude=frozenset(self.returned.get(case.case_id, ())))
         choice = self.router.route(case, now)
         if choice.agent_id is None:
             self.queued[case.case_id] = case
@@ -367,10 +374,16 @@ class OrderSight:
     def completed(self, agent_id: str, case: CaseInfo, handle_s: float, quality: float) -> None:
         self.router.complete(agent_id, case, handle_s=handle_s, quality=quality)
 
-    def sent_back(self, agent_id: str, case: CaseInfo, rejected: bool = True) -> None:
-        # rejected: what CompleteCase(rework) does (a quality-0 case in the category it was
-        # routed under); a case the agent never started at its shift's end is no evidence
+    def sent_back(
+        self, agent_id: str, case: CaseInfo, rejected: bool = True, category: str = ""
+    ) -> None:
+        # What CompleteCase(rework) does: a case sent back in its own category is a quality-0
+        # case of the agent's, and the agent is not given it again; one the agent read as
+        # another category only frees the slot (the misreading was the text model's). A case
+        # the agent never started at its shift's end is no evidence.
         if rejected:
+            self.returned.setdefault(case.case_id, set()).add(agent_id)
+        if rejected and (not category or category == case.category):
             self.router.bounce(agent_id, case)
         else:
             self.router.release(agent_id)

@@ -31,6 +31,7 @@ from typing import Any
 
 import grpc
 
+from engine.serving.frames import SERVICES
 from engine.serving.tls import cert_name, cert_roles
 
 ROLES = ("score", "report", "admin", "forecast", "review", "route")
@@ -54,13 +55,7 @@ METHOD_ROLE = {
     "/ordersight.v1.Reviews/ListReviews": "review",
     "/ordersight.v1.Reviews/GetReview": "review",
     "/ordersight.v1.Reviews/ResolveReview": "review",
-    **{
-        f"/ordersight.v1.Routing/{name}": "route"
-        for name in (
-            "UpsertAgent", "SetAgentState", "ListAgents", "Route", "CompleteCase",
-            "AssignBatch", "GetRoutedCase",
-        )
-    },  # fmt: skip
+    **{f"/ordersight.v1.Routing/{name}": "route" for name in SERVICES["ordersight.v1.Routing"]},
 }
 
 

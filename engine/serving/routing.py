@@ -239,6 +239,7 @@ class RoutingService:
         category, confidence, priority, source = f.category, 1.0, f.priority, "order"
         order_id, customer_id, amount, currency = f.order_id, f.customer_id, f.amount, f.currency
         risk_reasons = 0
+        priority_probs: dict[str, float] | None = None
         context = [f"category {category} given by the caller"] if category else []
         if f.review_order_id:
             review = self.store.get_case(f.review_order_id)
@@ -266,15 +267,22 @@ class RoutingService:
                 f"text model {self.text.version}: {got.top[0]} at confidence {confidence:.2f}"
                 + (" (below its threshold: GENERAL)" if category != got.top[0] else "")
             ]
-            if not priority and got.priority is not None:
+            if not priority and got.priority is not None and got.priority_probs is not None:
                 priority = got.priority[0]
+                labels = self.text.priority_labels
+                probs = {p: float(v) for p, v in zip(labels, got.priority_probs[0], strict=True)}
+                priority_probs = {p: v for p, v in probs.items() if p in self.config.sla_s}
         priority = priority or "normal"
         named = features(
             amount=amount, lines=f.lines, payment_terms=f.payment_terms,
             customer_tier=f.customer_tier, customer_orders=f.customer_orders,
             risk_reasons=risk_reasons,
         )  # fmt: skip
-        info = CaseInfo(f.case_id, category, priority, f.language, named, f.created_at)
+        if priority_probs is not None and set(priority_probs) != set(self.config.sla_s):
+            priority_probs = None  # a model of other priorities: its label only
+        info = CaseInfo(
+            f.case_id, category, priority, f.language, named, f.created_at, priority_probs
+        )
         rc = RoutedCase(
             case_id=f.case_id, order_id=order_id, customer_id=customer_id,
             customer_tier=f.customer_tier, customer_orders=f.customer_orders, language=f.language,
@@ -284,7 +292,7 @@ class RoutingService:
             predicted_handle_s=0.0, predicted_resolution_s=0.0,
             sla_s=self.config.sla_s[priority], created_at=f.created_at,
         )  # fmt: skip
-        rc.context = context
+        rc.context, rc.priority_probs = context, priority_probs
         return rc, info
 
     def _apply(self, rc: RoutedCase, choice: Choice, now: float) -> None:
@@ -313,8 +321,9 @@ class RoutingService:
     @staticmethod
     def _info(rc: RoutedCase) -> CaseInfo:
         return CaseInfo(
-            rc.case_id, rc.category, rc.priority, rc.language, rc.features, rc.created_at
-        )
+            rc.case_id, rc.category, rc.priority, rc.language, rc.features, rc.created_at,
+            rc.priority_probs, frozenset(rc.bounced),
+        )  # fmt: skip
 
     def _put_agent(self, agent_id: str, now: float) -> None:
         if agent_id in self.router.agents:  # an agent may be gone from memory after a reload
@@ -347,7 +356,7 @@ class RoutingService:
 
     async def _complete(self, request: bytes | bytearray, deadline: float | None) -> bytes:
         req = parse_request(pb.CompleteCaseRequest, request)
-        case_id, handle_s, quality, rework = ri.check_completion(req)
+        case_id, handle_s, quality, rework, category = ri.check_completion(req)
 
         def run() -> bytes:
             rc = self._known(case_id)
@@ -360,13 +369,20 @@ class RoutingService:
             now, info, agent_id = self.wall(), self._info(rc), rc.agent_id
             out = pb.CompleteCaseResponse()
             if rework:
-                perf = self.router.bounce(agent_id, info)
-                self.tables.put_perf(agent_id, rc.category, perf)
-                self._put_agent(agent_id, now)
                 self.m_completed.labels(rc.category, "rework").inc()
+                if category and category != rc.category:
+                    # Misread, not badly worked: the agent's history is not charged for it.
+                    self.router.release(agent_id)
+                    rc.context = [f"sent back by {agent_id} as {category} (was {rc.category})"]
+                    rc.category = category
+                else:
+                    perf = self.router.bounce(agent_id, info)
+                    self.tables.put_perf(agent_id, rc.category, perf)
+                self._put_agent(agent_id, now)
                 out.completed.CopyFrom(ri.decision_to_pb(rc))
                 rc.status, rc.agent_id = QUEUED, None
-                self._apply(rc, self.router.route(info, now), now)
+                rc.bounced.append(agent_id)
+                self._apply(rc, self.router.route(self._info(rc), now), now)
                 out.next.CopyFrom(ri.decision_to_pb(rc))
                 return out.SerializeToString()
             perf, _ = self.router.complete(agent_id, info, handle_s, quality)

@@ -176,13 +176,18 @@ def _line(m: pb.RoutingLine, i: int) -> Line:
     return Line(m.sku, m.category, m.quantity, m.built_to_order)
 
 
-def check_completion(m: pb.CompleteCaseRequest) -> tuple[str, float, float, bool]:
+def check_completion(m: pb.CompleteCaseRequest) -> tuple[str, float, float, bool, str]:
     case_id = _id(m.case_id, "case_id")
     if not math.isfinite(m.handle_s) or not 0 < m.handle_s <= MAX_HANDLE_S:
         raise InvalidInput("handle_s: seconds worked, above 0 and at most 30 days", "handle_s")
     if not math.isfinite(m.quality) or not 0 <= m.quality <= 1:
         raise InvalidInput("quality: 0 to 1", "quality")
-    return case_id, m.handle_s, m.quality, m.rework
+    category = label(m.category, "category") if m.category else ""
+    if category and not m.rework:
+        raise InvalidInput(
+            "category: only with rework (the category to route the case to)", "category"
+        )
+    return case_id, m.handle_s, m.quality, m.rework, category
 
 
 def decision_to_pb(c: RoutedCase) -> pb.RouteDecision:

@@ -64,10 +64,15 @@ class RoutedCase:
     p_breach: float = 0.0  # not stored: the answer's
     context: list[str] = field(default_factory=list)
     """Not stored: where the category came from, put before the router's reasons."""
+    priority_probs: dict[str, float] | None = None
+    """Not stored: the text model's probability of each priority, when it read the priority."""
+    bounced: list[str] = field(default_factory=list)
+    """Not stored: agents who sent the case back (not given it again)."""
 
     def row(self) -> tuple[Any, ...]:
         d = dict(self.__dict__)
-        del d["context"]
+        for memory_only in ("context", "priority_probs", "bounced"):
+            del d[memory_only]
         d["features"], d["reasons"] = json.dumps(self.features), json.dumps(self.reasons)
         return tuple(d[c] for c in CASE_COLUMNS)
 

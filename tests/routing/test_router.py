@@ -98,24 +98,25 @@ def _brute_force(r: Router, cases: list[CaseInfo], now: float) -> float:
         total = 0.0
         for case, p in zip(cases, pick, strict=True):
             if p < 0:
-                total += _defer_cost(r, case, now)
+                total += _defer_cost(r, case, now, cases)
                 continue
             agent, k = slots[p]
             if agent.takes(case.category) == 0:
                 total = math.inf
                 break
-            arr = r._arrays(case.category, [agent])
+            arr = r._arrays(case.category, [agent], now)
             total += float(r._cost(arr, case, r._log_factor(case), now, extra=k)["cost"][0])
         best = min(best, total)
     return best
 
 
-def _defer_cost(r: Router, case: CaseInfo, now: float) -> float:
+def _defer_cost(r: Router, case: CaseInfo, now: float, backlog: list[CaseInfo]) -> float:
     able = [a for a in r.agents.values() if a.takes(case.category)]
-    arr = r._arrays(case.category, able)
+    arr = r._arrays(case.category, able, now)
+    defer = r._defer_s(case, now, sum(c.category == case.category for c in backlog))
     later = CaseInfo(case.case_id, case.category, case.priority, case.language, case.features,
-                     case.created_at - r.config.defer_s)  # fmt: skip
-    return float(np.min(r._cost(arr, later, r._log_factor(case), now)["cost"])) + r.config.defer_s
+                     case.created_at - defer)  # fmt: skip
+    return float(np.min(r._cost(arr, later, r._log_factor(case), now)["cost"])) + defer
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -139,7 +140,7 @@ def test_the_backlog_assignment_is_the_least_total_cost(seed: int) -> None:
         for i in range(4)
     ]
     want = _brute_force(r, cases, MONDAY_9)
-    defer = {c.case_id: _defer_cost(r, c, MONDAY_9) for c in cases}  # before loads change
+    defer = {c.case_id: _defer_cost(r, c, MONDAY_9, cases) for c in cases}  # before loads change
     choices = {c.case_id: c for c in r.assign_batch(cases, MONDAY_9)}
     got = 0.0
     for case in cases:
@@ -206,3 +207,60 @@ def test_a_bounced_case_counts_as_quality_zero_at_the_agents_own_pace() -> None:
     assert after.quality < before.quality
     assert after.handle_s == pytest.approx(before.handle_s, rel=0.05)
     assert r.agents["a"].load == 0
+
+
+def test_an_unsure_priority_weighs_every_priority_it_may_be() -> None:
+    r = _router()
+    r.upsert_agent(Agent("a", skills={"x": 3}, capacity=1))
+    old = MONDAY_9 - 3000  # 50 minutes old: an urgent case (1 h) is close to its SLA
+    sure = r.choose(CaseInfo("c", "x", "low", created_at=old), MONDAY_9).estimate
+    unsure = r.choose(
+        CaseInfo("c", "x", "low", created_at=old,
+                 priority_probs={"low": 0.6, "normal": 0.1, "high": 0.1, "urgent": 0.2}),
+        MONDAY_9,
+    ).estimate  # fmt: skip
+    assert sure is not None and unsure is not None
+    urgent = r.choose(CaseInfo("c", "x", "urgent", created_at=old), MONDAY_9).estimate
+    assert urgent is not None
+    assert sure.p_breach < 0.01 < unsure.p_breach
+    assert unsure.p_breach >= 0.2 * urgent.p_breach
+    assert unsure.cost > sure.cost
+
+
+def test_a_case_never_waits_for_a_slot_past_the_end_of_a_shift() -> None:
+    r = _router(agent_queue_max=2)
+    ends_soon = Agent("a", skills={"x": 3}, capacity=1, load=1, shift_start=480, shift_end=550)
+    r.upsert_agent(ends_soon)  # 09:10 ends its shift: ten minutes after MONDAY_9
+    assert ends_soon.shift_left(MONDAY_9) == pytest.approx(600)
+    got = r.choose(CaseInfo("c", "x", "normal", created_at=MONDAY_9), MONDAY_9)
+    assert got.agent_id is None and "end of their shift" in got.reasons[0]
+    r.set_state("a", load=0)  # a free slot: the agent finishes the case after its shift
+    assert r.choose(CaseInfo("c", "x", "normal", created_at=MONDAY_9), MONDAY_9).agent_id == "a"
+    with pytest.raises(ValueError, match="state"):
+        r.set_state("a", state="lunch")
+
+
+def test_an_agent_who_sent_a_case_back_is_not_given_it_again() -> None:
+    r = _router()
+    for name in ("a", "b"):
+        r.upsert_agent(Agent(name, skills={"x": 3}, capacity=1))
+    case = CaseInfo("c", "x", "normal", created_at=MONDAY_9)
+    first = r.choose(case, MONDAY_9).agent_id
+    again = r.choose(
+        CaseInfo("c", "x", "normal", created_at=MONDAY_9, exclude=frozenset({first})), MONDAY_9
+    )
+    assert again.agent_id not in (None, first)
+
+
+def test_an_average_order_has_a_handle_time_factor_of_one() -> None:
+    r = _router(difficulty_min_cases=30)
+    r.upsert_agent(Agent("a", skills={"x": 3}, capacity=1000))
+    rng = random.Random(2)
+    for i in range(300):
+        f = features(amount=rng.uniform(200, 90_000), customer_tier=rng.choice(["key", "new", ""]))
+        r.assign("a")
+        r.complete(
+            "a", CaseInfo(f"h{i}", "x", "normal", features=f), 900 * rng.lognormvariate(0, 0.3), 1.0
+        )
+    mean = dict(zip(FEATURES, r.difficulty.mean[1:], strict=True))
+    assert abs(r._log_factor(CaseInfo("m", "x", "normal", features=mean))) < 1e-9

@@ -323,3 +323,36 @@ def test_routing_through_the_front_processes(
     got = [stub.Route(_raid(f"f-{i}"), timeout=TIMEOUT_S) for i in range(3)]
     assert [g.agent_id for g in got] == ["hw", "hw", "hw"]  # capacity 2 and a queue of 1
     assert stub.Route(_raid("f-3"), timeout=TIMEOUT_S).status == "queued"
+
+
+def test_a_case_sent_back_goes_elsewhere_and_a_misread_one_to_its_real_category(routed) -> None:
+    _, stub = routed
+    stub.UpsertAgent(_agent("p1", {"payment_terms": 4}, capacity=5), timeout=TIMEOUT_S)
+    stub.UpsertAgent(_agent("p2", {"payment_terms": 3}, capacity=5), timeout=TIMEOUT_S)
+    stub.UpsertAgent(_agent("vol", {"volume_discount": 4}, capacity=5), timeout=TIMEOUT_S)
+    first = stub.Route(_case("s-1", category="payment_terms"), timeout=TIMEOUT_S)
+    back = stub.CompleteCase(
+        pb.CompleteCaseRequest(case_id="s-1", handle_s=300, quality=0, rework=True),
+        timeout=TIMEOUT_S,
+    )
+    assert {first.agent_id, back.next.agent_id} == {"p1", "p2"} and back.next.routes == 2
+    misread = stub.CompleteCase(
+        pb.CompleteCaseRequest(
+            case_id="s-1", handle_s=120, quality=0, rework=True, category="volume_discount"
+        ),
+        timeout=TIMEOUT_S,
+    )
+    assert (misread.next.agent_id, misread.next.category, misread.next.routes) == (
+        "vol", "volume_discount", 3,
+    )  # fmt: skip
+    assert misread.next.reasons[0].startswith(
+        f"sent back by {back.next.agent_id} as volume_discount"
+    )
+    agents = {
+        a.agent_id: a for a in stub.ListAgents(pb.ListAgentsRequest(), timeout=TIMEOUT_S).agents
+    }
+    charged = {a: [p.cases for p in agents[a].performance] for a in ("p1", "p2")}
+    assert charged == {first.agent_id: [1], back.next.agent_id: []}  # a misreading is not charged
+    bad = pb.CompleteCaseRequest(case_id="s-1", handle_s=60, quality=1, category="x")
+    err = rpc_error(lambda: stub.CompleteCase(bad, timeout=TIMEOUT_S))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and err.details().startswith("category:")

@@ -76,8 +76,10 @@ class Recording:
     def completed(self, agent_id: str, case: CaseInfo, handle_s: float, quality: float) -> None:
         self.inner.completed(agent_id, case, handle_s, quality)
 
-    def sent_back(self, agent_id: str, case: CaseInfo, rejected: bool = True) -> None:
-        self.inner.sent_back(agent_id, case, rejected)
+    def sent_back(
+        self, agent_id: str, case: CaseInfo, rejected: bool = True, category: str = ""
+    ) -> None:
+        self.inner.sent_back(agent_id, case, rejected, category)
 
 
 def _recorded(week: Week, name: str) -> tuple[Recording, dict[str, list]]:
