@@ -2,7 +2,8 @@
 agent each case was given, per customer segment, with the bias report's disparate-impact
 check, so that routing can be shown not to hand some customers the least experienced agents.
 
-Input: the routed cases (`engine.reports.routing_data`: `--store` or `--cases`).
+Input: the routed cases (`engine.reports.routing_data`: `--store` or `--cases`, and
+`--where` to keep one router's of a file holding several).
 Customer segments: customer_tier, amount band (major units of the case's own currency, no
 FX, as the bias report's bands; wider bands, because complex-order cases run to six
 figures), new or returning (customer_orders 0, or above 0; -1 unknown), language, and every
@@ -88,6 +89,10 @@ RATIOS = (
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", help="the store's DSN (a SQLite file or postgresql://...)")
     p.add_argument("--cases", help="or: a Parquet or CSV file with the routing_cases columns")
+    p.add_argument(
+        "--where", action="append", default=[], metavar="COL=VALUE",
+        help="only the cases whose column COL is VALUE (e.g. router=ordersight); repeatable",
+    )  # fmt: skip
     p.add_argument(
         "--segment", action="append", default=[], metavar="COL",
         help="also segment by this column (of the cases, or of --customers); repeatable",
@@ -233,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
                         ("--novice", args.novice)):  # fmt: skip
         if value < 1:
             raise InvalidInput(f"{flag} must be >= 1, is {value}", flag)
-    frame = routing_data.read_routed_cases(args.store, args.cases, args.segment)
+    frame = routing_data.read_routed_cases(args.store, args.cases, args.segment, args.where)
     who, what = segments(frame, args.segment, args.customers)
     counts = case_counts(frame, args.novice)
     customers = frame["customer_id"].to_numpy()
@@ -242,8 +247,9 @@ def run(args: argparse.Namespace) -> int:
     status = frame["status"].value_counts()
     rep = Report(args.out, "Routing: resolution and agent experience per customer segment")
     t0, t1 = (_utc(frame["created_at"].agg(f)) for f in ("min", "max"))
+    only = f" where {', '.join(f'`{w}`' for w in args.where)}" if args.where else ""
     rep.para(
-        f"{routing_data.source_name(args.store, args.cases)}: {len(frame):,} cases created "
+        f"{routing_data.source_name(args.store, args.cases)}{only}: {len(frame):,} cases created "
         f"{t0} to {t1} UTC ({int(status.get(COMPLETED, 0)):,} completed, "
         f"{int(status.get(ASSIGNED, 0)):,} assigned, {int(status.get(QUEUED, 0)):,} queued)."
     )

@@ -17,6 +17,10 @@ Rules, each from the table's contract:
   no earlier than created_at (times are epoch seconds; a file's timestamp column is taken
   as UTC when it has no zone).
 
+`--where COL=VALUE` keeps the cases whose COL is VALUE (as text) before any rule is
+checked, so one file can hold the same cases routed by several routers (a simulation's
+`router` column); rows keep their numbers in the source.
+
 The whole table is read at once (the report needs every case per segment); from a store,
 only the columns the report uses are selected, so the JSON columns (features, reasons) are
 not loaded.
@@ -24,6 +28,7 @@ not loaded.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,22 +53,39 @@ COLUMNS = (
 """The columns the report reads (of the table's; the others are not needed)."""
 
 
-def read_routed_cases(store: str | None, cases: str | None, extra: list[str]) -> pd.DataFrame:
-    """The routed cases of `store` (a DSN) or `cases` (a file), exactly one of them, checked
-    (the module's rules), with the `extra` columns the source has. Columns added:
+def read_routed_cases(
+    store: str | None, cases: str | None, extra: Sequence[str], where: Sequence[str] = ()
+) -> pd.DataFrame:
+    """The routed cases of `store` (a DSN) or `cases` (a file), exactly one of them, those
+    matching every `where` (COL=VALUE), checked (the module's rules), with the `extra`
+    columns the source has. Columns added:
     `has_agent` (assigned or completed) and `resolution_s` (completed_at - created_at of a
     completed case, else NaN); customer_tier '' becomes UNKNOWN, a queued case's
     agent_experience NaN."""
     if (store is None) == (cases is None):
         raise InvalidInput("give exactly one of --store DSN and --cases FILE", "--store")
+    filters = [_filter(w) for w in where]
     if store is not None:
-        frame, where = _from_store(store, extra), f"--store {store}"
+        frame, name = _from_store(store, [*extra, *(c for c, _ in filters)]), f"--store {store}"
     else:
-        frame, where = _from_file(str(cases)), f"--cases {cases}"
-    return _checked(frame, where, "--store" if store is not None else "--cases")
+        frame, name = _from_file(str(cases)), f"--cases {cases}"
+    for col, value in filters:
+        if col not in frame.columns:
+            raise InvalidInput(f"--where: {name} has no column {col!r}", "--where")
+        frame = frame[(_text(frame[col]) == value).to_numpy()]
+    if frame.empty and filters:
+        raise InvalidInput(f"--where: no case of {name} matches {', '.join(where)}", "--where")
+    return _checked(frame, name, "--store" if store is not None else "--cases")
 
 
-def _from_store(dsn: str, extra: list[str]) -> pd.DataFrame:
+def _filter(text: str) -> tuple[str, str]:
+    col, eq, value = text.partition("=")
+    if not eq or not col.strip():
+        raise InvalidInput(f"--where: expected COL=VALUE, is {text!r}", "--where")
+    return col.strip(), value.strip()
+
+
+def _from_store(dsn: str, extra: Sequence[str]) -> pd.DataFrame:
     import sqlite3
 
     import pandas as pd
@@ -118,7 +140,7 @@ def _checked(frame: pd.DataFrame, where: str, flag: str) -> pd.DataFrame:
     if frame.empty:
         raise InvalidInput(f"{where}: no routed cases", flag)
     ids = _text(frame["case_id"])
-    bad = _Rows(where, ids)
+    bad = _Rows(where, ids, frame.index.to_numpy() + 1)
     frame = frame.copy()
     for col in ("case_id", "customer_id", "status"):
         frame[col] = _text(frame[col])
@@ -156,24 +178,22 @@ def _checked(frame: pd.DataFrame, where: str, flag: str) -> pd.DataFrame:
               "is before created_at")  # fmt: skip
     frame["completed_at"] = end
     frame["resolution_s"] = resolution
-    return frame
+    return frame.reset_index(drop=True)
 
 
 class _Rows:
     """Raises InvalidInput for the first offending row of a column, naming its case id."""
 
-    def __init__(self, where: str, ids: pd.Series) -> None:
-        self.where, self.ids = where, ids.to_numpy()
+    def __init__(self, where: str, ids: pd.Series, rows: np.ndarray) -> None:
+        self.where, self.ids, self.rows = where, ids.to_numpy(), rows
 
     def first(self, col: str, mask: Any, values: pd.Series, rule: str) -> None:
         mask = np.asarray(mask, bool)
         if mask.any():
             i = int(np.flatnonzero(mask)[0])
             shown = "" if rule == "empty" else f"{values.iloc[i]!r} "
-            raise InvalidInput(
-                f"{self.where}: column {col}, row {i + 1} (case {self.ids[i]!r}): {shown}{rule}",
-                col,
-            )
+            at = f"row {self.rows[i]} (case {self.ids[i]!r})"
+            raise InvalidInput(f"{self.where}: column {col}, {at}: {shown}{rule}", col)
 
     def number(
         self, frame: pd.DataFrame, col: str, rows: np.ndarray, low: float | None = None,

@@ -286,6 +286,27 @@ def test_extra_segments_from_the_cases_and_the_customers_file(
     assert "region = " not in _section(text, "## Summary")
 
 
+def test_where_keeps_one_routers_cases(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The same case ids routed by two routers in one file: --where picks one router's."""
+    skew, fair = routed_cases(0.6).assign(router="a"), routed_cases(0.1, seed=6).assign(router="b")
+    path = tmp_path / "both.parquet"
+    pd.concat([skew, fair], ignore_index=True).to_parquet(path, index=False)
+    base = ["report", "routing", "--cases", str(path), "--out", str(tmp_path / "r"), *BOOT]
+    code, out, err = _run([*base, "--where", "router=a"], capsys)
+    assert code == 0, err
+    assert "customer_tier = new (experienced agent)" in out and "amount_band" not in out
+    text = (tmp_path / "r" / "README.md").read_text()
+    assert "where `router=a`: 3,000 cases" in text
+    code, out, err = _run([*base, "--where", "router=b"], capsys)
+    assert code == 0 and "below four-fifths: none" in out, err
+    code, _, err = _run(base, capsys)
+    assert code == 2 and f"row {N_CASES + 1} (case 'case-00000'): 'case-00000' appears twice" in err
+    fair.loc[9, "sla_s"] = -1.0
+    pd.concat([skew, fair], ignore_index=True).to_parquet(path, index=False)
+    code, _, err = _run([*base, "--where", "router=b"], capsys)
+    assert code == 2 and f"column sla_s, row {N_CASES + 10} (case 'case-00009')" in err, err
+
+
 def _bad(frame: pd.DataFrame, tmp_path: Path, suffix: str = ".parquet") -> str:
     path = tmp_path / f"bad{suffix}"
     if suffix == ".csv":
@@ -354,6 +375,10 @@ def test_a_bad_value_names_its_column_and_row(
         (["--store", "STORE", "--cases", "CASES"], "give exactly one of"),
         (["--store", "NOSTORE"], "--store: "),
         (["--cases", "CASES", "--segment", "region"], "--segment: no column 'region'"),
+        (["--cases", "CASES", "--where", "router"], "--where: expected COL=VALUE, is 'router'"),
+        (["--cases", "CASES", "--where", "router=a"], "has no column 'router'"),
+        (["--cases", "CASES", "--where", "status=closed"], "no case of --cases"),
+        (["--store", "STORE", "--where", "router=a"], "has no column 'router'"),
         (["--cases", "CASES", "--novice", "0"], "--novice must be >= 1"),
         (["--cases", "CASES", "--min-size", "0"], "--min-size must be >= 1"),
         (["--cases", "CASES", "--boot", "0"], "--boot must be >= 1"),
@@ -366,6 +391,9 @@ def test_bad_flags_are_named(
     names = {"STORE": str(tmp_path / "x.db"), "NOSTORE": str(tmp_path / "none.db"),
              "CASES": str(skewed[1])}  # fmt: skip
     argv = [names.get(a, a) for a in argv]
+    from engine.store import open_store
+
+    open_store(names["STORE"]).close()  # an empty store, migrated: it has no router column
     code, _, err = _run(["report", "routing", *argv, "--out", str(tmp_path / "r")], capsys)
     assert code == 2 and words in err, err
 
@@ -375,8 +403,8 @@ def test_help_names_every_flag(capsys: pytest.CaptureFixture[str]) -> None:
         main(["report", "routing", "--help"])
     assert info.value.code == 0
     text = capsys.readouterr().out
-    for flag in ("--store", "--cases", "--segment", "--customers", "--novice", "--min-size",
-                 "--boot", "--seed", "--out"):  # fmt: skip
+    for flag in ("--store", "--cases", "--where", "--segment", "--customers", "--novice",
+                 "--min-size", "--boot", "--seed", "--out"):  # fmt: skip
         assert flag in text, flag
     with pytest.raises(SystemExit):
         main(["report", "--help"])
