@@ -159,3 +159,55 @@ def parity_sample(fitted: FittedText, n: int = 128, seed: int = 0) -> list[str]:
         parts = [" ".join(rng.choices(words, k=rng.randint(1, 30))) for _ in range(2)]
         texts.append(" " + SEPARATOR.join(parts) + " ")
     return texts
+
+
+def sparse_heads(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of `model` whose heads multiply only the non-zero TF-IDF entries: a case's
+    row has a few hundred non-zeros among tens of thousands of columns, so for one or two
+    rows gathering their weight rows costs far less than the dense MatMul; for more rows the
+    dense product is cheaper (`engine.routing.text_model.SPARSE_ROWS`). Same weights, same
+    sums in another order: within the parity tolerance, and checked like the dense graph."""
+    out = copy.deepcopy(model)
+    widths = {i.name: int(i.dims[1]) for i in out.graph.initializer if len(i.dims) == 2}
+    nodes: list[onnx.NodeProto] = []
+    blocks: set[str] = set()
+    for node in out.graph.node:
+        if node.op_type != "MatMul" or node.input[1] not in widths:
+            nodes.append(node)
+            continue
+        block, w = node.input
+        p, q = f"{block}_sparse", f"{w}_sparse"
+        if block not in blocks:  # the block's non-zeros, once for every head reading it
+            blocks.add(block)
+            nodes += [
+                helper.make_node("NonZero", [block], [f"{p}_nz"]),  # [2, nnz]: rows, columns
+                helper.make_node("Transpose", [f"{p}_nz"], [f"{p}_at"], perm=[1, 0]),
+                helper.make_node("GatherND", [block, f"{p}_at"], [f"{p}_values"]),
+                helper.make_node("Unsqueeze", [f"{p}_values", "sparse_1d"], [f"{p}_v"]),
+                helper.make_node("Gather", [f"{p}_nz", "sparse_one"], [f"{p}_cols"], axis=0),
+                helper.make_node("Gather", [f"{p}_nz", "sparse_zero"], [f"{p}_r"], axis=0),
+                helper.make_node("Unsqueeze", [f"{p}_r", "sparse_1d"], [f"{p}_rows"]),
+                helper.make_node("Shape", [block], [f"{p}_shape"]),
+                helper.make_node("Slice", [f"{p}_shape", "sparse_0d", "sparse_1d"], [f"{p}_n"]),
+            ]
+        out.graph.initializer.append(
+            numpy_helper.from_array(np.array([widths[w]], np.int64), f"{q}_width")
+        )
+        zero = helper.make_tensor(f"{q}_zero", onnx.TensorProto.FLOAT, [1], [0.0])
+        nodes += [
+            helper.make_node("Gather", [w, f"{p}_cols"], [f"{q}_rows"], axis=0),
+            helper.make_node("Mul", [f"{q}_rows", f"{p}_v"], [f"{q}_terms"]),
+            helper.make_node("Concat", [f"{p}_n", f"{q}_width"], [f"{q}_shape"], axis=0),
+            helper.make_node("ConstantOfShape", [f"{q}_shape"], [f"{q}_zeros"], value=zero),
+            helper.make_node(
+                "ScatterND", [f"{q}_zeros", f"{p}_rows", f"{q}_terms"], [node.output[0]],
+                reduction="add",
+            ),
+        ]  # fmt: skip
+    for name, value in (("sparse_0d", [0]), ("sparse_1d", [1]), ("sparse_zero", 0),
+                        ("sparse_one", 1)):  # fmt: skip
+        out.graph.initializer.append(numpy_helper.from_array(np.array(value, np.int64), name))
+    del out.graph.node[:]
+    out.graph.node.extend(nodes)
+    onnx.checker.check_model(out)
+    return out

@@ -11,8 +11,10 @@ call of the group fails UNAVAILABLE and the router is reloaded from the store, w
 exactly the calls answered before.
 
 The text model (setting `routing_models`, a folder of `ordersight route train`) reads a
-case's subject and body when the caller gives no category; a case of the risk engine's
-review queue (`review_order_id`) is a fraud_review case, with the review's facts.
+case's subject and body when the caller gives no category, before the call reaches the
+routing thread (`engine.serving.routing_text`: calls arriving together are read
+together); a case of the risk engine's review queue (`review_order_id`) is a fraud_review
+case, with the review's facts.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from engine.routing.order_features import features
 from engine.routing.router import CaseInfo, Choice, Router, RouterConfig
 from engine.serving import routing_input as ri
 from engine.serving.methods import parse_request
+from engine.serving.routing_text import TextRead, TextReader
 from engine.store import open_store
 from engine.store.routing import ASSIGNED, COMPLETED, QUEUED, RoutedCase, RoutingTables
 
@@ -70,6 +73,7 @@ class RoutingService:
         self.wall = wall
         self.open_max = open_max
         self.text = _load_text(models) if models else None
+        self.reader = TextReader(self.text) if self.text is not None else None
         self.store = open_store(dsn)
         self.tables = RoutingTables(self.store)
         self.router = Router(self.config)
@@ -171,6 +175,8 @@ class RoutingService:
             self._cond.notify()
         self._thread.join(10.0)
         self.store.close()
+        if self.reader is not None:
+            self.reader.close()
 
     # --- agents ---------------------------------------------------------------------------------
 
@@ -233,9 +239,9 @@ class RoutingService:
 
     # --- cases ----------------------------------------------------------------------------------
 
-    def _case_from(self, f: ri.CaseFields) -> tuple[RoutedCase, CaseInfo]:
-        """The routed case a request describes, before routing (reads the review queue and
-        runs the text model; changes nothing)."""
+    def _case_from(self, f: ri.CaseFields, read: TextRead | None) -> tuple[RoutedCase, CaseInfo]:
+        """The routed case a request describes, before routing (reads the review queue;
+        `read`: the text model's reading of the case's text; changes nothing)."""
         category, confidence, priority, source = f.category, 1.0, f.priority, "order"
         order_id, customer_id, amount, currency = f.order_id, f.customer_id, f.amount, f.currency
         risk_reasons = 0
@@ -256,22 +262,18 @@ class RoutingService:
                 f"triggers {', '.join(review.triggers) or 'none'}; top reasons {codes}"
             ]
         elif not category:
-            if self.text is None:
+            if read is None or self.text is None:
                 raise Unconfigured(
                     "case.category: required without a routing text model "
                     "(start the engine with `routing_models`)"
                 )
-            got = self.text.route([[f.subject], [f.body]][: len(self.text.text_cols)])
-            category, confidence = got.predicted[0], float(got.confidence[0])
+            category, confidence = read.category, read.confidence
             context = [
-                f"text model {self.text.version}: {got.top[0]} at confidence {confidence:.2f}"
-                + (" (below its threshold: GENERAL)" if category != got.top[0] else "")
+                f"text model {self.text.version}: {read.top} at confidence {confidence:.2f}"
+                + (" (below its threshold: GENERAL)" if category != read.top else "")
             ]
-            if not priority and got.priority is not None and got.priority_probs is not None:
-                priority = got.priority[0]
-                labels = self.text.priority_labels
-                probs = {p: float(v) for p, v in zip(labels, got.priority_probs[0], strict=True)}
-                priority_probs = {p: v for p, v in probs.items() if p in self.config.sla_s}
+            if not priority and read.priority is not None:
+                priority, priority_probs = read.priority, read.priority_probs
         priority = priority or "normal"
         named = features(
             amount=amount, lines=f.lines, payment_terms=f.payment_terms,
@@ -338,6 +340,9 @@ class RoutingService:
             raise InvalidInput("case: required", "case")
         now = self.wall()
         fields = ri.CaseFields(req.case, now)
+        read = None
+        if self.reader is not None and not (fields.category or fields.review_order_id):
+            read = await self.reader.read(fields.subject, fields.body)
 
         def run() -> bytes:
             known = self._known(fields.case_id)
@@ -347,7 +352,7 @@ class RoutingService:
                 raise Overloaded(
                     f"routing: {self.open_max} cases open (routing_open_max); complete some first"
                 )
-            rc, info = self._case_from(fields)
+            rc, info = self._case_from(fields, read)
             choice = self.router.route(info, now)
             self._apply(rc, choice, now)
             return ri.decision_to_pb(rc).SerializeToString()

@@ -46,14 +46,17 @@ def unseen() -> pa.Table:
 
 
 def _assert_parity(router: TextRouter, fitted: FittedText, texts: list[str]) -> None:
-    ours = run(router.session, texts, router.heads)
+    """Both graphs a loaded model runs: dense heads, and sparse heads for one or two rows."""
+    assert router.small is not None
     queue, priority = fitted.predict_proba(texts)
-    for got, want in ((ours[0], queue), (ours[1], priority)):
-        assert want is not None
-        np.testing.assert_allclose(got, want, atol=PARITY_TOLERANCE, rtol=0)
-        top2 = np.sort(want, axis=1)[:, -2:]
-        clear = top2[:, 1] - top2[:, 0] > 2 * PARITY_TOLERANCE
-        assert (got.argmax(axis=1) == want.argmax(axis=1))[clear].all()
+    for sess in (router.session, router.small):
+        ours = run(sess, texts, router.heads)
+        for got, want in ((ours[0], queue), (ours[1], priority)):
+            assert want is not None
+            np.testing.assert_allclose(got, want, atol=PARITY_TOLERANCE, rtol=0)
+            top2 = np.sort(want, axis=1)[:, -2:]
+            clear = top2[:, 1] - top2[:, 0] > 2 * PARITY_TOLERANCE
+            assert (got.argmax(axis=1) == want.argmax(axis=1))[clear].all()
 
 
 def test_onnx_equals_sklearn_on_unseen_cases(
@@ -94,7 +97,11 @@ def test_onnx_equals_sklearn_on_any_text(
     """Arbitrary Unicode (controls, emoji, other scripts, stray whitespace) mixed with the
     cases' own words: `prepare` plus the char-level graph still count what char_wb counts."""
     router, fitted = trained
-    _assert_parity(router, fitted, prepare([[""] * len(bodies), bodies]))
+    texts = prepare([[""] * len(bodies), bodies])
+    _assert_parity(router, fitted, texts)
+    one = [float(router.route_texts([t]).confidence[0]) for t in texts[:2]]  # sparse, row by row
+    dense = run(router.session, texts[:2], router.heads)[0].max(axis=1)
+    np.testing.assert_allclose(one, dense, atol=PARITY_TOLERANCE, rtol=0)
 
 
 def test_prepare_keeps_every_script() -> None:
