@@ -11,10 +11,10 @@ call of the group fails UNAVAILABLE and the router is reloaded from the store, w
 exactly the calls answered before.
 
 The text model (setting `routing_models`, a folder of `ordersight route train`) reads a
-case's subject and body when the caller gives no category, before the call reaches the
-routing thread (`engine.serving.routing_text`: calls arriving together are read
-together); a case of the risk engine's review queue (`review_order_id`) is a fraud_review
-case, with the review's facts.
+case's subject and body when the caller gives no category, on the routing thread before the
+group's transaction begins (`engine.serving.routing_text`: the texts of a group in one model
+run); a case of the risk engine's review queue (`review_order_id`) is a fraud_review case,
+with the review's facts.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from engine.routing.order_features import features
 from engine.routing.router import CaseInfo, Choice, Router, RouterConfig
 from engine.serving import routing_input as ri
 from engine.serving.methods import parse_request
-from engine.serving.routing_text import TextRead, TextReader
+from engine.serving.routing_text import TextRead, read_texts
 from engine.store import open_store
 from engine.store.routing import ASSIGNED, COMPLETED, QUEUED, RoutedCase, RoutingTables
 
@@ -73,13 +73,12 @@ class RoutingService:
         self.wall = wall
         self.open_max = open_max
         self.text = _load_text(models) if models else None
-        self.reader = TextReader(self.text) if self.text is not None else None
         self.store = open_store(dsn)
         self.tables = RoutingTables(self.store)
         self.router = Router(self.config)
         self.open: dict[str, RoutedCase] = {}
         self._load()
-        self._inbox: deque[tuple[Callable[[], Any], asyncio.Future[Any]]] = deque()
+        self._inbox: deque[tuple[Callable[..., Any], asyncio.Future[Any], Any]] = deque()
         self._cond = threading.Condition()
         self._closing = False
         self.problem = ""  # the last commit's failure ("" while commits succeed)
@@ -129,12 +128,13 @@ class RoutingService:
 
     # --- the routing thread ---------------------------------------------------------------------
 
-    async def _call(self, fn: Callable[[], Any]) -> Any:
+    async def _call(self, fn: Callable[..., Any], text: tuple[str, str] | None = None) -> Any:
+        """`fn()` on the routing thread; with `text` (subject, body), `fn(reading)`."""
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         with self._cond:
             if self._closing:
                 raise Unavailable("routing: the engine is stopping")
-            self._inbox.append((fn, fut))
+            self._inbox.append((fn, fut, text))
             self._cond.notify()
         return await fut
 
@@ -149,10 +149,12 @@ class RoutingService:
                 self._inbox.clear()
             done: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
             try:
+                reads = self._read(group)
                 with self.tables.tx():
-                    for fn, fut in group:
+                    for fn, fut, text in group:
                         try:
-                            done.append((fut, fn(), None))
+                            value = fn(reads[id(text)]) if text is not None else fn()
+                            done.append((fut, value, None))
                         except OrderSightError as exc:  # refused before it changed anything
                             done.append((fut, None, exc))
                 self.problem = ""
@@ -161,7 +163,7 @@ class RoutingService:
                 self.m_failed.inc()
                 self.problem = f"a commit failed: {type(exc).__name__}: {exc}"
                 failed = Unavailable(f"routing: the store failed ({type(exc).__name__}); retry")
-                done = [(fut, None, failed) for _, fut in group]
+                done = [(fut, None, failed) for _, fut, _ in group]
                 try:
                     self._load()
                 except Exception:
@@ -169,14 +171,19 @@ class RoutingService:
             for fut, value, error in done:
                 fut.get_loop().call_soon_threadsafe(_settle, fut, value, error)
 
+    def _read(self, group: list[tuple[Any, Any, Any]]) -> dict[int, TextRead]:
+        """The text model's reading of every text of the group, in one run."""
+        texts = [text for _, _, text in group if text is not None]
+        if not texts or self.text is None:
+            return {}
+        return {id(t): r for t, r in zip(texts, read_texts(self.text, texts), strict=True)}
+
     def close(self) -> None:
         with self._cond:
             self._closing = True
             self._cond.notify()
         self._thread.join(10.0)
         self.store.close()
-        if self.reader is not None:
-            self.reader.close()
 
     # --- agents ---------------------------------------------------------------------------------
 
@@ -340,11 +347,9 @@ class RoutingService:
             raise InvalidInput("case: required", "case")
         now = self.wall()
         fields = ri.CaseFields(req.case, now)
-        read = None
-        if self.reader is not None and not (fields.category or fields.review_order_id):
-            read = await self.reader.read(fields.subject, fields.body)
+        needs_text = self.text is not None and not (fields.category or fields.review_order_id)
 
-        def run() -> bytes:
+        def run(read: TextRead | None = None) -> bytes:
             known = self._known(fields.case_id)
             if known is not None:  # a retry, or a case routed before: its routing as it is
                 return ri.decision_to_pb(known).SerializeToString()
@@ -357,7 +362,7 @@ class RoutingService:
             self._apply(rc, choice, now)
             return ri.decision_to_pb(rc).SerializeToString()
 
-        return await self._call(run)
+        return await self._call(run, (fields.subject, fields.body) if needs_text else None)
 
     async def _complete(self, request: bytes | bytearray, deadline: float | None) -> bytes:
         req = parse_request(pb.CompleteCaseRequest, request)
