@@ -74,12 +74,13 @@ services:
 test: install services
 	$(PY) -m pytest -q
 
-# Side-by-side benchmarks (about 20 minutes); results in benchmarks/results/, nothing committed.
+# Side-by-side benchmarks (about 30 minutes); results in benchmarks/results/, nothing committed.
 bench: install models services
 	$(PY) -m pip install -q -e '.[dev,bench]'
 	$(PY) -m benchmarks.run
 	$(PY) -m benchmarks.routing_text
 	$(PY) -m benchmarks.routing_sim
+	$(PY) -m benchmarks.routing_serving
 
 # Anomaly detection: the engine's detector against a static threshold and a 3-sigma band.
 bench-anomaly: install
@@ -98,12 +99,15 @@ bench-forecast: install
 	$(PY) -m pip install -q -e '.[dev,bench]'
 	$(PY) -m benchmarks.forecast_eval
 
-# The routing text model (ordersight route): macro-F1 on held-out and shifted simulated cases
-# against keyword rules and naive Bayes, and route predict's cases/s (about 2 minutes);
-# benchmarks/results/routing/.
-bench-routing: install
+# Routing (about 9 minutes; benchmarks/results/routing/): the text model's macro-F1 on held-out
+# and shifted simulated cases against keyword rules and naive Bayes, and route predict's
+# cases/s (text.md); a simulated working week, the engine's router against round-robin,
+# skills-only and least-loaded (simulation.md); Route's server CPU and latency beside Score on
+# a real server (serving.md).
+bench-routing: install models
 	$(PY) -m benchmarks.routing_text
 	$(PY) -m benchmarks.routing_sim
+	$(PY) -m benchmarks.routing_serving
 
 # A simulated pilot of 35 days against a 10% control group, with a challenger in shadow, the
 # outcomes fed as they would arrive, and the reports checked against the simulator's truth
