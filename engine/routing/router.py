@@ -451,7 +451,9 @@ class Router:
             (f"waits about {_fmt_s(e.wait_s)} for a slot" if e.wait_s > 0 else "a slot is free")
             + f" (load {agent.load} of capacity {agent.capacity})",
             f"SLA {case.priority} {_fmt_s(self.config.sla_s[case.priority])}: "
-            f"breach risk {e.p_breach:.0%}, expected quality {e.quality:.0%}",
+            f"breach risk {e.p_breach:.0%}"
+            + (" over the priorities the text model gives it" if case.priority_probs else "")
+            + f", expected quality {e.quality:.0%}",
         ]
         if abs(log_factor) >= 0.05:
             words = describe(case.features)

@@ -184,7 +184,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _decision(d: Any) -> None:
     who = f"agent {d.agent_id}" if d.agent_id else f"queue {d.queue}"
-    print(f"{d.case_id}: {d.status} to {who} ({d.category}, confidence {d.confidence:.2f}, "
+    how = "by" if d.status == "completed" else "to"
+    print(f"{d.case_id}: {d.status} {how} {who} ({d.category}, confidence {d.confidence:.2f}, "
           f"priority {d.priority}, routes {d.routes})")  # fmt: skip
     if d.agent_id:
         print(f"  expected handle {d.predicted_handle_s / 60:.0f} min, resolution "
