@@ -289,8 +289,9 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("token", help="make a bearer token and the config entry with its hash")
     s.add_argument("--name", required=True, help="who holds it, e.g. checkout-eu")
     s.add_argument(
-        "--roles", required=True, help="comma-separated: score, report, admin, forecast, review"
-    )
+        "--roles", required=True,
+        help="comma-separated: score, report, admin, forecast, review, route",
+    )  # fmt: skip
     s.add_argument(
         "--write", metavar="DIR", help="write the secret to DIR/token and append the entry to "
         "DIR/config.toml (what `make run` does), instead of printing them",

@@ -98,7 +98,8 @@ class Settings:
     routing_models: str = ""
     """Folder of the routing text model (`ordersight route train --text-cols subject,body`)
     that reads a routed case's category from its text ("" = none: Route then needs the
-    case's category, or a review_order_id). Routing needs `store`."""
+    case's category, or a review_order_id). Routing needs `store`. A folder that does not
+    load (checksums, parity) stops the engine from starting, naming what is wrong."""
     routing_open_max: int = 100_000
     """Routed cases open (queued or assigned) at once; past this, Route is RESOURCE_EXHAUSTED."""
     store_decisions_days: float = 180.0
