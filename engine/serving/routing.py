@@ -150,8 +150,15 @@ class RoutingService:
             done: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
             try:
                 reads = self._read(group)
+            except Exception as exc:  # the calls that need the text model fail, not the group
+                log.exception("routing: the text model failed on %d cases", len(group))
+                reads, unread = {}, Unavailable(f"routing: the text model failed ({exc}); retry")
+            try:
                 with self.tables.tx():
                     for fn, fut, text in group:
+                        if text is not None and id(text) not in reads:
+                            done.append((fut, None, unread))
+                            continue
                         try:
                             value = fn(reads[id(text)]) if text is not None else fn()
                             done.append((fut, value, None))
