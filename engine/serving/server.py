@@ -181,6 +181,8 @@ class Server:
             )  # fmt: skip
             self.reviews.resolver = self.plane.feedback.resolve_review
         self.routing: RoutingService | None = None
+        if settings.routing_models and not settings.store:
+            log.warning("routing_models is set without a store: Routing is off (it needs `store`)")
         if settings.store:
             self.routing = RoutingService(
                 settings.store, settings.routing_models, self.hub.registry,
