@@ -416,7 +416,6 @@ class Server:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):  # before start: health may say SERVING
             loop.add_signal_handler(sig, stop.set)  # before start() returns
-        await self.start()
         reloads: set[asyncio.Task[None]] = set()  # held until done
 
         def reload() -> None:
@@ -424,7 +423,10 @@ class Server:
             reloads.add(task)
             task.add_done_callback(reloads.discard)
 
+        # Before start too: a front may serve (and a deployment signal) before start()
+        # returns, and SIGHUP's default action would end the engine.
         loop.add_signal_handler(signal.SIGHUP, reload)
+        await self.start()
         await stop.wait()
         log.info("shutting down: finishing in-flight calls (grace %.1fs)", self.settings.grace_s)
         await self.stop()
