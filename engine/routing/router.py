@@ -166,11 +166,19 @@ class Router:
             sigma = c.default_sigma
         return mean, sigma, t.sum_quality / t.cases
 
+    def _shrunk(self, total: float, cases: int, prior: float) -> float:
+        """The mean of `cases` observations summing to `total`, shrunk towards `prior` by
+        `shrinkage` pseudo-observations."""
+        k = self.config.shrinkage
+        return (total + k * prior) / (cases + k) if cases + k else prior
+
+    def _level_prior(self, team_mean: float, level: int) -> float:
+        """The team's log-mean moved by `level_step` per declared level above or below 3."""
+        return team_mean - self.config.level_step * (max(level, 1) - 3)
+
     def _mu(self, perf: Perf, category: str, level: int) -> float:
         mean, _, _ = self._team_prior(category)
-        prior = mean - self.config.level_step * (max(level, 1) - 3)
-        k = self.config.shrinkage
-        return (perf.sum_log + k * prior) / (perf.cases + k) if perf.cases + k else prior
+        return self._shrunk(perf.sum_log, perf.cases, self._level_prior(mean, level))
 
     def eligible(self, case: CaseInfo, now: float) -> list[Agent]:
         cap = self.config.agent_queue_max
@@ -183,15 +191,13 @@ class Router:
     def _arrays(self, category: str, agents: Sequence[Agent], now: float) -> dict[str, np.ndarray]:
         """Per agent: shrunk log-mean and quality in `category`, cases, level, load, capacity."""
         mean, sigma, quality = self._team_prior(category)
-        k, step = self.config.shrinkage, self.config.level_step
         n = len(agents)
         out = {name: np.empty(n) for name in ("mu", "q", "cases", "level", "load", "cap", "left")}
         for i, a in enumerate(agents):
             p = self.perf.get((a.agent_id, category)) or Perf()
             level = a.takes(category)
-            prior = mean - step * (max(level, 1) - 3)
-            out["mu"][i] = (p.sum_log + k * prior) / (p.cases + k) if p.cases + k else prior
-            out["q"][i] = (p.sum_quality + k * quality) / (p.cases + k) if p.cases + k else quality
+            out["mu"][i] = self._shrunk(p.sum_log, p.cases, self._level_prior(mean, level))
+            out["q"][i] = self._shrunk(p.sum_quality, p.cases, quality)
             out["cases"][i], out["level"][i] = p.cases, level
             out["load"][i], out["cap"][i] = a.load, a.capacity
             out["left"][i] = a.shift_left(now)
