@@ -30,7 +30,8 @@ import pyarrow.parquet as pq
 from sklearn.metrics import f1_score
 
 from engine.routing import workday_agents as wa
-from engine.routing.case_sim import PRIORITIES, simulate_cases
+from engine.routing.case_sim import simulate_cases
+from engine.routing.team import PRIORITIES
 from engine.routing.text_fit import TrainOptions
 from engine.routing.text_model import TextRouter, train
 from engine.routing.text_prep import GENERAL

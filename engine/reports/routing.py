@@ -45,7 +45,10 @@ import numpy as np
 
 from engine.errors import InvalidInput
 from engine.reports import bias, logdata, routing_data
-from engine.reports.routing_data import ASSIGNED, COMPLETED, PRIORITIES, QUEUED, TIERS, UNKNOWN
+from engine.reports.routing_data import UNKNOWN
+from engine.routing.order_features import TIERS
+from engine.routing.team import PRIORITIES
+from engine.store.routing import ASSIGNED, COMPLETED, QUEUED
 
 if TYPE_CHECKING:
     import pandas as pd

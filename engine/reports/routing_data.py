@@ -35,15 +35,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from engine.errors import InvalidInput
+from engine.routing.order_features import TIERS
+from engine.routing.team import PRIORITIES
+from engine.store.routing import ASSIGNED, COMPLETED, QUEUED
 
 if TYPE_CHECKING:
     import pandas as pd
 
 TABLE = "routing_cases"
-TIERS = ("new", "standard", "key")
-STATUSES = ("queued", "assigned", "completed")
-QUEUED, ASSIGNED, COMPLETED = STATUSES
-PRIORITIES = ("low", "normal", "high", "urgent")
+STATUSES = (QUEUED, ASSIGNED, COMPLETED)
 UNKNOWN = "unknown"
 COLUMNS = (
     "case_id", "customer_id", "customer_tier", "customer_orders", "language", "amount",

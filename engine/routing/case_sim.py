@@ -34,12 +34,12 @@ from types import ModuleType
 import pyarrow as pa
 
 from engine.errors import InvalidInput
+from engine.routing.order_features import TIERS
 from engine.routing.phrases import de, en
+from engine.routing.team import PRIORITIES
 
 QUEUES = tuple(en.SUBJECT)
-PRIORITIES = ("low", "normal", "high", "urgent")
 LANGUAGES: dict[str, ModuleType] = {"en": en, "de": de}
-TIERS = ("new", "standard", "key")
 
 # Priority shares (low, normal, high, urgent) by queue, before the amount moves them.
 _PRIORITY_MIX = {

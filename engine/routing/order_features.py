@@ -30,7 +30,8 @@ FEATURES = (
 )  # fmt: skip
 STANDARD_TERMS = frozenset({"", "prepaid", "card", "invoice", "net30"})
 """Payment terms a case can have without anyone negotiating them."""
-TIERS = ("", "new", "standard", "key")
+TIERS = ("new", "standard", "key")
+"""Customer tiers a case can name ("" = unknown)."""
 
 
 class Line(NamedTuple):

@@ -40,6 +40,8 @@ def _line(text: str) -> tuple[str, str, int, bool]:
 
 def add_verbs(verbs: Any) -> None:
     from engine.client import client_options
+    from engine.routing.order_features import TIERS
+    from engine.routing.team import PRIORITIES
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--addr", default="127.0.0.1:50051", help="engine address (host:port)")
@@ -73,11 +75,11 @@ def add_verbs(verbs: Any) -> None:
     s.add_argument("--body", default="")
     s.add_argument("--category", default="", help="the skill needed, when known (no text model)")
     s.add_argument("--review-order", default="", help="route this order's REVIEW case")
-    s.add_argument("--priority", default="", choices=("", "low", "normal", "high", "urgent"))
+    s.add_argument("--priority", default="", choices=("", *PRIORITIES))
     s.add_argument("--language", default="", help="ISO 639-1 code of the text")
     s.add_argument("--order-id", default="")
     s.add_argument("--customer-id", default="")
-    s.add_argument("--tier", default="", choices=("", "new", "standard", "key"))
+    s.add_argument("--tier", default="", choices=("", *TIERS))
     s.add_argument("--customer-orders", type=int, help="the customer's earlier orders")
     s.add_argument("--amount", type=float, default=0.0, help="order value (major units)")
     s.add_argument("--currency", default="")

@@ -46,9 +46,10 @@ import numpy as np
 import pyarrow as pa
 
 from engine.routing.case_sim import CONFIGS as TEXT_CONFIGS
-from engine.routing.case_sim import PRIORITIES, simulate_cases
+from engine.routing.case_sim import simulate_cases
 from engine.routing.order_features import Line, features
 from engine.routing.router import Agent, CaseInfo
+from engine.routing.team import PRIORITIES
 from engine.routing.text_model import TextRouter
 from engine.routing.workday_agents import (
     LANGUAGE_TRIAGE_S,

@@ -118,7 +118,7 @@ class CaseFields:
         self.case_id = _id(m.case_id, "case.case_id")
         self.order_id = _id(m.order_id, "case.order_id", required=False)
         self.customer_id = _id(m.customer_id, "case.customer_id", required=False)
-        if m.customer_tier not in TIERS:
+        if m.customer_tier not in ("", *TIERS):
             raise InvalidInput("case.customer_tier: new, standard, key or ''", "case.customer_tier")
         self.customer_tier = m.customer_tier
         self.customer_orders = m.customer_orders if m.HasField("customer_orders") else -1

@@ -26,6 +26,7 @@ CASE_COLUMNS = (
     "completed_at", "handle_s", "quality",
 )  # fmt: skip
 QUEUED, ASSIGNED, COMPLETED = "queued", "assigned", "completed"
+"""A routed case's status: waiting in a queue, with an agent, resolved."""
 DIFFICULTY_KEY = "routing_difficulty"
 
 
