@@ -51,8 +51,9 @@ KIND = "routing-text"
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.onnx"
 SPARSE_ROWS = 2
-"""Calls of at most this many rows run the graph with sparse heads (one case: about half
-the time); larger ones the dense graph, which is cheaper per row from three rows on."""
+"""Calls of at most this many rows run the graph with sparse heads; larger ones the dense
+graph: the sparse product's cost grows with the non-zeros of every row, the dense one's
+is mostly reading the weights once, so the dense graph wins as rows are added."""
 PARITY_FILE = "parity.json"
 
 

@@ -36,7 +36,7 @@ from engine.codec.alert_messages import timestamp
 from engine.decision_log import segments
 from engine.decision_log.records import Entry
 from engine.errors import InvalidInput, Unconfigured
-from engine.serving.methods import parse_request
+from engine.serving.methods import Unary, parse_request
 from engine.store import Store, open_store
 from engine.store.base import OPEN, RESOLVED, Case, CaseFilter, Outcome, Stored
 from engine.store.cases import (
@@ -49,7 +49,6 @@ from engine.store.tables import check_reviewer_and_note
 
 log = logging.getLogger(__name__)
 SERVICE = pb.DESCRIPTOR.services_by_name["Reviews"].full_name
-Unary = Callable[[bytes | bytearray, "float | None"], Awaitable[bytes]]
 PAGE, MAX_PAGE = 50, 500
 _PATHS = {v.name: v.number for v in pb.Path.DESCRIPTOR.values}
 _VERDICT_NAMES = {pb.FRAUD: "FRAUD", pb.LEGITIMATE: "LEGITIMATE"}

@@ -26,7 +26,7 @@ import threading
 import time
 from collections import Counter as Tally
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -47,14 +47,13 @@ from engine.errors import (
 from engine.routing.order_features import features
 from engine.routing.router import CaseInfo, Choice, Router, RouterConfig
 from engine.serving import routing_input as ri
-from engine.serving.methods import parse_request
+from engine.serving.methods import Unary, parse_request
 from engine.serving.routing_text import TextRead, read_texts
 from engine.store import open_store
 from engine.store.routing import ASSIGNED, COMPLETED, QUEUED, RoutedCase, RoutingTables
 
 log = logging.getLogger(__name__)
 SERVICE = pb.DESCRIPTOR.services_by_name["Routing"].full_name
-Unary = Callable[[bytes | bytearray, "float | None"], Awaitable[bytes]]
 TEXT_COLUMNS = ("subject", "body")
 FRAUD_REVIEW = "fraud_review"
 
