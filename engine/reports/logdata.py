@@ -294,19 +294,19 @@ def segment_columns(
     if "first_seen" in frame:
         out["customer"] = frame["first_seen"].map({True: "first order seen", False: "returning"})
     if ACCOUNT_AGE_FEATURE in frame:
-        out["account_age"] = _bands(frame[ACCOUNT_AGE_FEATURE], ACCOUNT_AGE_BANDS)
+        out["account_age"] = band_of(frame[ACCOUNT_AGE_FEATURE], ACCOUNT_AGE_BANDS)
     out["channel"] = frame["channel"].astype(str)
-    out["amount_band"] = _bands(frame["amount"], AMOUNT_BANDS)
+    out["amount_band"] = band_of(frame["amount"], AMOUNT_BANDS)
     out["billing_country"] = frame["billing_country"].astype(str)
-    table = _read_customers(customers) if customers else None
+    table = read_customers(customers) if customers else None
     for col in extra:
         if col in out:
             continue
         if col in frame.columns:
-            out[col] = _categories(frame[col])
+            out[col] = as_categories(frame[col])
         elif table is not None and col in table.columns:
             joined = frame["customer_id"].map(table[col])
-            out[col] = _categories(joined)
+            out[col] = as_categories(joined)
         else:
             where = f"the log's columns and features, nor in {customers}" if customers else (
                 "the log's columns and features (give --customers FILE for a column of yours)"
@@ -315,7 +315,7 @@ def segment_columns(
     return out
 
 
-def _read_customers(path_arg: str) -> pd.DataFrame:
+def read_customers(path_arg: str) -> pd.DataFrame:
     """The customers file, indexed by customer_id (InvalidInput naming --customers, or the
     column and row)."""
     import pandas as pd
@@ -346,7 +346,7 @@ def _read_customers(path_arg: str) -> pd.DataFrame:
     return table.set_index(ids.astype(str))
 
 
-def _bands(values: pd.Series, bands: tuple[tuple[float, str], ...]) -> pd.Series:
+def band_of(values: pd.Series, bands: tuple[tuple[float, str], ...]) -> pd.Series:
     out = np.full(len(values), "unknown", object)
     v = values.to_numpy(np.float64)
     for upper, name in reversed(bands):
@@ -357,7 +357,7 @@ def _bands(values: pd.Series, bands: tuple[tuple[float, str], ...]) -> pd.Series
     return pd.Series(out, index=values.index)
 
 
-def _categories(values: pd.Series) -> pd.Series:
+def as_categories(values: pd.Series) -> pd.Series:
     """A segment column as text: numbers with many distinct values cut into quartiles,
     missing values as "unknown"."""
     import pandas as pd

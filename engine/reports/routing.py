@@ -145,21 +145,21 @@ def segments(
     orders = frame["customer_orders"].to_numpy()
     who: dict[str, pd.Series] = {
         "customer_tier": frame["customer_tier"],
-        "amount_band": logdata._bands(frame["amount"], AMOUNT_BANDS),
+        "amount_band": logdata.band_of(frame["amount"], AMOUNT_BANDS),
         "new_or_returning": pd.Series(
             np.select([orders == 0, orders > 0], [NEW, RETURNING], UNKNOWN), index=frame.index
         ),
         "language": frame["language"],
     }
     what = {k: frame[k] for k in CASE_KINDS}
-    table = logdata._read_customers(customers) if customers else None
+    table = logdata.read_customers(customers) if customers else None
     for col in extra:
         if col in who or col in what:
             continue
         if col in frame.columns:
-            who[col] = logdata._categories(frame[col])
+            who[col] = logdata.as_categories(frame[col])
         elif table is not None and col in table.columns:
-            who[col] = logdata._categories(frame["customer_id"].map(table[col]))
+            who[col] = logdata.as_categories(frame["customer_id"].map(table[col]))
         else:
             where = f"the cases' columns, nor in {customers}" if customers else (
                 "the cases' columns (give --customers FILE for a column of yours)"
